@@ -1,0 +1,153 @@
+"""The ``alray`` command: run, score, select, validate, runs, demo. Exit codes: 0 ok, 2 bad config
+or input (one line, no traceback), 1 internal failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+
+from alray.config import Config, load_config
+from alray.errors import AlrayError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, *, config_default: str | None = None) -> None:
+    if config_default is None:
+        parser.add_argument("config", help="YAML config file")
+    else:
+        parser.add_argument("--config", default=config_default, help=f"YAML config file (default {config_default})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set selection.n_samples=50 (repeatable)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", help="run id; rerunning an id replaces that run")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    parser.add_argument("--ray-address", help="attach to this Ray cluster (same as --set ray.address=...)")
+    parser.add_argument("--spark-master", help="Spark master URL (same as --set spark.master=...)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``alray`` command."""
+    parser = argparse.ArgumentParser(prog="alray", description="Distributed active-learning data selection.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "score on Ray, then select on Spark"),
+                       ("score", "only the scoring stage (Ray)"),
+                       ("select", "only the selection stage (Spark), on an earlier score of the same run id")):
+        sub = commands.add_parser(name, help=text)
+        _add_config_arguments(sub)
+        _add_run_arguments(sub)
+    validate = commands.add_parser("validate", help="check a config file and print it resolved")
+    _add_config_arguments(validate)
+    demo = commands.add_parser("demo", help="build the sample pool and model, then run the job on them")
+    _add_config_arguments(demo, config_default="conf/demo.yaml")
+    _add_run_arguments(demo)
+    runs = commands.add_parser("runs", help="read the runs table")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True)
+    for name in ("list", "show"):
+        sub = runs_commands.add_parser(name)
+        if name == "show":
+            sub.add_argument("run_id")
+        _add_config_arguments(sub)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if getattr(args, "run_id", None):
+        overrides.append(f"run.run_id={args.run_id}")
+    if getattr(args, "ray_address", None):
+        overrides.append(f"ray.address={args.ray_address}")
+    if getattr(args, "spark_master", None):
+        overrides.append(f"spark.master={args.spark_master}")
+    return load_config(args.config, overrides)
+
+
+def _run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    from alray.pipeline import run_pipeline
+    from alray.progress import Progress
+    from alray.report import print_summary
+
+    config = _config(args)
+    summary = run_pipeline(config, progress=Progress(quiet=args.quiet), stages=stages)
+    if args.json:
+        print(summary.to_json())
+    else:
+        print_summary(summary)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from alray.demo import build_demo
+    from alray.pipeline import run_pipeline
+    from alray.progress import Progress
+    from alray.report import print_summary, print_top_ranking
+
+    config = _config(args)
+    progress = Progress(quiet=args.quiet)
+    with progress.stage("demo-build"):
+        files = build_demo(pool_path=config.pool.path, labeled_path=config.labeled.path or "demo/labeled",
+                           checkpoint_path=config.model.checkpoint, seed=config.run.seed)
+    progress.say(f"demo: pool of {files.n_pool} images at {files.pool}; {files.n_labeled} labeled at "
+                 f"{files.labeled}; seed model at {files.checkpoint} (accuracy on the pool {files.seed_accuracy:.1%})")
+    summary = run_pipeline(config, progress=progress)
+    if args.json:
+        print(summary.to_json())
+        return EXIT_OK
+    print_summary(summary)
+    print_top_ranking(summary, n_rows=10)
+    print(f"\nThe ranking of what to label next: {summary.tables['ranking']} (Delta table, run_id={summary.run_id})")
+    print(f"Rerun it: alray run {args.config}")
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
+    print(f"{args.config}: valid (config hash {config.config_hash()})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from alray.report import print_run, print_runs
+
+    config = _config(args)
+    if args.runs_command == "list":
+        print_runs(config.output.path)
+    else:
+        print_run(config.output.path, args.run_id)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``alray`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "run": lambda: _run(args, ("score", "select")),
+        "score": lambda: _run(args, ("score",)),
+        "select": lambda: _run(args, ("select",)),
+        "validate": lambda: _validate(args),
+        "demo": lambda: _demo(args),
+        "runs": lambda: _runs(args),
+    }
+    try:
+        return handlers[args.command]()
+    except AlrayError as exc:
+        print(f"alray: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("alray: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # an internal failure: keep the traceback for the bug report
+        traceback.print_exc()
+        print("alray: internal error (exit 1); the traceback above is for a bug report", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

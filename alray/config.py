@@ -1,0 +1,258 @@
+"""The job configuration: pydantic models read from YAML, with `--set KEY=VALUE` overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alray.errors import ConfigError
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+FilterOp = Literal[
+    ">", ">=", "<", "<=", "==", "!=", "in", "not_in", "between", "is_null", "not_null", "within_last"
+]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``"7d"``, ``"12h"``, ``"30m"``; ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"expected a duration such as '7d', '12h' or '30m', got {text!r}")
+    return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    seed: int = Field(0, description="Seed of every random choice (dropout masks, partitions, first pick).")
+    run_id: str | None = Field(
+        None, description="Run id; the same id reruns and replaces that run. Generated when absent."
+    )
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_is_safe(cls, value: str | None) -> str | None:
+        if value is not None and not RUN_ID_PATTERN.match(value):
+            raise ValueError("expected letters, digits, '.', '_' or '-' (at most 128), starting alphanumeric")
+        return value
+
+
+class PoolConfig(_Section):
+    path: str = Field(description="Pool table: a parquet file or folder, or a Delta table path.")
+    format: Literal["parquet", "delta"] = Field("parquet", description="Format of the pool table.")
+    version: int | None = Field(None, description="Delta table version to read (latest when absent).")
+
+
+class LabeledConfig(_Section):
+    path: str | None = Field(
+        None,
+        description="Table of already labeled ids (column `id`); excluded from selection, and their "
+        "embeddings count as already-selected centres when they are in the pool.",
+    )
+    format: Literal["parquet", "delta"] = Field("parquet", description="Format of the labeled table.")
+
+
+class ModelConfig(_Section):
+    checkpoint: str = Field(description="Model checkpoint written by alray (a state dict with its architecture).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs; auto uses a GPU when the actor was given one."
+    )
+
+
+class ScoreConfig(_Section):
+    mc_samples: int = Field(20, ge=1, le=1000, description="MC-dropout samples T per input.")
+    batch_size: int = Field(256, ge=1, description="Rows per batch handed to a scoring actor.")
+    num_actors: int = Field(1, ge=1, description="Scoring actors (one model copy each).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per scoring actor.")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per scoring actor; 0 scores on CPU.")
+    max_bad_fraction: float = Field(
+        0.05, ge=0, le=1, description="Fail the run when more than this fraction of the pool is rejected."
+    )
+
+
+class FilterConfig(_Section):
+    column: str = Field(description="Column of the features table (a score or pool metadata).")
+    op: FilterOp = Field(description="Comparison; `within_last` keeps timestamps within a duration of the run time.")
+    value: Any = Field(None, description="Operand: a scalar, a list for in/not_in, [low, high] for between, "
+                       "a duration such as '7d' for within_last, nothing for is_null/not_null.")
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> FilterConfig:
+        op, value = self.op, self.value
+        if op in ("is_null", "not_null"):
+            if value is not None:
+                raise ValueError(f"op {op!r} takes no value")
+        elif op in ("in", "not_in"):
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"op {op!r} needs a non-empty list value")
+        elif op == "between":
+            if not isinstance(value, list) or len(value) != 2:
+                raise ValueError("op 'between' needs a value [low, high]")
+        elif op == "within_last":
+            if not isinstance(value, str):
+                raise ValueError("op 'within_last' needs a duration such as '7d'")
+            parse_duration(value)
+        elif value is None or isinstance(value, (list, dict)):
+            raise ValueError(f"op {op!r} needs a scalar value")
+        return self
+
+    def describe(self) -> str:
+        """A short human form, used as the reason of rows this filter removes."""
+        if self.value is None:
+            return f"{self.column} {self.op}"
+        return f"{self.column} {self.op} {json.dumps(self.value, default=str)}"
+
+
+UNCERTAINTY_SCORES = ("bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std")
+
+
+class SelectionConfig(_Section):
+    n_samples: int = Field(description="How many samples to select for labeling.", gt=0)
+    uncertainty: Literal["bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std", "none"] = (
+        Field("bald", description="Score that weights diversity (uncertainty-weighted k-center); none: plain k-center.")
+    )
+    strength: float = Field(1.0, ge=0, description="Exponent of the uncertainty weight.")
+    filters: list[FilterConfig] = Field(default_factory=list, description="Metadata filters, applied in order.")
+    n_partitions: int = Field(
+        4, ge=1, description="Partitions of the first coreset round; changes results (see README)."
+    )
+    oversample: float = Field(
+        4.0, ge=1, description="Each partition keeps oversample x its share of n_samples as local centres."
+    )
+
+
+class OutputConfig(_Section):
+    path: str = Field(description="Lake root; the tables features, ranking, rejects and runs live under it.")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray cluster to attach to; local Ray when absent.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance (all when absent).")
+
+
+class SparkConfig(_Section):
+    master: str = Field("local[2]", description="Spark master URL.")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
+
+
+class Config(_Section):
+    run: RunConfig = Field(default_factory=lambda: RunConfig(), description="Run identity and seed.")
+    pool: PoolConfig
+    labeled: LabeledConfig = Field(default_factory=lambda: LabeledConfig(), description="Labeled set.")
+    model: ModelConfig
+    score: ScoreConfig = Field(default_factory=lambda: ScoreConfig(), description="Scoring stage (Ray).")
+    selection: SelectionConfig
+    output: OutputConfig
+    ray: RayConfig = Field(default_factory=lambda: RayConfig(), description="Ray connection.")
+    spark: SparkConfig = Field(default_factory=lambda: SparkConfig(), description="Spark connection.")
+
+    def to_json(self) -> str:
+        """The config as canonical JSON (sorted keys): what the runs table records and hashes."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON without the run id, so reruns of one config share a hash."""
+        data = self.model_dump(mode="json")
+        data["run"].pop("run_id", None)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    parts = []
+    for item in error.errors():
+        key = _format_location(item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        elif item["type"] == "missing":
+            parts.append(f"{key}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}: {message} (got {item.get('input')!r})")
+    return f"{source}: " + "; ".join(parts)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``KEY=VALUE`` override in place; the value is parsed as YAML (``5``, ``true``, ``[a, b]``)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE with a dotted key, e.g. selection.n_samples=50")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+    parts = key.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, where)]
+        elif isinstance(node, dict):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            node = child
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {where} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list[Any], part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {where}: expected a list index below {len(node)}")
+    return int(part)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply ``KEY=VALUE`` overrides, validate.
+
+    Raises ConfigError naming the file or the dotted key at fault.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
+    """Validate a config mapping; ConfigError names the dotted key at fault."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

@@ -1,0 +1,534 @@
+"""Greedy k-center (farthest-point) selection of a diverse subset of embeddings, in pure NumPy.
+
+All distances are Euclidean and computed in float32 with the norm trick
+``|x|^2 - 2 x.c + |c|^2``; no function here ever builds an ``N x N`` (or a full ``N x M``)
+matrix, so memory stays ``O(N * d)`` plus one bounded block.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "coverage_radius",
+    "k_center_greedy",
+    "local_k",
+    "nearest_centre_distances",
+    "two_stage_k_center",
+]
+
+_DEFAULT_CHUNK_ROWS = 65536
+
+# Upper bound on the elements of one distance block (rows x centres): 2**22 float32 values is
+# 16 MiB, and the kernel holds about three such arrays at once.
+_BLOCK_ELEMENTS = 1 << 22
+
+# The norm trick subtracts numbers of size |x|^2 + |c|^2, so its float32 result carries rounding
+# noise of a few eps times that sum (about 7 eps at worst for exact duplicates, measured for d
+# from 1 to 2048). Squared distances below this floor are set to 0: an exact duplicate of a
+# centre then counts as covered instead of keeping a spurious positive distance that greedy
+# would eventually pick, and negative values never reach sqrt. The cost: distances under about
+# 0.003 * the row norm (after centring) read as 0, and float32 cannot resolve them anyway.
+_NOISE_FLOOR = 32 * float(np.finfo(np.float32).eps)
+
+# ``oversample * k / n_partitions`` is computed from user-typed decimals; 1.1 * 100 / 11 is
+# 10.000000000000002 in binary floating point and must give 10, not 11.
+_CEIL_SLACK = 1e-9
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_matrix(name: str, array: npt.ArrayLike) -> np.ndarray:
+    """Return ``array`` as a 2-D real array (any float/int dtype), without copying if possible."""
+    try:
+        matrix = np.asarray(array)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a 2-D numeric array ({exc})") from exc
+    if matrix.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a real numeric array, got dtype {matrix.dtype}")
+    if matrix.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D array of shape (n_rows, n_features), got shape {matrix.shape}"
+        )
+    return matrix
+
+
+def _mean_shift(matrix: np.ndarray) -> np.ndarray:
+    """Column means in float64 (zeros for no rows); NaN/inf are reported later, not warned."""
+    if matrix.shape[0] == 0:
+        return np.zeros(matrix.shape[1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(matrix.mean(axis=0, dtype=np.float64))
+
+
+def _check_count(name: str, value: int, *, minimum: int) -> int:
+    try:
+        count = operator.index(value)
+    except TypeError as exc:
+        raise ValueError(f"{name}: expected an integer, got {value!r}") from exc
+    if count < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {count}")
+    return count
+
+
+def _check_weights(weights: npt.ArrayLike | None, n_rows: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weights: expected a 1-D numeric array ({exc})") from exc
+    if w.shape != (n_rows,):
+        raise ValueError(f"weights: expected shape ({n_rows},) (one per row of X), got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("weights: values must be finite")
+    if w.size and w.min() < 0:
+        raise ValueError("weights: values must be >= 0")
+    return w
+
+
+def _check_already_selected(
+    already_selected: npt.ArrayLike | None, n_features: int
+) -> np.ndarray | None:
+    """Return the existing centres as a 2-D array, or None when there are none."""
+    if already_selected is None:
+        return None
+    centres = _as_matrix("already_selected", already_selected)
+    if centres.shape[1] != n_features:
+        raise ValueError(
+            f"already_selected: expected {n_features} columns like X (these are embeddings of "
+            f"the existing centres, not indices), got shape {centres.shape}"
+        )
+    return centres if centres.shape[0] else None
+
+
+# --------------------------------------------------------------------------- distance kernel
+
+
+def _centred_float32(
+    name: str, matrix: np.ndarray, shift: np.ndarray, *, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Translate rows by ``-shift`` and convert them to C-contiguous float32, chunk by chunk.
+
+    Parameters
+    ----------
+    name : str
+        Argument name for the error message.
+    matrix : ndarray of shape (n_rows, n_features)
+        Any real dtype.
+    shift : ndarray of shape (n_features,), float64
+        Usually a mean; distances do not change, but the norms in the norm trick shrink, and
+        with them its float32 cancellation error (embeddings often share a large offset).
+    chunk_rows : int
+        Rows converted at a time, so a float64 input never needs a full float64 temporary.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_rows, n_features), float32
+    sq_norms : ndarray of shape (n_rows,), float32
+        Squared norms of the float32 rows.
+
+    Raises
+    ------
+    ValueError
+        If a value is NaN/inf, or too large for its squared norm to fit float32.
+    """
+    n_rows = matrix.shape[0]
+    rows = np.empty(matrix.shape, dtype=np.float32)
+    sq_norms = np.empty(n_rows, dtype=np.float32)
+    for start in range(0, n_rows, chunk_rows):
+        stop = min(start + chunk_rows, n_rows)
+        # Subtracting in float64 before rounding to float32 keeps the offset removal exact
+        # to float32 precision, whatever the input dtype. NaN/inf/overflow are reported by
+        # the check below, not as warnings.
+        with np.errstate(invalid="ignore", over="ignore"):
+            rows[start:stop] = matrix[start:stop] - shift
+            block = rows[start:stop]
+            sq_norms[start:stop] = np.einsum("ij,ij->i", block, block)
+    if not np.isfinite(sq_norms).all():
+        raise ValueError(
+            f"{name}: values must be finite, and small enough that squared norms (after "
+            "subtracting the mean) fit in float32"
+        )
+    return rows, sq_norms
+
+
+def _squared_distances(
+    rows: np.ndarray, row_sq_norms: np.ndarray, centres: np.ndarray, centre_sq_norms: np.ndarray
+) -> np.ndarray:
+    """Squared Euclidean distances of every row to every centre, by the float32 norm trick.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_rows, n_features), float32
+    row_sq_norms : ndarray of shape (n_rows,), float32
+    centres : ndarray of shape (n_centres, n_features), float32
+    centre_sq_norms : ndarray of shape (n_centres,), float32
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_centres), float32
+        Non-negative; values within float32 rounding noise of 0 are exactly 0.
+    """
+    # Scaling the (small) centre block by -2 is exact and saves a pass over the result.
+    scaled = -2.0 * centres
+    # Greedy adds one centre per step, and BLAS gemv is up to twice as fast as a 1-column gemm.
+    sq = (rows @ scaled[0])[:, None] if len(scaled) == 1 else rows @ scaled.T
+    norm_sums = row_sq_norms[:, None] + centre_sq_norms[None, :]
+    sq += norm_sums
+    norm_sums *= _NOISE_FLOOR
+    np.copyto(sq, np.float32(0.0), where=sq <= norm_sums)
+    return sq
+
+
+def _update_min_squared(
+    min_sq: np.ndarray,
+    rows: np.ndarray,
+    row_sq_norms: np.ndarray,
+    centres: np.ndarray,
+    centre_sq_norms: np.ndarray,
+    *,
+    chunk_rows: int,
+) -> None:
+    """Lower ``min_sq`` (n_rows,) in place to each row's squared distance to its nearest centre.
+
+    Works on blocks of at most ``chunk_rows`` rows by ``_BLOCK_ELEMENTS // chunk_rows`` centres,
+    so memory is bounded whatever ``n_rows`` and ``n_centres`` are.
+    """
+    n_rows, n_centres = rows.shape[0], centres.shape[0]
+    row_step = max(1, min(chunk_rows, n_rows))
+    centre_step = max(1, _BLOCK_ELEMENTS // row_step)
+    for r0 in range(0, n_rows, row_step):
+        r1 = min(r0 + row_step, n_rows)
+        for c0 in range(0, n_centres, centre_step):
+            c1 = min(c0 + centre_step, n_centres)
+            block = _squared_distances(
+                rows[r0:r1], row_sq_norms[r0:r1], centres[c0:c1], centre_sq_norms[c0:c1]
+            )
+            np.minimum(min_sq[r0:r1], block.min(axis=1), out=min_sq[r0:r1])
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def nearest_centre_distances(
+    X: npt.ArrayLike, centres: npt.ArrayLike, *, chunk_rows: int = _DEFAULT_CHUNK_ROWS
+) -> np.ndarray:
+    """Euclidean distance of every row of ``X`` to its nearest row of ``centres``.
+
+    Parameters
+    ----------
+    X : array_like of shape (n_rows, n_features)
+        Embeddings to cover.
+    centres : array_like of shape (n_centres, n_features)
+        Embeddings of the centres.
+    chunk_rows : int, default 65536
+        Rows of ``X`` processed at a time; each block is at most ``chunk_rows`` rows by
+        ``2**22 // chunk_rows`` centres.
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), float32
+        ``inf`` for every row when ``centres`` has no rows.
+
+    Raises
+    ------
+    ValueError
+        If an input has the wrong shape or non-finite values, or ``chunk_rows < 1``.
+    """
+    rows_in = _as_matrix("X", X)
+    centres_in = _as_matrix("centres", centres)
+    chunk_rows = _check_count("chunk_rows", chunk_rows, minimum=1)
+    if centres_in.shape[1] != rows_in.shape[1]:
+        raise ValueError(
+            f"centres: expected {rows_in.shape[1]} columns like X, got shape {centres_in.shape}"
+        )
+    n_rows = rows_in.shape[0]
+    min_sq = np.full(n_rows, np.inf, dtype=np.float32)
+    shift = _mean_shift(centres_in)
+    centre_rows, centre_sq = _centred_float32("centres", centres_in, shift, chunk_rows=chunk_rows)
+    # X is converted one chunk at a time, so a large X never exists twice in memory.
+    for start in range(0, n_rows, chunk_rows):
+        stop = min(start + chunk_rows, n_rows)
+        rows, row_sq = _centred_float32("X", rows_in[start:stop], shift, chunk_rows=chunk_rows)
+        _update_min_squared(
+            min_sq[start:stop], rows, row_sq, centre_rows, centre_sq, chunk_rows=chunk_rows
+        )
+    return np.sqrt(min_sq)
+
+
+def coverage_radius(
+    X: npt.ArrayLike, centres: npt.ArrayLike, *, chunk_rows: int = _DEFAULT_CHUNK_ROWS
+) -> float:
+    """Largest distance from a row of ``X`` to its nearest centre (the k-center objective).
+
+    Parameters
+    ----------
+    X : array_like of shape (n_rows, n_features)
+        Embeddings to cover.
+    centres : array_like of shape (n_centres, n_features)
+        Embeddings of the centres.
+    chunk_rows : int, default 65536
+        See :func:`nearest_centre_distances`.
+
+    Returns
+    -------
+    float
+        0.0 when ``X`` has no rows; ``inf`` when ``centres`` has none (and ``X`` has some).
+    """
+    distances = nearest_centre_distances(X, centres, chunk_rows=chunk_rows)
+    return float(distances.max()) if distances.size else 0.0
+
+
+def k_center_greedy(
+    X: npt.ArrayLike,
+    k: int,
+    weights: npt.ArrayLike | None = None,
+    already_selected: npt.ArrayLike | None = None,
+    first: int | None = None,
+    *,
+    seed: int = 0,
+    min_distance: float | None = None,
+    chunk_rows: int = _DEFAULT_CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick up to ``k`` rows of ``X`` by greedy farthest-point (k-center) selection.
+
+    Each step picks the row with the largest ``weights * distance to its nearest centre``
+    (plain distance without weights), ties going to the lowest index; centres are the rows of
+    ``already_selected`` plus the rows picked so far. Selection stops early when the best score
+    is 0 (every remaining row has zero weight or duplicates a centre), so no row is picked twice.
+
+    Parameters
+    ----------
+    X : array_like of shape (n_rows, n_features)
+        Candidate embeddings; converted to float32.
+    k : int
+        Number of new centres to pick; values above ``n_rows`` are clipped.
+    weights : array_like of shape (n_rows,), optional
+        Non-negative per-row weights (e.g. uncertainty scores).
+    already_selected : array_like of shape (n_centres, n_features), optional
+        Embeddings (not indices) of centres that already exist, e.g. the labeled set.
+    first : int, optional
+        Index of the first pick when there are no existing centres. Without it, the first pick
+        is uniform at random from ``seed``, even when ``weights`` are given. Not allowed with a
+        non-empty ``already_selected``, where the first pick is the farthest row.
+    seed : int, default 0
+        Seed of the first pick when neither ``first`` nor ``already_selected`` is given.
+    min_distance : float, optional
+        Rows closer than this (unweighted) to a centre are never picked, and selection stops
+        when no other row is left. So no two selected rows, nor a selected row and an existing
+        centre, are closer than ``min_distance``. Without ``weights`` this is exactly "stop
+        before picking a row closer than ``min_distance``".
+    chunk_rows : int, default 65536
+        Block height when distances to ``already_selected`` are computed; each block is at
+        most ``chunk_rows`` rows by ``2**22 // chunk_rows`` centres.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_picked,), int64
+        Picked row indices in selection order; ``n_picked <= min(k, n_rows)``.
+    min_distances : ndarray of shape (n_rows,), float32
+        Distance of every row to its nearest centre after the last pick (0 for picked rows;
+        ``inf`` everywhere when there are no centres at all).
+
+    Raises
+    ------
+    ValueError
+        If an argument has the wrong shape, type or range; the message names it.
+    """
+    points = _as_matrix("X", X)
+    n_rows, n_features = points.shape
+    k = _check_count("k", k, minimum=0)
+    chunk_rows = _check_count("chunk_rows", chunk_rows, minimum=1)
+    w = _check_weights(weights, n_rows)
+    existing = _check_already_selected(already_selected, n_features)
+    if first is not None:
+        first = _check_count("first", first, minimum=0)
+        if first >= n_rows:
+            raise ValueError(f"first: must be a row index in [0, {n_rows}), got {first}")
+        if existing is not None:
+            raise ValueError(
+                "first: cannot be combined with a non-empty already_selected "
+                "(the first pick is then the row farthest from the existing centres)"
+            )
+    min_sq_allowed = 0.0
+    if min_distance is not None:
+        min_distance = float(min_distance)
+        if not (math.isfinite(min_distance) and min_distance >= 0):
+            raise ValueError(f"min_distance: must be a finite number >= 0, got {min_distance}")
+        min_sq_allowed = min_distance * min_distance
+
+    shift = _mean_shift(points)
+    rows, row_sq = _centred_float32("X", points, shift, chunk_rows=chunk_rows)
+    min_sq = np.full(n_rows, np.inf, dtype=np.float32)
+    if existing is not None:
+        centres, centre_sq = _centred_float32(
+            "already_selected", existing, shift, chunk_rows=chunk_rows
+        )
+        _update_min_squared(min_sq, rows, row_sq, centres, centre_sq, chunk_rows=chunk_rows)
+
+    picks: list[int] = []
+
+    def add_centre(index: int) -> None:
+        picks.append(index)
+        new_sq = _squared_distances(
+            rows, row_sq, rows[index : index + 1], row_sq[index : index + 1]
+        )
+        np.minimum(min_sq, new_sq[:, 0], out=min_sq)
+        min_sq[index] = 0.0
+
+    n_new = min(k, n_rows)
+    if n_new and existing is None:
+        if first is None:
+            first = int(np.random.default_rng(seed).integers(n_rows))
+        add_centre(first)
+
+    # argmax(w * d) == argmax(w^2 * d^2) for non-negative values, so no sqrt per pick; scaling
+    # w to a maximum of 1 and scoring in float64 keeps w^2 * d^2 from overflowing/underflowing.
+    weight_sq = None
+    if w is not None:
+        w_max = float(w.max()) if n_rows else 0.0
+        weight_sq = np.square(w / w_max) if w_max > 0 else np.zeros(n_rows)
+    score = np.empty(n_rows, dtype=np.float64) if weight_sq is not None else min_sq
+    while len(picks) < n_new:
+        if weight_sq is not None:
+            np.multiply(weight_sq, min_sq, out=score)
+            if min_distance is not None:
+                np.copyto(score, 0.0, where=min_sq < min_sq_allowed)
+        best = int(np.argmax(score))
+        if score[best] <= 0 or min_sq[best] < min_sq_allowed:
+            break
+        add_centre(best)
+
+    return np.asarray(picks, dtype=np.int64), np.sqrt(min_sq)
+
+
+def local_k(k: int, n_partitions: int, oversample: float, partition_size: int) -> int:
+    """Number of centres each partition picks in the first round of two-stage k-center.
+
+    Parameters
+    ----------
+    k : int
+        Centres wanted in the end.
+    n_partitions : int
+        Number of partitions the rows are split into.
+    oversample : float
+        Ratio of first-round centres (over all partitions) to ``k``; > 0.
+    partition_size : int
+        Rows in this partition; the result never exceeds it.
+
+    Returns
+    -------
+    int
+        ``min(partition_size, ceil(oversample * k / n_partitions))``.
+    """
+    k = _check_count("k", k, minimum=0)
+    n_partitions = _check_count("n_partitions", n_partitions, minimum=1)
+    partition_size = _check_count("partition_size", partition_size, minimum=0)
+    oversample = float(oversample)
+    if not (math.isfinite(oversample) and oversample > 0):
+        raise ValueError(f"oversample: must be a finite number > 0, got {oversample}")
+    wanted = math.ceil(oversample * k / n_partitions - _CEIL_SLACK)
+    return max(0, min(partition_size, wanted))
+
+
+def two_stage_k_center(
+    X: npt.ArrayLike,
+    k: int,
+    n_partitions: int,
+    *,
+    oversample: float = 4.0,
+    weights: npt.ArrayLike | None = None,
+    already_selected: npt.ArrayLike | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-round (partitioned, then global) greedy k-center, as the Spark stage runs it.
+
+    Round 1 assigns rows to ``n_partitions`` partitions uniformly at random (from ``seed``) and
+    runs :func:`k_center_greedy` in each, picking :func:`local_k` centres with the partition's
+    weights and the same ``already_selected``; its first pick is the partition's highest-weight
+    row (random without weights). Round 2 runs :func:`k_center_greedy` for ``k`` centres over
+    the union of the local centres, first pick the union's highest-weight row (random without
+    weights), unless ``already_selected`` is given, in which case both rounds start from the
+    row farthest from the existing centres.
+
+    Parameters
+    ----------
+    X : array_like of shape (n_rows, n_features)
+        Candidate embeddings; converted to float32.
+    k : int
+        Number of new centres; fewer come back when the local centres run out.
+    n_partitions : int
+        Number of first-round partitions (>= 1).
+    oversample : float, default 4.0
+        First-round centres over all partitions divided by ``k``; see :func:`local_k`.
+    weights : array_like of shape (n_rows,), optional
+        Non-negative per-row weights; see :func:`k_center_greedy`.
+    already_selected : array_like of shape (n_centres, n_features), optional
+        Embeddings of existing centres.
+    seed : int, default 0
+        Seeds the partition assignment and the random first picks.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_picked,), int64
+        Rows of ``X`` in global selection order, ``n_picked <= min(k, n_rows)``.
+    min_distances : ndarray of shape (n_rows,), float32
+        Distance of every row of ``X`` to its nearest final centre or existing centre.
+    """
+    points = _as_matrix("X", X)
+    n_rows, n_features = points.shape
+    k = _check_count("k", k, minimum=0)
+    n_partitions = _check_count("n_partitions", n_partitions, minimum=1)
+    local_k(k, n_partitions, oversample, 0)  # validates oversample before any work
+    w = _check_weights(weights, n_rows)
+    existing = _check_already_selected(already_selected, n_features)
+
+    rng = np.random.default_rng(seed)
+    partition_of_row = rng.integers(n_partitions, size=n_rows)
+    # A stable sort groups each partition's rows in increasing index order, so local
+    # tie-breaking by lowest position is tie-breaking by lowest original index.
+    order = np.argsort(partition_of_row, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(partition_of_row, minlength=n_partitions))))
+
+    local_centres = []
+    for part in range(n_partitions):
+        members = order[bounds[part] : bounds[part + 1]]
+        n_local = local_k(k, n_partitions, oversample, members.size)
+        if n_local == 0:
+            continue
+        part_w = None if w is None else w[members]
+        part_first = None
+        if existing is None:
+            part_first = (
+                int(np.argmax(part_w)) if part_w is not None else int(rng.integers(members.size))
+            )
+        picked, _ = k_center_greedy(
+            points[members], n_local, part_w, existing, part_first, seed=seed
+        )
+        local_centres.append(members[picked])
+
+    if not local_centres:
+        return np.empty(0, dtype=np.int64), nearest_centre_distances(
+            points, existing if existing is not None else np.empty((0, n_features))
+        )
+    union = np.sort(np.concatenate(local_centres))
+    union_w = None if w is None else w[union]
+    global_first = None
+    if existing is None and union_w is not None:
+        global_first = int(np.argmax(union_w))
+    picked, _ = k_center_greedy(points[union], k, union_w, existing, global_first, seed=seed)
+    indices = union[picked]
+
+    final_centres = points[indices]
+    if existing is not None:
+        final_centres = np.concatenate([existing, final_centres])
+    min_distances = nearest_centre_distances(points, final_centres)
+    # A picked row is a centre: make that exact rather than within float32 noise of 0.
+    min_distances[indices] = 0.0
+    return indices.astype(np.int64), min_distances

@@ -1,0 +1,56 @@
+"""Start or attach to the engines: Ray for scoring, Spark for selection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from alray.config import RayConfig, SparkConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def ensure_ray(config: RayConfig) -> None:
+    """Initialise Ray once per process: attach to ``config.address`` or start a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(
+        address=config.address,
+        num_cpus=config.num_cpus if config.address is None else None,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        ignore_reinit_error=True,
+    )
+
+
+def spark_session(config: SparkConfig) -> SparkSession:
+    """The process's Spark session, created on first use with the venv's Python for workers."""
+    # Spark's Python workers must run the interpreter that has alray and its dependencies.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = (
+        SparkSession.builder.master(config.master)
+        .appName("alray-select")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", "2g")
+    )
+    for key, value in config.conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session

@@ -1,0 +1,138 @@
+"""A whole run: score on Ray, select on Spark, and the runs record from running to its end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from alray import __version__
+from alray.config import Config
+from alray.errors import AlrayError
+from alray.lake import Lake, ensure_dir, read_run, replace_run
+from alray.progress import Progress
+
+RUNS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("status", pa.string()),
+    pa.field("started_at", pa.timestamp("us", tz="UTC")), pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+    pa.field("config", pa.string()), pa.field("config_hash", pa.string()),
+    pa.field("n_pool", pa.int64()), pa.field("n_rejected", pa.int64()), pa.field("n_filtered", pa.int64()),
+    pa.field("n_candidates", pa.int64()), pa.field("n_selected", pa.int64()),
+    pa.field("filtered_by_reason", pa.string()), pa.field("coverage_radius", pa.float64()),
+    pa.field("timings", pa.string()), pa.field("versions", pa.string()), pa.field("error", pa.string()),
+])
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A sortable, unique run id such as ``20261127T143000Z-1a2b3c``."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of alray and the engines that shaped a run's result."""
+    import deltalake
+    import numpy
+    import pyspark
+    import ray
+    import torch
+
+    return {
+        "alray": __version__, "python": platform.python_version(), "ray": ray.__version__,
+        "pyspark": pyspark.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "pyarrow": pa.__version__, "deltalake": deltalake.__version__,
+    }
+
+
+@dataclass
+class RunSummary:
+    """What a run did: the JSON line of ``--json`` and the runs table row."""
+
+    run_id: str
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    filtered_by_reason: dict[str, int] = field(default_factory=dict)
+    coverage_radius: float | None = None
+    strategy: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> str:
+        """One JSON line."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _runs_row(summary: RunSummary, config: Config, started: dt.datetime, finished: dt.datetime | None) -> pa.Table:
+    counts = summary.counts
+    row: dict[str, Any] = {
+        "run_id": summary.run_id, "status": summary.status, "started_at": started, "finished_at": finished,
+        "config": config.to_json(), "config_hash": config.config_hash(),
+        **{f"n_{name}": counts.get(name) for name in ("pool", "rejected", "filtered", "candidates", "selected")},
+        "filtered_by_reason": json.dumps(summary.filtered_by_reason, sort_keys=True),
+        "coverage_radius": summary.coverage_radius, "timings": json.dumps(summary.timings, sort_keys=True),
+        "versions": json.dumps(library_versions(), sort_keys=True), "error": summary.error,
+    }
+    return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
+
+
+def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tuple[str, ...] = ("score", "select"),
+                 ) -> RunSummary:
+    """Run the given stages for ``config`` and record the run in the runs table.
+
+    The run id is ``config.run.run_id`` or a new one; rerunning an id replaces that run's rows.
+    User errors (AlrayError) are recorded as a failed run and raised again.
+    """
+    from alray.stages.score import run_score
+    from alray.stages.select import run_select
+
+    progress = progress or Progress()
+    run_id = config.run.run_id or new_run_id()
+    config = config.model_copy(update={"run": config.run.model_copy(update={"run_id": run_id})})
+    lake = Lake(config.output.path)
+    ensure_dir(lake.root)
+    started = dt.datetime.now(dt.timezone.utc)
+    summary = RunSummary(run_id=run_id, status="running",
+                         tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
+    replace_run(lake.table("runs"), _runs_row(summary, config, started, None), run_id, partition=False)
+    progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")
+    begin = time.perf_counter()
+    try:
+        if "score" in stages:
+            with progress.stage("score"):
+                scored = run_score(config, run_id, lake, progress)
+            summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
+        else:
+            summary.counts.update(_previous_counts(lake, run_id))
+        if "select" in stages:
+            with progress.stage("select"):
+                selected = run_select(config, run_id, lake, progress, run_time=started)
+            summary.counts.update(filtered=selected.n_filtered, candidates=selected.n_candidates,
+                                  selected=selected.n_selected)
+            summary.filtered_by_reason = selected.filtered_by_reason
+            summary.coverage_radius = selected.coverage_radius
+            summary.strategy = selected.strategy
+        summary.status = "succeeded"
+    except BaseException as exc:
+        summary.status = "failed"
+        summary.error = str(exc).splitlines()[0] if isinstance(exc, AlrayError) and str(exc) else repr(exc)[:500]
+        raise
+    finally:
+        summary.timings = {**progress.timings, "total_s": round(time.perf_counter() - begin, 3)}
+        replace_run(lake.table("runs"), _runs_row(summary, config, started, dt.datetime.now(dt.timezone.utc)),
+                    run_id, partition=False)
+        lake.clear_staging(run_id)
+    return summary
+
+
+def _previous_counts(lake: Lake, run_id: str) -> dict[str, int]:
+    """Pool and reject counts of an earlier score stage of the same run (for a select-only rerun)."""
+    rows = read_run(lake.table("rejects"), run_id, columns=["id"])
+    features = read_run(lake.table("features"), run_id, columns=["id"])
+    return {"pool": features.num_rows + rows.num_rows, "rejected": rows.num_rows}

@@ -1,0 +1,1 @@
+"""Engine adapters: the scoring stage on Ray, the selection stage on Spark."""

@@ -1,0 +1,104 @@
+"""Metadata filters as Spark column expressions, checked against the table schema first.
+
+Columns and values enter as column references and literals, never as SQL text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from alray.config import FilterConfig, parse_duration
+from alray.errors import ConfigError
+
+_NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+_TIME = (T.TimestampType, T.TimestampNTZType, T.DateType)
+
+
+def _column(name: str) -> Column:
+    # Backticks make dots and spaces in a metadata column's name part of the name.
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _coerce(value: Any, data_type: T.DataType, where: str) -> Any:
+    if isinstance(data_type, _NUMERIC):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number for a {data_type.simpleString()} column, got {value!r}")
+        return value
+    if isinstance(data_type, _TIME):
+        if isinstance(value, (dt.datetime, dt.date)):
+            return value
+        try:
+            parsed = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{where}: expected an ISO date or time for a time column, got {value!r}") from None
+        return parsed if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if isinstance(data_type, T.StringType):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string for a string column, got {value!r}")
+        return value
+    if isinstance(data_type, T.BooleanType):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false for a boolean column, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: cannot compare a {data_type.simpleString()} column with a value")
+
+
+def filter_condition(spec: FilterConfig, index: int, schema: T.StructType, run_time: dt.datetime) -> Column:
+    """A boolean Column that is true for rows ``spec`` keeps; ConfigError names the filter at fault.
+
+    ``run_time`` (UTC) anchors ``within_last``; a null value never passes a comparison.
+    """
+    where = f"selection.filters.{index} ({spec.describe()})"
+    fields = {field.name: field.dataType for field in schema.fields}
+    if spec.column not in fields:
+        raise ConfigError(f"{where}: no column {spec.column!r} in the features table")
+    data_type = fields[spec.column]
+    column = _column(spec.column)
+    op, value = spec.op, spec.value
+    if op == "is_null":
+        return column.isNull()
+    if op == "not_null":
+        return column.isNotNull()
+    if op == "within_last":
+        if not isinstance(data_type, _TIME):
+            raise ConfigError(f"{where}: within_last needs a timestamp or date column, "
+                              f"{spec.column!r} is {data_type.simpleString()}")
+        start = run_time.astimezone(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(
+            seconds=parse_duration(value))
+        return column >= F.lit(start)
+    if op in ("in", "not_in"):
+        literals = [_coerce(v, data_type, where) for v in value]
+        condition = column.isin(literals)
+        return condition if op == "in" else ~condition
+    if op == "between":
+        low, high = (_coerce(v, data_type, where) for v in value)
+        return column.between(F.lit(low), F.lit(high))
+    literal = F.lit(_coerce(value, data_type, where))
+    comparisons = {
+        ">": column > literal, ">=": column >= literal, "<": column < literal,
+        "<=": column <= literal, "==": column == literal, "!=": column != literal,
+    }
+    return comparisons[op]
+
+
+def rejection_reason(filters: list[FilterConfig], schema: T.StructType, run_time: dt.datetime,
+                     *, first: tuple[Column, str] | None = None) -> Column:
+    """A string Column: the first reason a row is filtered out, or null when it passes all.
+
+    ``first`` is an optional (condition, reason) checked before the filters (e.g. labeled rows).
+    """
+    reason: Any = F
+    started = False
+    if first is not None:
+        reason, started = F.when(first[0], F.lit(first[1])), True
+    for index, spec in enumerate(filters):
+        keeps = F.coalesce(filter_condition(spec, index, schema, run_time), F.lit(False))
+        label = F.lit(f"filter {index}: {spec.describe()}")
+        reason = reason.when(~keeps, label) if started else F.when(~keeps, label)
+        started = True
+    return reason if started else F.lit(None).cast("string")
