@@ -130,7 +130,7 @@ def build_demo(*, pool_path: str, labeled_path: str, checkpoint_path: str, n_ima
     model = SmallCNN(in_channels=1, image_size=IMAGE_SIZE, n_classes=10, embedding_dim=64, dropout=0.5)
     train_classifier(model, inputs[seed_index], labels[seed_index], epochs=epochs, seed=seed)
     pool_accuracy = accuracy(model, inputs, labels)
-    save_checkpoint(model, checkpoint_path, metadata={"trained_on": int(len(seed_index)),
+    save_checkpoint(model, checkpoint_path, metadata={"trained_on": len(seed_index),
                                                       "pool_accuracy": round(pool_accuracy, 4)})
     return DemoFiles(pool=pool_path, labeled=labeled_path, checkpoint=checkpoint_path, n_pool=pool.num_rows,
                      n_labeled=len(seed_index), seed_accuracy=pool_accuracy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ def load_checkpoint(path: str | Path, *, expected_classes: int | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model.checkpoint: {path}: file not found")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"model.checkpoint: {path}: unreadable checkpoint (not a torch.save file)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

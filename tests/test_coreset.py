@@ -313,8 +313,10 @@ def test_invalid_inputs_name_the_argument(kwargs, name):
 
 def test_local_k():
     assert local_k(50, 4, 4.0, 1000) == 50
-    assert local_k(50, 16, 4.0, 1000) == 13  # ceil(12.5)
-    assert local_k(100, 11, 1.1, 1000) == 10  # not 11 from 10.000000000000002
+    assert local_k(50, 16, 4.0, 1000) == 50  # k per partition while the union stays small
+    assert local_k(50, 16, 4.0, 1000, union_cap=0) == 13  # ceil(12.5): the oversampled share
+    assert local_k(50, 16, 4.0, 1000, union_cap=320) == 20  # union capped at 320 rows
+    assert local_k(100, 11, 1.1, 1000, union_cap=0) == 10  # not 11 from 10.000000000000002
     assert local_k(50, 4, 4.0, 7) == 7
     assert local_k(0, 4, 4.0, 7) == 0
     with pytest.raises(ValueError, match=r"^oversample:"):

@@ -17,8 +17,15 @@ from alray.engines import ensure_ray
 from alray.errors import InputError
 from alray.inference import REJECT_REASON, RESERVED_COLUMNS, ScoringOptions, score_batch
 from alray.lake import (
-    Lake, check_pool_schema, ensure_dir, iter_batches, reader_from_batches, replace_run, stream_parquet,
-    table_files, table_schema,
+    Lake,
+    check_pool_schema,
+    ensure_dir,
+    iter_batches,
+    reader_from_batches,
+    replace_run,
+    stream_parquet,
+    table_files,
+    table_schema,
 )
 from alray.models import load_checkpoint, pick_device
 from alray.progress import Progress

@@ -20,8 +20,8 @@ import pyarrow.dataset as pads
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from alray.coreset import k_center_greedy, local_k, nearest_centre_distances
 from alray.config import Config
+from alray.coreset import k_center_greedy, local_k, nearest_centre_distances
 from alray.engines import spark_session
 from alray.errors import InputError
 from alray.lake import Lake, ensure_dir, iter_batches, read_ids, reader_from_batches, replace_run, run_files

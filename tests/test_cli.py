@@ -1,0 +1,68 @@
+"""The alray command: exit codes and one-line errors, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+
+def alray(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alray.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def write_config(tmp_path, **changes) -> str:
+    data = {
+        "pool": {"path": str(tmp_path / "no-pool")},
+        "model": {"checkpoint": str(tmp_path / "model.pt")},
+        "selection": {"n_samples": 5},
+        "output": {"path": str(tmp_path / "lake")},
+        **changes,
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_validate_prints_the_resolved_config(tmp_path):
+    result = alray("validate", write_config(tmp_path), "--set", "selection.n_samples=7")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["selection"]["n_samples"] == 7
+    assert "valid" in result.stderr
+
+
+def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path):
+    result = alray("validate", write_config(tmp_path, selection={"n_samples": 5, "strategy": "x"}))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "selection.strategy: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_override_exits_2(tmp_path):
+    result = alray("run", write_config(tmp_path), "--set", "selection.n_samples=-1")
+    assert result.returncode == 2
+    assert "selection.n_samples" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_pool_exits_2_naming_the_table(tmp_path):
+    result = alray("run", write_config(tmp_path), "--quiet", "--run-id", "r1")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'no-pool'}: table not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = alray("run", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "config file not found" in result.stderr
+
+
+def test_bad_run_id_exits_2(tmp_path):
+    result = alray("run", write_config(tmp_path), "--run-id", "a/b")
+    assert result.returncode == 2
+    assert "run.run_id" in result.stderr

@@ -1,0 +1,128 @@
+"""Config: YAML into pydantic models; errors name the dotted key; --set overrides any key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from alray.config import apply_override, config_from_dict, load_config, parse_duration
+from alray.errors import ConfigError
+
+MINIMAL = {
+    "pool": {"path": "pool"},
+    "model": {"checkpoint": "model.pt"},
+    "selection": {"n_samples": 10},
+    "output": {"path": "lake"},
+}
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_public_keys_parse_with_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.pool.path == "pool" and config.pool.format == "parquet"
+    assert config.output.path == "lake"
+    assert config.selection.n_samples == 10
+    assert config.run.seed == 0
+    assert config.spark.master == "local[2]"
+
+
+def test_the_demo_config_is_valid():
+    config = load_config("conf/demo.yaml")
+    assert config.selection.n_samples == 100
+    assert config.pool.format == "parquet"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({**MINIMAL, "selection": {"n_samples": 10, "n_sample": 5}}, "selection.n_sample: unknown key"),
+        ({**MINIMAL, "extra": 1}, "extra: unknown key"),
+        ({**MINIMAL, "selection": {"n_samples": "many"}}, "selection.n_samples: Input should be a valid integer"),
+        ({**MINIMAL, "selection": {"n_samples": 0}}, "selection.n_samples: Input should be greater than 0"),
+        ({**MINIMAL, "pool": {"path": "p", "format": "csv"}}, "pool.format: Input should be 'parquet' or 'delta'"),
+        ({k: v for k, v in MINIMAL.items() if k != "output"}, "output: required key is missing"),
+        ({**MINIMAL, "pool": {"format": "delta"}}, "pool.path: required key is missing"),
+        ({**MINIMAL, "run": {"seed": 1.5}}, "run.seed: Input should be a valid integer"),
+        ({**MINIMAL, "run": {"run_id": "../etc"}}, "run.run_id: expected letters"),
+        ({**MINIMAL, "selection": {"n_samples": 1, "filters": [{"column": "a", "op": "in", "value": 3}]}},
+         "selection.filters.0: op 'in' needs a non-empty list value"),
+        ({**MINIMAL, "selection": {"n_samples": 1, "filters": [{"column": "a", "op": "~", "value": 3}]}},
+         "selection.filters.0.op"),
+        ({**MINIMAL, "selection": {"n_samples": 1, "filters": [{"column": "t", "op": "within_last", "value": "7x"}]}},
+         "selection.filters.0: expected a duration"),
+    ],
+)
+def test_errors_name_the_dotted_key(tmp_path, data, message):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert str(error.value).startswith(path)
+    assert "\n" not in str(error.value)
+
+
+def test_set_overrides_any_key_with_yaml_values(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), [
+        "selection.n_samples=50", "pool.path=other", "score.mc_samples=5", "labeled.path=lab",
+        "selection.filters=[{column: sharpness, op: '>', value: 1.5}]", "spark.conf={a: b}",
+    ])
+    assert config.selection.n_samples == 50
+    assert config.pool.path == "other"
+    assert config.score.mc_samples == 5
+    assert config.labeled.path == "lab"
+    assert config.selection.filters[0].value == 1.5
+    assert config.spark.conf == {"a": "b"}
+    indexed = load_config(write(tmp_path, MINIMAL), [
+        "selection.filters=[{column: a, op: '>', value: 1}]", "selection.filters.0.value=7"])
+    assert indexed.selection.filters[0].value == 7
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("selection.n_samples", "expected KEY=VALUE"),
+        ("=3", "expected KEY=VALUE"),
+        ("selection.n_samples.x=3", "selection.n_samples is a value"),
+        ("selection.bogus=3", "selection.bogus: unknown key"),
+        ("selection.n_samples=abc", "selection.n_samples: Input should be a valid integer"),
+    ],
+)
+def test_bad_overrides_name_the_key(tmp_path, assignment, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(write(tmp_path, MINIMAL), [assignment])
+
+
+def test_file_problems_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pool: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listing)
+
+
+def test_config_hash_ignores_run_id_but_not_settings():
+    first = config_from_dict({**MINIMAL, "run": {"run_id": "a"}})
+    second = config_from_dict({**MINIMAL, "run": {"run_id": "b"}})
+    third = config_from_dict({**MINIMAL, "selection": {"n_samples": 11}})
+    assert first.config_hash() == second.config_hash() != third.config_hash()
+
+
+def test_apply_override_creates_missing_sections():
+    data: dict = {}
+    apply_override(data, "ray.address=auto")
+    assert data == {"ray": {"address": "auto"}}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("7d", 604800), ("12h", 43200), ("30m", 1800), ("1.5w", 907200)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds

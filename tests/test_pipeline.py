@@ -1,0 +1,140 @@
+"""End to end on real Ray, real Spark and real Delta tables: the demo subset, scored and selected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from alray.coreset import coverage_radius
+from alray.errors import InputError
+from alray.lake import read_run
+from alray.pipeline import run_pipeline
+from alray.progress import Progress
+from tests.conftest import demo_config
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_session, spark, demo_files, tmp_path_factory):
+    lake = tmp_path_factory.mktemp("lake")
+    config = demo_config(demo_files, lake)
+    config.run.run_id = "e2e-1"
+    summary = run_pipeline(config, progress=Progress(quiet=True))
+    return config, summary
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    values = column.combine_chunks()
+    return values.flatten().to_numpy().reshape(len(values), -1)
+
+
+def test_selects_exactly_n_samples_ranked_1_to_n(finished_run):
+    config, summary = finished_run
+    ranking = read_run(summary.tables["ranking"], summary.run_id)
+    selected = ranking.filter(pc.field("selected"))
+    assert selected.num_rows == config.selection.n_samples == summary.counts["selected"]
+    assert sorted(selected.column("rank").to_pylist()) == list(range(1, config.selection.n_samples + 1))
+    # every candidate has a row; ranks are 1..n_candidates with no gap or repeat
+    assert sorted(ranking.column("rank").to_pylist()) == list(range(1, ranking.num_rows + 1))
+    assert ranking.num_rows == summary.counts["candidates"]
+    assert len(set(ranking.column("id").to_pylist())) == ranking.num_rows
+
+
+def test_selection_comes_from_the_pool_and_never_from_the_labeled_set(finished_run, demo_files):
+    _, summary = finished_run
+    ranking = read_run(summary.tables["ranking"], summary.run_id)
+    pool_ids = set(pq.read_table(demo_files.pool, columns=["id"]).column("id").to_pylist())
+    labeled_ids = set(pq.read_table(demo_files.labeled, columns=["id"]).column("id").to_pylist())
+    chosen = set(ranking.filter(pc.field("selected")).column("id").to_pylist())
+    assert chosen <= pool_ids
+    assert not chosen & labeled_ids
+    assert not set(ranking.column("id").to_pylist()) & labeled_ids
+    # the blank and blurred images fail the sharpness filter, so none is a candidate
+    assert not any(i.startswith(("blank-", "blurred-")) for i in ranking.column("id").to_pylist())
+
+
+def test_every_pool_id_ends_in_exactly_one_place(finished_run, demo_files):
+    _, summary = finished_run
+    pool_ids = pq.read_table(demo_files.pool, columns=["id"]).column("id").to_pylist()
+    ranked = set(read_run(summary.tables["ranking"], summary.run_id, columns=["id"]).column("id").to_pylist())
+    rejected = read_run(summary.tables["rejects"], summary.run_id)
+    rejected_ids = set(rejected.column("id").to_pylist())
+    assert rejected_ids == {i for i in pool_ids if i.startswith("corrupt-")}
+    assert all(rejected.column("reason").to_pylist())
+    assert not ranked & rejected_ids
+    counts = summary.counts
+    assert counts["pool"] == len(pool_ids)
+    assert counts["candidates"] + counts["rejected"] + counts["filtered"] == counts["pool"]
+    assert sum(summary.filtered_by_reason.values()) == counts["filtered"]
+    assert summary.filtered_by_reason["labeled"] == 50
+
+
+def test_selected_set_is_more_uncertain_and_covers_better_than_random(finished_run):
+    config, summary = finished_run
+    features = read_run(summary.tables["features"], summary.run_id, columns=["id", "embedding", "bald"])
+    ranking = read_run(summary.tables["ranking"], summary.run_id, columns=["id", "selected"])
+    candidate_ids = set(ranking.column("id").to_pylist())
+    chosen = set(ranking.filter(pc.field("selected")).column("id").to_pylist())
+    ids = features.column("id").to_pylist()
+    bald = features.column("bald").to_numpy()
+    embeddings = _matrix(features.column("embedding"))
+    is_candidate = np.array([i in candidate_ids for i in ids])
+    is_chosen = np.array([i in chosen for i in ids])
+    assert bald[is_chosen].mean() > bald[is_candidate].mean()
+
+    labeled_ids = set(pq.read_table(config.labeled.path, columns=["id"]).column("id").to_pylist())
+    labeled = embeddings[np.array([i in labeled_ids for i in ids])]
+    candidates = embeddings[is_candidate]
+    radius = summary.coverage_radius
+    assert radius == pytest.approx(
+        coverage_radius(candidates, np.vstack([labeled, embeddings[is_chosen]])), rel=1e-4)
+    rng = np.random.default_rng(0)
+    random_radii = [
+        coverage_radius(candidates, np.vstack([labeled, candidates[rng.choice(len(candidates), len(chosen),
+                                                                              replace=False)]]))
+        for _ in range(5)
+    ]
+    assert radius < min(random_radii)
+
+
+def test_runs_table_records_the_run(finished_run):
+    config, summary = finished_run
+    runs = DeltaTable(summary.tables["runs"]).to_pyarrow_dataset().to_table()
+    row = runs.filter(pc.equal(runs.column("run_id"), summary.run_id)).to_pylist()
+    assert len(row) == 1
+    assert row[0]["status"] == "succeeded"
+    assert row[0]["n_selected"] == config.selection.n_samples
+    assert row[0]["coverage_radius"] == pytest.approx(summary.coverage_radius)
+    assert row[0]["config_hash"] == config.config_hash()
+    assert row[0]["finished_at"] >= row[0]["started_at"]
+
+
+def test_rerun_of_a_run_id_replaces_it_without_duplicates(finished_run):
+    config, summary = finished_run
+    before = read_run(summary.tables["ranking"], summary.run_id).sort_by("rank")
+    features_before = read_run(summary.tables["features"], summary.run_id).num_rows
+    again = run_pipeline(config, progress=Progress(quiet=True))
+    after = read_run(again.tables["ranking"], again.run_id).sort_by("rank")
+    assert after.num_rows == before.num_rows
+    assert after.column("id").to_pylist() == before.column("id").to_pylist()
+    assert after.column("selected").to_pylist() == before.column("selected").to_pylist()
+    assert read_run(summary.tables["features"], summary.run_id).num_rows == features_before
+    runs = DeltaTable(summary.tables["runs"]).to_pyarrow_dataset().to_table()
+    assert runs.column("run_id").to_pylist().count(summary.run_id) == 1
+
+
+def test_select_without_features_fails_and_is_recorded_without_touching_other_runs(finished_run):
+    config, summary = finished_run
+    other = config.model_copy(deep=True)
+    other.run.run_id = "e2e-2"
+    with pytest.raises(InputError, match="no rows for run e2e-2"):
+        run_pipeline(other, stages=("select",), progress=Progress(quiet=True))
+    runs = DeltaTable(summary.tables["runs"]).to_pyarrow_dataset().to_table()
+    status = dict(zip(runs.column("run_id").to_pylist(), runs.column("status").to_pylist(), strict=True))
+    assert status["e2e-2"] == "failed"
+    assert status[summary.run_id] == "succeeded"
+    first = read_run(summary.tables["ranking"], summary.run_id)
+    assert first.filter(pc.field("selected")).num_rows == config.selection.n_samples
