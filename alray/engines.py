@@ -20,8 +20,10 @@ def ensure_ray(config: RayConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    # "local" starts a private instance: with no address Ray would join any cluster a
+    # `ray start` left on this machine, which is not what an unconfigured run means.
     ray.init(
-        address=config.address,
+        address=config.address or "local",
         num_cpus=config.num_cpus if config.address is None else None,
         include_dashboard=False,
         logging_level=logging.WARNING,
