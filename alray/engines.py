@@ -42,9 +42,13 @@ def spark_session(config: SparkConfig) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    builder = SparkSession.builder
+    # Under spark-submit (and so the spark-operator) the master and deploy mode are spark-submit's:
+    # setting one here would override them. spark-submit is where PYSPARK_GATEWAY_PORT comes from.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(config.master)
     builder = (
-        SparkSession.builder.master(config.master)
-        .appName("alray-select")
+        builder.appName("alray-select")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
