@@ -48,10 +48,34 @@ class RunConfig(_Section):
         return value
 
 
+class IcebergCatalogConfig(_Section):
+    type: Literal["sql", "rest"] = Field("sql", description="Catalog kind: sql (sqlite by default) or rest.")
+    name: str = Field("default", description="Catalog name (a SQL catalog keeps tables of several names apart).")
+    uri: str | None = Field(
+        None, description="Catalog URI: sqlite:///path/catalog.db or a REST endpoint. For output, absent means "
+        "an embedded sqlite catalog at OUTPUT/_catalog.db.")
+    warehouse: str | None = Field(None, description="Warehouse location or name the catalog needs, if any.")
+    namespace: str = Field("alray", description="Namespace of the output tables (ignored for the pool).")
+    properties: dict[str, str] = Field(default_factory=dict, description="Extra pyiceberg catalog properties.")
+
+
 class PoolConfig(_Section):
-    path: str = Field(description="Pool table: a parquet file or folder, or a Delta table path.")
-    format: Literal["parquet", "delta"] = Field("parquet", description="Format of the pool table.")
-    version: int | None = Field(None, description="Delta table version to read (latest when absent).")
+    path: str = Field(description="Pool table: a parquet file, folder or glob, a Delta table path, an Iceberg "
+                      "table identifier (namespace.table), or a CSV/JSONL listing (file, folder or glob).")
+    format: Literal["parquet", "delta", "iceberg", "csv", "jsonl"] = Field(
+        "parquet", description="Format of the pool table; csv/jsonl list `id,uri[,metadata...]`.")
+    version: int | None = Field(
+        None, description="Delta table version or Iceberg snapshot id to read (latest when absent).")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Object-store options in delta-rs form (AWS_ACCESS_KEY_ID, "
+        "AWS_ENDPOINT_URL, AWS_REGION, ...); absent ones come from the usual credential chain.")
+    catalog: IcebergCatalogConfig | None = Field(None, description="Iceberg catalog of the pool (format iceberg).")
+
+    @model_validator(mode="after")
+    def _iceberg_needs_catalog(self) -> PoolConfig:
+        if self.format == "iceberg" and (self.catalog is None or not self.catalog.uri):
+            raise ValueError("format 'iceberg' needs catalog.uri (sqlite:///... or a REST endpoint)")
+        return self
 
 
 class LabeledConfig(_Section):
@@ -61,13 +85,37 @@ class LabeledConfig(_Section):
         "embeddings count as already-selected centres when they are in the pool.",
     )
     format: Literal["parquet", "delta"] = Field("parquet", description="Format of the labeled table.")
+    exclude_previous_runs: bool = Field(
+        False, description="Also exclude ids selected by earlier succeeded runs of this lake's ranking table.")
 
 
 class ModelConfig(_Section):
-    checkpoint: str = Field(description="Model checkpoint written by alray (a state dict with its architecture).")
+    checkpoint: str = Field(
+        description="The model: an alray checkpoint (alray.models.save_checkpoint), a TorchScript file with "
+        "alray.json metadata (alray.models.save_torchscript), or a state dict of `architecture`. "
+        "Loaded without pickle (weights_only=True)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; auto uses a GPU when the actor was given one."
     )
+    architecture: str | None = Field(
+        None,
+        description="`torchvision:NAME` (e.g. torchvision:resnet18) to load `checkpoint` as a state dict of "
+        "that torchvision model (needs torchvision installed); absent for alray and TorchScript files.",
+    )
+    image_size: int = Field(224, ge=8, description="Input side in pixels of a torchvision model.")
+    dropout: float | None = Field(
+        None, ge=0, lt=1,
+        description="MC-dropout rate for models that record none (torchvision, TorchScript without one); "
+        "alray checkpoints use their own.",
+    )
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture_is_known(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("torchvision:") and len(value) > len("torchvision:")):
+            raise ValueError("expected torchvision:NAME, e.g. torchvision:resnet18")
+        return value
 
 
 class ScoreConfig(_Section):
@@ -78,6 +126,12 @@ class ScoreConfig(_Section):
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per scoring actor; 0 scores on CPU.")
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail the run when more than this fraction of the pool is rejected."
+    )
+    mc_mode: Literal["head", "full"] = Field(
+        "head",
+        description="MC dropout: `head` runs the backbone once and samples only the dropout head T times "
+        "(fast); `full` runs T full passes. Both give the same scores for models that split at the head; "
+        "models that do not (a TorchScript forward only) always run full passes.",
     )
 
 
@@ -114,15 +168,80 @@ class FilterConfig(_Section):
         return f"{self.column} {self.op} {json.dumps(self.value, default=str)}"
 
 
-UNCERTAINTY_SCORES = ("bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std")
+UNCERTAINTY_SCORES = ("bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std", "pred_loss")
+EMBEDDINGS, PREDICTIONS = "embeddings", "predictions"
+StrategyName = Literal["diversity", "weights", "threshold", "balance", "similarity", "typicality"]
+ThresholdOperation = Literal["bigger", "bigger_equal", "smaller", "smaller_equal"]
+THRESHOLD_OPS: dict[str, str] = {"bigger": ">", "bigger_equal": ">=", "smaller": "<", "smaller_equal": "<="}
+_EMBEDDING_STRATEGIES = ("diversity", "similarity", "typicality")
+
+
+class QueryConfig(_Section):
+    path: str | None = Field(None, description="Table with an `embedding` column (list of floats) to be close to.")
+    format: Literal["parquet", "delta"] = Field("parquet", description="Format of the query table.")
+    ids: list[str] = Field(default_factory=list, description="Ids of this run's pool whose embeddings are queries.")
+
+
+class StrategyConfig(_Section):
+    """One entry of ``selection.strategies``: an input and what to do with it."""
+
+    input: str = Field(description="`embeddings`, `predictions`, a score (bald, entropy, ...) or a metadata column.")
+    strategy: StrategyName = Field(description="diversity | weights | threshold | balance | similarity | typicality.")
+    strength: float = Field(1.0, gt=0, description="Exponent of this objective in the product of objectives.")
+    min_distance: float | None = Field(
+        None, ge=0, description="diversity: stop once every candidate is closer than this to a selected one.")
+    threshold: float | None = Field(None, description="threshold: the value to compare with.")
+    operation: ThresholdOperation | None = Field(None, description="threshold: bigger | bigger_equal | smaller | "
+                                                                   "smaller_equal.")
+    target: Literal["uniform", "input"] | dict[str, float] = Field(
+        "uniform", description="balance: uniform over the classes, as in the input, or {class: share}.")
+    query: QueryConfig | None = Field(None, description="similarity: the embeddings to be close to.")
+    method: Literal["knn", "kmeans"] = Field("knn", description="typicality: k nearest neighbours or KMeans.")
+    n_neighbors: int = Field(20, ge=1, description="typicality knn: neighbours averaged.")
+    reference_size: int = Field(4096, ge=2, description="typicality knn: candidates sampled as neighbours.")
+    n_clusters: int = Field(32, ge=1, description="typicality kmeans: clusters.")
+
+    @model_validator(mode="after")
+    def _fields_fit_strategy(self) -> StrategyConfig:
+        name = self.strategy
+        if name in _EMBEDDING_STRATEGIES and self.input != EMBEDDINGS:
+            raise ValueError(f"strategy {name!r} needs input 'embeddings', got {self.input!r}")
+        if name not in _EMBEDDING_STRATEGIES and self.input == EMBEDDINGS:
+            raise ValueError(f"strategy {name!r} takes a score, a metadata column or predictions, not embeddings")
+        if name == "threshold" and (self.threshold is None or self.operation is None):
+            raise ValueError("strategy 'threshold' needs threshold and operation")
+        if name == "similarity" and (self.query is None or (self.query.path is None and not self.query.ids)):
+            raise ValueError("strategy 'similarity' needs query.path or query.ids")
+        if name == "balance" and isinstance(self.target, dict) and (
+                not self.target or any(v < 0 for v in self.target.values()) or sum(self.target.values()) <= 0):
+            raise ValueError("balance target: expected non-negative shares with a positive sum")
+        if name == "weights" and self.input == PREDICTIONS:
+            raise ValueError("strategy 'weights' takes a numeric score or column, not predictions")
+        return self
+
+    def label(self) -> str:
+        """Short name used in the ranking's parts, e.g. ``weights:bald``."""
+        return f"{self.strategy}:{self.input}" if self.input != EMBEDDINGS else self.strategy
+
+
+def _default_strategies() -> list[StrategyConfig]:
+    return [StrategyConfig(input=EMBEDDINGS, strategy="diversity"), StrategyConfig(input="bald", strategy="weights")]
 
 
 class SelectionConfig(_Section):
-    n_samples: int = Field(description="How many samples to select for labeling.", gt=0)
-    uncertainty: Literal["bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std", "none"] = (
-        Field("bald", description="Score that weights diversity (uncertainty-weighted k-center); none: plain k-center.")
-    )
-    strength: float = Field(1.0, ge=0, description="Exponent of the uncertainty weight.")
+    n_samples: int | None = Field(None, gt=0, description="How many samples to select for labeling.")
+    proportion_samples: float | None = Field(
+        None, gt=0, le=1, description="Or: this share of the candidates (after filters and thresholds).")
+    strategies: list[StrategyConfig] = Field(
+        default_factory=_default_strategies,
+        description="Objectives; thresholds apply first, the rest combine as a product of each objective "
+        "raised to its strength. Default: uncertainty (BALD)-weighted diversity.")
+    mode: Literal["combined", "top_m"] = Field(
+        "combined", description="combined: weighted diversity; top_m: keep the top_m candidates by the "
+        "weights, then diversify among them.")
+    top_m: int | None = Field(None, gt=0, description="top_m mode: candidates kept before diversifying.")
+    near_duplicate_distance: float = Field(
+        0.0, ge=0, description="Two selected samples (or one and a labeled one) are never closer than this.")
     filters: list[FilterConfig] = Field(default_factory=list, description="Metadata filters, applied in order.")
     n_partitions: int = Field(
         4, ge=1, description="Partitions of the first coreset round; changes results (see README)."
@@ -131,9 +250,32 @@ class SelectionConfig(_Section):
         4.0, ge=1, description="Each partition keeps oversample x its share of n_samples as local centres."
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> SelectionConfig:
+        if self.n_samples is not None and self.proportion_samples is not None:
+            raise ValueError("give n_samples or proportion_samples, not both")
+        diversity = [s for s in self.strategies if s.strategy == "diversity"]
+        if len(diversity) > 1:
+            raise ValueError("at most one diversity strategy")
+        if self.n_samples is None and self.proportion_samples is None and not (
+                diversity and diversity[0].min_distance):
+            raise ValueError("needs a stop: n_samples, proportion_samples or a diversity min_distance")
+        if len([s for s in self.strategies if s.strategy == "balance"]) > 1:
+            raise ValueError("at most one balance strategy")
+        if self.mode == "top_m" and (self.top_m is None or not diversity):
+            raise ValueError("mode top_m needs top_m and a diversity strategy")
+        return self
+
 
 class OutputConfig(_Section):
     path: str = Field(description="Lake root; the tables features, ranking, rejects and runs live under it.")
+    format: Literal["delta", "iceberg", "parquet"] = Field(
+        "delta", description="Table format: delta (deltalake), iceberg (pyiceberg) or plain parquet folders.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Object-store options in delta-rs form (AWS_ACCESS_KEY_ID, "
+        "AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP, ...); absent ones come from the usual credential chain.")
+    catalog: IcebergCatalogConfig | None = Field(
+        None, description="Iceberg catalog of the output tables; an embedded sqlite catalog when absent.")
 
 
 class RayConfig(_Section):

@@ -294,6 +294,8 @@ def k_center_greedy(
     *,
     seed: int = 0,
     min_distance: float | None = None,
+    groups: npt.ArrayLike | None = None,
+    quotas: npt.ArrayLike | None = None,
     chunk_rows: int = _DEFAULT_CHUNK_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick up to ``k`` rows of ``X`` by greedy farthest-point (k-center) selection.
@@ -324,6 +326,10 @@ def k_center_greedy(
         when no other row is left. So no two selected rows, nor a selected row and an existing
         centre, are closer than ``min_distance``. Without ``weights`` this is exactly "stop
         before picking a row closer than ``min_distance``".
+    groups : array_like of shape (n_rows,), int, optional
+        Group (e.g. class) of every row, in ``[0, n_groups)``; needs ``quotas``.
+    quotas : array_like of shape (n_groups,), int, optional
+        Most picks per group: once a group has its quota, its rows are no longer picked.
     chunk_rows : int, default 65536
         Block height when distances to ``already_selected`` are computed; each block is at
         most ``chunk_rows`` rows by ``2**22 // chunk_rows`` centres.
@@ -363,6 +369,8 @@ def k_center_greedy(
             raise ValueError(f"min_distance: must be a finite number >= 0, got {min_distance}")
         min_sq_allowed = min_distance * min_distance
 
+    group_of, remaining = _check_groups(groups, quotas, n_rows)
+
     shift = _mean_shift(points)
     rows, row_sq = _centred_float32("X", points, shift, chunk_rows=chunk_rows)
     min_sq = np.full(n_rows, np.inf, dtype=np.float32)
@@ -376,6 +384,8 @@ def k_center_greedy(
 
     def add_centre(index: int) -> None:
         picks.append(index)
+        if group_of is not None:
+            remaining[group_of[index]] -= 1
         new_sq = _squared_distances(
             rows, row_sq, rows[index : index + 1], row_sq[index : index + 1]
         )
@@ -394,12 +404,18 @@ def k_center_greedy(
     if w is not None:
         w_max = float(w.max()) if n_rows else 0.0
         weight_sq = np.square(w / w_max) if w_max > 0 else np.zeros(n_rows)
-    score = np.empty(n_rows, dtype=np.float64) if weight_sq is not None else min_sq
+    separate = weight_sq is not None or group_of is not None
+    score = np.empty(n_rows, dtype=np.float64) if separate else min_sq
     while len(picks) < n_new:
-        if weight_sq is not None:
-            np.multiply(weight_sq, min_sq, out=score)
+        if separate:
+            if weight_sq is not None:
+                np.multiply(weight_sq, min_sq, out=score)
+            else:
+                np.copyto(score, min_sq)
             if min_distance is not None:
                 np.copyto(score, 0.0, where=min_sq < min_sq_allowed)
+            if group_of is not None:
+                np.copyto(score, 0.0, where=remaining[group_of] <= 0)
         best = int(np.argmax(score))
         if score[best] <= 0 or min_sq[best] < min_sq_allowed:
             break
@@ -410,6 +426,24 @@ def k_center_greedy(
 
 # Rows of the union of local centres the driver merges; below it every partition keeps k centres.
 UNION_CAP = 200_000
+
+
+def _check_groups(
+    groups: npt.ArrayLike | None, quotas: npt.ArrayLike | None, n_rows: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    if groups is None and quotas is None:
+        return None, np.zeros(0, dtype=np.int64)
+    if groups is None or quotas is None:
+        raise ValueError("groups: groups and quotas must be given together")
+    group_of = np.asarray(groups)
+    remaining = np.array(quotas, dtype=np.int64)
+    if group_of.shape != (n_rows,) or not np.issubdtype(group_of.dtype, np.integer):
+        raise ValueError(f"groups: expected integers of shape ({n_rows},), got {group_of.dtype} {group_of.shape}")
+    if remaining.ndim != 1 or (remaining < 0).any():
+        raise ValueError("quotas: expected a 1-D array of non-negative counts")
+    if n_rows and (group_of.min() < 0 or group_of.max() >= len(remaining)):
+        raise ValueError(f"groups: expected values in [0, {len(remaining)}), one quota per group")
+    return group_of.astype(np.int64), remaining
 
 
 def local_k(k: int, n_partitions: int, oversample: float, partition_size: int, *, union_cap: int = UNION_CAP) -> int:

@@ -6,8 +6,6 @@ import json
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 
 from alray.errors import InputError
 from alray.lake import Lake, read_run
@@ -32,40 +30,48 @@ def print_summary(summary: RunSummary) -> None:
 def print_top_ranking(summary: RunSummary, *, n_rows: int = 10) -> None:
     """The first ``n_rows`` of this run's ranking."""
     table = read_run(summary.tables["ranking"], summary.run_id,
-                     columns=["rank", "id", "selected", "score", "uncertainty", "diversity"])
+                     columns=["rank", "id", "selected", "score", "weight", "diversity"])
     if table.num_rows == 0:
         return
     top = table.filter(pc.less_equal(table.column("rank"), n_rows)).sort_by("rank")
     print(f"\ntop {top.num_rows} of {table.num_rows} ranked candidates:")
-    print(f"  {'rank':>4}  {'id':<16} {'score':>9} {'uncertainty':>11} {'diversity':>9}")
+    print(f"  {'rank':>4}  {'id':<16} {'score':>9} {'weight':>9} {'diversity':>9}")
     for row in top.to_pylist():
         diversity = "-" if row["diversity"] is None else f"{row['diversity']:.3f}"
-        print(f"  {row['rank']:>4}  {row['id']:<16} {row['score']:>9.4f} {row['uncertainty']:>11.4f} {diversity:>9}")
+        print(f"  {row['rank']:>4}  {row['id']:<16} {row['score']:>9.4f} {row['weight']:>9.4f} {diversity:>9}")
 
 
-def _runs_table(root: str) -> pa.Table:
-    path = Lake(root).table("runs")
+def _lake(where: str | Lake) -> Lake:
+    return where if isinstance(where, Lake) else Lake(where)
+
+
+def _runs_table(where: str | Lake) -> pa.Table:
+    lake = _lake(where)
     try:
-        return DeltaTable(path).to_pyarrow_dataset().to_table()
-    except TableNotFoundError:
-        raise InputError(f"output.path: no runs table at {path}") from None
+        table = lake.read_table("runs")
+    except InputError:
+        raise InputError(f"output.path: no runs table at {lake.table('runs')}") from None
+    if table.num_rows == 0 and "run_id" not in table.schema.names:
+        raise InputError(f"output.path: no runs table at {lake.table('runs')}")
+    return table
 
 
-def print_runs(root: str) -> None:
-    """One line per run, newest first."""
-    table = _runs_table(root).sort_by([("started_at", "descending")])
+def print_runs(where: str | Lake) -> None:
+    """One line per run, newest first: id, status, start, selected count, coverage radius."""
+    table = _runs_table(where).sort_by([("started_at", "descending")])
     for row in table.to_pylist():
         radius = "-" if row["coverage_radius"] is None else f"{row['coverage_radius']:.4f}"
+        selected = "-" if row["n_selected"] is None else row["n_selected"]
         print(f"{row['run_id']}  {row['status']:<9}  {row['started_at']:%Y-%m-%d %H:%M:%S}  "
-              f"selected {row['n_selected']}  radius {radius}")
+              f"selected {selected}  radius {radius}")
 
 
-def print_run(root: str, run_id: str) -> None:
-    """Every field of one run, as JSON."""
-    table = _runs_table(root)
+def print_run(where: str | Lake, run_id: str) -> None:
+    """Every field of one run, as JSON (config, timings, versions and filter counts expanded)."""
+    table = _runs_table(where)
     rows = table.filter(pc.equal(table.column("run_id"), run_id)).to_pylist()
     if not rows:
-        raise InputError(f"run {run_id!r}: not in the runs table under {root}")
+        raise InputError(f"run {run_id!r}: not in the runs table under {_lake(where).root}")
     row = rows[0]
     for key in ("config", "timings", "versions", "filtered_by_reason"):
         if row.get(key):

@@ -1,43 +1,54 @@
-"""The selection stage on Spark: filters, the two-stage k-center coreset, the ranking.
+"""The selection stage on Spark: filters, strategies, the two-stage k-center coreset, the ranking.
 
-Round one runs a local uncertainty-weighted k-center greedy in every random partition
-(``mapInArrow``); round two merges the small union of local centres on the driver; a last
-distributed pass measures each candidate's distance to the chosen centres (the coverage radius
-is its maximum) and ranks the rest. All arithmetic lives in :mod:`alray.coreset`.
+Filters and thresholds run as column expressions. Objectives (weights, typicality,
+similarity) become columns, multiplied into one weight per candidate. Round one of the coreset
+runs a local weighted k-center greedy in every random partition (``mapInArrow``); round two
+merges the small union of local centres on the driver; a last distributed pass measures each
+candidate's distance to the chosen centres (the coverage radius is its maximum) and ranks the
+rest. All arithmetic lives in :mod:`alray.coreset` and :mod:`alray.strategies`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from alray.config import Config
-from alray.coreset import k_center_greedy, local_k, nearest_centre_distances
+from alray.config import PREDICTIONS, THRESHOLD_OPS, Config, FilterConfig, StrategyConfig
+from alray.coreset import UNION_CAP, k_center_greedy, local_k, nearest_centre_distances
 from alray.engines import spark_session
-from alray.errors import InputError
+from alray.errors import ConfigError, InputError
 from alray.lake import Lake, ensure_dir, iter_batches, read_ids, reader_from_batches, replace_run, run_files
 from alray.progress import Progress
 from alray.stages.spark_filters import rejection_reason
+from alray.strategies import (
+    balance_quotas,
+    cluster_typicality,
+    first_pick,
+    knn_typicality,
+    local_quotas,
+    minmax_objective,
+    select_by_rank,
+    similarity_objective,
+)
 
-# Keeps a zero-uncertainty candidate selectable: weights scale distances, they must not erase them.
-WEIGHT_FLOOR = 1e-6
 LABELED_REASON = "labeled"
 
 RANKING_SCHEMA = pa.schema([
     pa.field("run_id", pa.string()), pa.field("id", pa.string()), pa.field("rank", pa.int64()),
-    pa.field("selected", pa.bool_()), pa.field("score", pa.float64()),
-    pa.field("uncertainty", pa.float64()), pa.field("weight", pa.float64()),
-    pa.field("diversity", pa.float64()), pa.field("strategy", pa.string()),
-    pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    pa.field("selected", pa.bool_()), pa.field("score", pa.float64()), pa.field("weight", pa.float64()),
+    pa.field("diversity", pa.float64()), pa.field("parts", pa.map_(pa.string(), pa.float64())),
+    pa.field("strategy", pa.string()), pa.field("created_at", pa.timestamp("us", tz="UTC")),
 ])
 
 
@@ -53,6 +64,18 @@ class SelectResult:
     n_labeled_in_pool: int = 0
     coverage_radius: float | None = None
     strategy: str = ""
+    stop_reason: str = ""
+
+
+@dataclass
+class Plan:
+    """What the strategies ask of the stage, resolved against the features table."""
+
+    diversity: StrategyConfig | None
+    objectives: list[tuple[str, StrategyConfig]]  # (column holding the objective, entry)
+    balance: StrategyConfig | None
+    balance_column: str | None
+    min_distance: float
 
 
 def _matrix(batch: pa.RecordBatch | pa.Table, column: str) -> np.ndarray:
@@ -65,31 +88,36 @@ def _matrix(batch: pa.RecordBatch | pa.Table, column: str) -> np.ndarray:
 
 
 def strategy_name(config: Config) -> str:
-    """The ranking's strategy label, e.g. ``uncertainty_weighted_diversity(bald^1)``."""
+    """The ranking's strategy label, e.g. ``diversity+weights:bald^1``."""
     selection = config.selection
-    if selection.uncertainty == "none":
-        return "diversity"
-    return f"uncertainty_weighted_diversity({selection.uncertainty}^{selection.strength:g})"
+    parts = [f"{s.label()}^{s.strength:g}" if s.strategy != "threshold" else
+             f"threshold:{s.input}{THRESHOLD_OPS[s.operation or 'bigger']}{s.threshold:g}"
+             for s in selection.strategies]
+    prefix = f"top_m({selection.top_m})+" if selection.mode == "top_m" else ""
+    return prefix + "+".join(parts)
 
 
-def _weights(config: Config) -> tuple[F.Column, F.Column]:
-    selection = config.selection
-    if selection.uncertainty == "none":
-        return F.lit(0.0), F.lit(1.0)
-    uncertainty = F.col(selection.uncertainty).cast("double")
-    weight = F.pow(F.greatest(uncertainty, F.lit(0.0)) + F.lit(WEIGHT_FLOOR), F.lit(selection.strength))
-    return uncertainty, weight
+def _input_column(entry: StrategyConfig, key: str, schema: T.StructType) -> str:
+    column = "pred" if entry.input == PREDICTIONS else entry.input
+    if column not in schema.fieldNames():
+        raise ConfigError(f"{key}: no column {entry.input!r} in the features table")
+    return column
+
+
+def _read_features(spark: SparkSession, lake: Lake, run_id: str) -> DataFrame:
+    files = run_files(lake.table("features"), run_id)
+    if not files:
+        raise InputError(f"features table {lake.table('features')}: no rows for run {run_id}; run the score stage")
+    return spark.read.parquet(*files)
 
 
 def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
                *, run_time: dt.datetime | None = None) -> SelectResult:
     """Select on Spark from this run's features and replace this run's ranking rows."""
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
-    files = run_files(lake.table("features"), run_id)
-    if not files:
-        raise InputError(f"features table {lake.table('features')}: no rows for run {run_id}; run the score stage")
+    selection = config.selection
     spark = spark_session(config.spark)
-    features = spark.read.parquet(*files)
+    features = _read_features(spark, lake, run_id)
     duplicates = features.groupBy("id").count().filter(F.col("count") > 1).limit(3).collect()
     if duplicates:
         shown = ", ".join(repr(row["id"]) for row in duplicates)
@@ -97,81 +125,302 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
 
     labeled_ids = (read_ids(config.labeled.path, config.labeled.format, name="labeled.path")
                    if config.labeled.path else pa.array([], pa.string()))
-    labeled_df = spark.createDataFrame(pa.table({"id": labeled_ids}).to_pandas()).withColumn(
-        "_labeled", F.lit(True)) if len(labeled_ids) else None
-    if labeled_df is not None:
+    first = None
+    if len(labeled_ids):
+        labeled_df = spark.createDataFrame(pa.table({"id": labeled_ids}).to_pandas())
+        labeled_df = labeled_df.withColumn("_labeled", F.lit(True))
         features = features.join(F.broadcast(labeled_df), "id", "left")
         first = (F.coalesce(F.col("_labeled"), F.lit(False)), LABELED_REASON)
-    else:
-        first = None
-    reason = rejection_reason(config.selection.filters, features.schema, run_time, first=first)
-    uncertainty, weight = _weights(config)
-    annotated = features.withColumn("_reason", reason).withColumn("_uncertainty", uncertainty).withColumn(
-        "_weight", weight).cache()
+    checks = [(spec, f"selection.filters.{i}") for i, spec in enumerate(selection.filters)]
+    checks += [
+        (FilterConfig(column=_input_column(s, f"selection.strategies.{i}", features.schema),
+                      op=THRESHOLD_OPS[s.operation or "bigger"], value=s.threshold), f"selection.strategies.{i}")
+        for i, s in enumerate(selection.strategies) if s.strategy == "threshold"
+    ]
+    reason = rejection_reason(checks, features.schema, run_time, first=first)
+    annotated = features.withColumn("_reason", reason).cache()
     counts = {row["_reason"]: row["count"] for row in annotated.groupBy("_reason").count().collect()}
     n_features = sum(counts.values())
     n_candidates = counts.pop(None, 0)
     progress.say(f"select: {n_features} scored, {n_candidates} candidates; filtered {counts or 'none'}")
 
-    labeled_rows = (annotated.filter(F.col("_reason") == LABELED_REASON).select("embedding").toArrow()
-                    if labeled_df is not None else pa.table({"embedding": pa.array([], pa.list_(pa.float32()))}))
-    labeled_embeddings = _matrix(labeled_rows, "embedding") if labeled_rows.num_rows else None
-    candidates = annotated.filter(F.col("_reason").isNull()).select(
-        "id", "embedding", F.col("_uncertainty").alias("uncertainty"), F.col("_weight").alias("weight"))
-
+    labeled = None
+    if len(labeled_ids):
+        rows = annotated.filter(F.col("_reason") == LABELED_REASON).select("embedding").toArrow()
+        labeled = _matrix(rows, "embedding") if rows.num_rows else None
     result = SelectResult(
         n_features=n_features, n_candidates=n_candidates, n_selected=0,
         n_filtered=sum(counts.values()), filtered_by_reason={str(k): int(v) for k, v in counts.items()},
         n_labeled_in_pool=int(counts.get(LABELED_REASON, 0)), strategy=strategy_name(config),
     )
-    n_select = min(config.selection.n_samples, n_candidates)
-    if n_select < config.selection.n_samples:
-        progress.say(f"select: only {n_candidates} candidates for n_samples={config.selection.n_samples}; "
-                     "selecting all of them")
-    selected_ids, pick_distances = _two_stage(spark, candidates, n_select, config, labeled_embeddings)
+    if selection.n_samples is not None:
+        n_select = min(selection.n_samples, n_candidates)
+        if n_select < selection.n_samples:
+            progress.say(f"select: only {n_candidates} candidates for n_samples={selection.n_samples}; "
+                         "selecting all of them")
+    elif selection.proportion_samples is not None:
+        n_select = min(n_candidates, math.ceil(selection.proportion_samples * n_candidates))
+    else:
+        n_select = n_candidates  # a diversity min_distance is the stop
+
+    plan = _plan(config, annotated.schema)
+    candidates = _with_objectives(spark, annotated.filter(F.col("_reason").isNull()), plan, config, features)
+    candidates = candidates.cache()
+    quotas = _quotas(candidates, plan, n_select)
+    if plan.diversity is not None:
+        selected_ids, pick_distances = _two_stage(spark, candidates, n_select, config, plan, labeled, quotas)
+    else:
+        selected_ids, pick_distances = _by_rank(candidates, n_select, plan, labeled, quotas)
     result.n_selected = len(selected_ids)
+    if len(selected_ids) < n_select:
+        result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
+        progress.say(f"select: stopped at {len(selected_ids)} of {n_select} ({result.stop_reason})")
     staging = lake.staging(run_id, "ranking")
     ensure_dir(os.path.dirname(staging))
-    centres = _centre_embeddings(candidates, selected_ids, labeled_embeddings)
-    _rank(spark, candidates, selected_ids, pick_distances, centres).write.mode("overwrite").parquet(staging)
+    centres = _centre_embeddings(candidates, selected_ids, labeled)
+    _rank(spark, candidates, selected_ids, pick_distances, centres, plan).write.mode("overwrite").parquet(staging)
     result.coverage_radius = _commit_ranking(staging, run_id, lake, result.strategy, run_time)
+    candidates.unpersist()
     annotated.unpersist()
     return result
 
 
-def _two_stage(spark: SparkSession, candidates: DataFrame, n_select: int, config: Config,
-               labeled: np.ndarray | None) -> tuple[list[str], list[float | None]]:
+def _plan(config: Config, schema: T.StructType) -> Plan:
+    selection = config.selection
+    diversity = next((s for s in selection.strategies if s.strategy == "diversity"), None)
+    balance = next((s for s in selection.strategies if s.strategy == "balance"), None)
+    objectives = [(f"_objective_{i}", s) for i, s in enumerate(selection.strategies)
+                  if s.strategy in ("weights", "typicality", "similarity")]
+    for i, s in enumerate(selection.strategies):
+        if s.strategy in ("weights", "balance"):
+            _input_column(s, f"selection.strategies.{i}", schema)
+    balance_column = None
+    if balance is not None:
+        balance_column = _input_column(balance, f"selection.strategies.{selection.strategies.index(balance)}", schema)
+    min_distance = max(selection.near_duplicate_distance, (diversity.min_distance or 0.0) if diversity else 0.0)
+    return Plan(diversity=diversity, objectives=objectives, balance=balance, balance_column=balance_column,
+                min_distance=min_distance)
+
+
+def _with_objectives(spark: SparkSession, candidates: DataFrame, plan: Plan, config: Config,
+                     features: DataFrame) -> DataFrame:
+    """Candidates with one column per objective and ``_weight``, their product of powers."""
+    seed = config.run.seed
+    embedding_steps: list[tuple[str, Callable[[pa.RecordBatch, np.ndarray], np.ndarray]]] = []
+    weights = [(name, s) for name, s in plan.objectives if s.strategy == "weights"]
+    if weights:
+        stats = candidates.agg(*[F.min(F.col(s.input).cast("double")).alias(f"lo{i}")
+                                 for i, (_, s) in enumerate(weights)],
+                               *[F.max(F.col(s.input).cast("double")).alias(f"hi{i}")
+                                 for i, (_, s) in enumerate(weights)]).collect()[0]
+        for i, (name, s) in enumerate(weights):
+            def scaled(batch: pa.RecordBatch, x: np.ndarray, column: str = s.input,
+                       low: float | None = stats[f"lo{i}"], high: float | None = stats[f"hi{i}"]) -> np.ndarray:
+                values = pc.cast(batch.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+                return minmax_objective(values, low, high)
+            embedding_steps.append((name, scaled))
+    for name, s in plan.objectives:
+        if s.strategy == "typicality" and s.method == "knn":
+            reference = candidates.select("id", "embedding").orderBy(F.xxhash64("id", F.lit(seed)), "id").limit(
+                s.reference_size).toArrow()
+            ref_matrix, ref_ids = _matrix(reference, "embedding"), set(reference.column("id").to_pylist())
+
+            def knn(batch: pa.RecordBatch, x: np.ndarray, ref: np.ndarray = ref_matrix,
+                    ids: set[str] = ref_ids, k: int = s.n_neighbors) -> np.ndarray:
+                mask = np.array([i in ids for i in batch.column("id").to_pylist()], dtype=bool)
+                return knn_typicality(x, ref, n_neighbors=k, is_reference=mask)
+            embedding_steps.append((name, knn))
+        elif s.strategy == "similarity":
+            queries = _query_embeddings(s, features)
+
+            def similar(batch: pa.RecordBatch, x: np.ndarray, q: np.ndarray = queries) -> np.ndarray:
+                return similarity_objective(x, q)
+            embedding_steps.append((name, similar))
+    if embedding_steps:
+        candidates = _map_embeddings(candidates, embedding_steps)
+    for name, s in plan.objectives:
+        if s.strategy == "typicality" and s.method == "kmeans":
+            candidates = _kmeans_typicality(candidates, name, s, seed)
+    weight: Column = F.lit(1.0)
+    for name, s in plan.objectives:
+        weight = weight * F.pow(F.col(name), F.lit(s.strength))
+    candidates = candidates.withColumn("_weight", weight)
+    # The greedy maximises weight x distance^strength, i.e. weight^(1/strength) x distance.
+    strength = plan.diversity.strength if plan.diversity is not None else 1.0
+    greedy = F.lit(1.0) if config.selection.mode == "top_m" else F.pow(F.col("_weight"), F.lit(1.0 / strength))
+    return candidates.withColumn("_greedy_weight", greedy)
+
+
+def _map_embeddings(candidates: DataFrame,
+                    steps: list[tuple[str, Callable[[pa.RecordBatch, np.ndarray], np.ndarray]]]) -> DataFrame:
+    schema = T.StructType([*candidates.schema.fields, *[T.StructField(n, T.DoubleType()) for n, _ in steps]])
+
+    def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            x = _matrix(batch, "embedding")
+            columns = [*batch.columns, *[pa.array(fn(batch, x), pa.float64()) for _, fn in steps]]
+            yield pa.RecordBatch.from_arrays(columns, names=[*batch.schema.names, *[n for n, _ in steps]])
+
+    return candidates.mapInArrow(compute, schema)
+
+
+def _query_embeddings(entry: StrategyConfig, features: DataFrame) -> np.ndarray:
+    query = entry.query
+    assert query is not None  # the config validator requires it
+    if query.path:
+        from alray.lake import parquet_dataset, table_files, table_schema
+
+        if "embedding" not in table_schema(query.path, query.format, name="query.path").names:
+            raise InputError(f"query.path: {query.path}: missing required column 'embedding'")
+        table = parquet_dataset(table_files(query.path, query.format, name="query.path")).to_table(
+            columns=["embedding"])
+    else:
+        table = features.filter(F.col("id").isin(query.ids)).select("embedding").toArrow()
+    if table.num_rows == 0:
+        raise InputError("query: no query embeddings found (check query.path or query.ids)")
+    return _matrix(table, "embedding")
+
+
+def _kmeans_typicality(candidates: DataFrame, name: str, entry: StrategyConfig, seed: int) -> DataFrame:
+    from pyspark.ml.clustering import KMeans
+    from pyspark.ml.functions import array_to_vector
+
+    vectors = candidates.select(array_to_vector(F.col("embedding")).alias("_vector"))
+    model = KMeans(k=entry.n_clusters, seed=seed, featuresCol="_vector", maxIter=20).fit(vectors)
+    centroids = np.array([np.asarray(c) for c in model.clusterCenters()], dtype=np.float32)
+    schema = T.StructType([*candidates.schema.fields, T.StructField("_cluster", T.IntegerType()),
+                           T.StructField("_cluster_distance", T.DoubleType())])
+
+    def assign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            x = _matrix(batch, "embedding")
+            squared = (np.sum(x * x, axis=1)[:, None] - 2 * x @ centroids.T + np.sum(centroids ** 2, axis=1)[None])
+            nearest = np.argmin(squared, axis=1) if len(x) else np.zeros(0, dtype=np.int64)
+            distance = np.sqrt(np.maximum(squared[np.arange(len(x)), nearest], 0.0)) if len(x) else np.zeros(0)
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.array(nearest.astype(np.int32)), pa.array(distance.astype(np.float64))],
+                names=[*batch.schema.names, "_cluster", "_cluster_distance"])
+
+    assigned = candidates.mapInArrow(assign, schema)
+    total = candidates.count()
+    stats = assigned.groupBy("_cluster").agg(
+        (F.count("*") / F.lit(max(total, 1))).alias("_share"), F.avg("_cluster_distance").alias("_mean_distance"))
+    joined = assigned.join(F.broadcast(stats), "_cluster")
+    out_schema = T.StructType([*candidates.schema.fields, T.StructField(name, T.DoubleType())])
+    keep = candidates.schema.fieldNames()
+
+    def typicality(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            values = cluster_typicality(batch.column("_cluster_distance").to_numpy(zero_copy_only=False),
+                                        batch.column("_share").to_numpy(zero_copy_only=False),
+                                        batch.column("_mean_distance").to_numpy(zero_copy_only=False))
+            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in keep), pa.array(values, pa.float64())],
+                                             names=[*keep, name])
+
+    return joined.mapInArrow(typicality, out_schema)
+
+
+def _quotas(candidates: DataFrame, plan: Plan, n_select: int) -> tuple[dict[str, int], np.ndarray] | None:
+    """Class index per label and quota per class, when a balance strategy is configured."""
+    if plan.balance is None or plan.balance_column is None:
+        return None
+    counts = candidates.groupBy(F.col(plan.balance_column).cast("string").alias("g")).count().collect()
+    available = {str(row["g"]): int(row["count"]) for row in counts}
+    quotas = balance_quotas(available, n_select, plan.balance.target)
+    labels = sorted(quotas)
+    return {label: i for i, label in enumerate(labels)}, np.array([quotas[label] for label in labels])
+
+
+def _groups(batch: pa.RecordBatch | pa.Table, index: dict[str, int]) -> np.ndarray:
+    values = batch.column("_group").to_pylist()
+    return np.array([index[str(v)] for v in values], dtype=np.int64)
+
+
+def _candidate_columns(plan: Plan) -> list[Column]:
+    columns = [F.col("id"), F.col("embedding"), F.col("_greedy_weight").alias("weight")]
+    if plan.balance_column is not None:
+        columns.append(F.col(plan.balance_column).cast("string").alias("_group"))
+    return columns
+
+
+def _two_stage(spark: SparkSession, candidates: DataFrame, n_select: int, config: Config, plan: Plan,
+               labeled: np.ndarray | None, quotas: tuple[dict[str, int], np.ndarray] | None,
+               ) -> tuple[list[str], list[float | None]]:
     """Round one per partition on the executors, round two on the driver; picks in order."""
     if n_select == 0:
         return [], []
     selection, seed = config.selection, config.run.seed
     n_partitions = selection.n_partitions
+    pool = candidates
+    if selection.mode == "top_m" and selection.top_m is not None:
+        pool = candidates.orderBy(F.desc("_weight"), F.asc("id")).limit(selection.top_m)
+    columns = _candidate_columns(plan)
+    min_distance = plan.min_distance or None
+    index, quota = quotas if quotas is not None else (None, None)
 
-    def local_centres(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        table = pa.Table.from_batches(list(batches))
-        if table.num_rows == 0:
-            return
-        # Sorting by id makes a partition's result independent of the order rows arrived in.
-        table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+    def greedy(table: pa.Table, k: int, group_quota: np.ndarray | None) -> np.ndarray:
         embeddings, weights = _matrix(table, "embedding"), table.column("weight").to_numpy()
-        k = local_k(n_select, n_partitions, selection.oversample, table.num_rows)
-        picks, _ = k_center_greedy(embeddings, k, weights=weights, already_selected=labeled,
-                                   first=_first_pick(weights, labeled), seed=seed)
-        yield from table.take(pa.array(picks)).select(["id", "embedding", "weight"]).to_batches()
+        groups = _groups(table, index) if index is not None else None
+        has_labeled = labeled is not None and len(labeled) > 0
+        picks, _ = k_center_greedy(
+            embeddings, k, weights=weights, already_selected=labeled if has_labeled else None,
+            first=None if has_labeled else first_pick(weights, groups, group_quota),
+            seed=seed, min_distance=min_distance, groups=groups, quotas=group_quota)
+        return picks
 
-    partitioned = candidates.repartition(n_partitions, F.xxhash64(F.col("id"), F.lit(seed)))
-    union = partitioned.mapInArrow(local_centres, "id string, embedding array<float>, weight double").toArrow()
-    union = union.take(pc.sort_indices(union, sort_keys=[("id", "ascending")]))
-    embeddings, weights = _matrix(union, "embedding"), union.column("weight").to_numpy()
-    picks, _ = k_center_greedy(embeddings, n_select, weights=weights, already_selected=labeled,
-                               first=_first_pick(weights, labeled), seed=seed)
-    ids = union.column("id").to_pylist()
-    return [ids[i] for i in picks], _pick_distances(embeddings[picks], labeled)
+    def local_round(partitions: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+        def local_centres(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            table = pa.Table.from_batches(list(batches))
+            if table.num_rows == 0:
+                return
+            # Sorting by id makes a partition's result independent of the order rows arrived in.
+            table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+            k = local_k(n_select, partitions, selection.oversample, table.num_rows)
+            picks = greedy(table, k, local_quotas(quota, k, n_select) if quota is not None else None)
+            yield from table.take(pa.array(picks, pa.int64())).to_batches()
+        return local_centres
+
+    rows = pool.select(*columns)
+    schema = rows.schema
+    union = rows.repartition(n_partitions, F.xxhash64(F.col("id"), F.lit(seed))).mapInArrow(
+        local_round(n_partitions), schema)
+    # Further reduce levels keep the driver's merge small when k x partitions is large; each
+    # level must shrink the bound on the union, else the driver merges what there is.
+    bound = n_partitions * local_k(n_select, n_partitions, selection.oversample, 2**62)
+    for level in range(1, 4):
+        partitions = math.ceil(bound / UNION_CAP)
+        next_bound = partitions * local_k(n_select, partitions, selection.oversample, 2**62)
+        if bound <= UNION_CAP or next_bound >= bound:
+            break
+        union = union.repartition(partitions, F.xxhash64(F.col("id"), F.lit(seed + level))).mapInArrow(
+            local_round(partitions), schema)
+        bound = next_bound
+    table = union.toArrow()
+    table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+    picks = greedy(table, n_select, quota)
+    ids = table.column("id").to_pylist()
+    return [ids[i] for i in picks], _pick_distances(_matrix(table, "embedding")[picks], labeled)
 
 
-def _first_pick(weights: np.ndarray, labeled: np.ndarray | None) -> int | None:
-    # With no labeled centre to measure from, start at the most uncertain candidate.
-    return None if labeled is not None and len(labeled) else int(np.argmax(weights))
+def _by_rank(candidates: DataFrame, n_select: int, plan: Plan, labeled: np.ndarray | None,
+             quotas: tuple[dict[str, int], np.ndarray] | None) -> tuple[list[str], list[float | None]]:
+    """No diversity: the heaviest candidates, in order, skipping near-duplicates and full classes."""
+    if n_select == 0:
+        return [], []
+    ordered = candidates.select(*_candidate_columns(plan), F.col("_weight")).orderBy(F.desc("_weight"), F.asc("id"))
+    total = candidates.count()
+    limit = min(total, 2 * n_select + 64)
+    while True:
+        table = ordered.limit(limit).toArrow()
+        groups = _groups(table, quotas[0]) if quotas is not None else None
+        picks = select_by_rank(_matrix(table, "embedding"), table.column("_weight").to_numpy(), n_select,
+                               groups=groups, quotas=quotas[1] if quotas is not None else None,
+                               min_distance=plan.min_distance, labeled=labeled)
+        if len(picks) >= n_select or limit >= total:
+            break
+        limit = min(total, limit * 4)
+    ids = table.column("id").to_pylist()
+    return [ids[i] for i in picks], [None] * len(picks)
 
 
 def _pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> list[float | None]:
@@ -195,44 +444,47 @@ def _centre_embeddings(candidates: DataFrame, selected_ids: list[str], labeled: 
 
 
 def _rank(spark: SparkSession, candidates: DataFrame, selected_ids: list[str],
-          pick_distances: list[float | None],
-          centres: np.ndarray) -> DataFrame:
+          pick_distances: list[float | None], centres: np.ndarray, plan: Plan) -> DataFrame:
     """Every candidate with its distance to the centres, selected rows first in pick order."""
+
+    objective_names = [name for name, _ in plan.objectives]
+    keep = ["id", "_weight", "_greedy_weight", *objective_names]
 
     def distances(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             embeddings = _matrix(batch, "embedding")
             if len(centres) and batch.num_rows:
-                diversity = nearest_centre_distances(embeddings, centres).astype(np.float64)
+                nearest = nearest_centre_distances(embeddings, centres).astype(np.float64)
             else:
-                diversity = np.zeros(batch.num_rows)
-            weight = batch.column("weight").to_numpy(zero_copy_only=False)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("id"), batch.column("uncertainty"), batch.column("weight"),
-                 pa.array(diversity), pa.array(weight * diversity)],
-                names=["id", "uncertainty", "weight", "diversity", "score"],
-            )
+                nearest = np.full(batch.num_rows, np.nan)
+            yield pa.RecordBatch.from_arrays([*(batch.column(c) for c in keep), pa.array(nearest, pa.float64())],
+                                             names=[*keep, "_nearest"])
 
-    measured = candidates.mapInArrow(
-        distances, "id string, uncertainty double, weight double, diversity double, score double")
+    source = candidates.select("embedding", *keep)
+    out_schema = T.StructType([*(source.schema[c] for c in keep), T.StructField("_nearest", T.DoubleType())])
+    base = source.mapInArrow(distances, out_schema)
     picks = spark.createDataFrame(
         [(i, r + 1, d) for r, (i, d) in enumerate(zip(selected_ids, pick_distances, strict=True))],
         "id string, pick_rank int, pick_distance double")
-    # A pick's score is weight x its distance to the centres before it; the very first pick,
-    # with no centre before it, scores its weight alone.
+    joined = base.join(F.broadcast(picks), "id", "left")
     selected = F.col("pick_rank").isNotNull()
-    joined = measured.join(F.broadcast(picks), "id", "left")
+    if plan.diversity is not None:
+        # What the greedy maximised: the greedy weight x the distance to the centres before the
+        # pick (the very first pick, with no centre before it, scores its weight alone); for the
+        # rest, the same product at the end of the selection.
+        score = F.when(selected, F.col("_greedy_weight") * F.coalesce(F.col("pick_distance"), F.lit(1.0))).otherwise(
+            F.col("_greedy_weight") * F.coalesce(F.col("_nearest"), F.lit(1.0)))
+        diversity = F.when(selected, F.col("pick_distance")).otherwise(F.col("_nearest"))
+    else:
+        score, diversity = F.col("_weight"), F.col("_nearest")
+    labels = [s.label() for _, s in plan.objectives]
+    parts = F.create_map(*[item for name, label in zip(objective_names, labels, strict=True)
+                           for item in (F.lit(label), F.col(name))]) if labels else F.create_map().cast(
+        "map<string,double>")
+    ranked = joined.select("id", selected.alias("selected"), score.alias("score"), F.col("_weight").alias("weight"),
+                           diversity.alias("diversity"), parts.alias("parts"), "_nearest", "pick_rank")
     order = Window.orderBy(F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id"))
-    return joined.select(
-        "id",
-        F.row_number().over(order).cast("long").alias("rank"),
-        selected.alias("selected"),
-        F.when(selected, F.col("weight") * F.coalesce(F.col("pick_distance"), F.lit(1.0)))
-        .otherwise(F.col("score")).alias("score"),
-        "uncertainty", "weight",
-        F.when(selected, F.col("pick_distance")).otherwise(F.col("diversity")).alias("diversity"),
-        F.col("diversity").alias("_nearest"),
-    )
+    return ranked.withColumn("rank", F.row_number().over(order).cast("long")).drop("pick_rank")
 
 
 def _commit_ranking(staging: str, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime) -> float | None:
@@ -258,4 +510,4 @@ def _commit_ranking(staging: str, run_id: str, lake: Lake, strategy: str, run_ti
             )
 
     replace_run(lake.table("ranking"), reader_from_batches(RANKING_SCHEMA, rows()), run_id)
-    return float(radius) if radius is not None else None
+    return float(radius) if radius is not None and not math.isnan(radius) else None

@@ -48,12 +48,12 @@ def _coerce(value: Any, data_type: T.DataType, where: str) -> Any:
     raise ConfigError(f"{where}: cannot compare a {data_type.simpleString()} column with a value")
 
 
-def filter_condition(spec: FilterConfig, index: int, schema: T.StructType, run_time: dt.datetime) -> Column:
+def filter_condition(spec: FilterConfig, key: str, schema: T.StructType, run_time: dt.datetime) -> Column:
     """A boolean Column that is true for rows ``spec`` keeps; ConfigError names the filter at fault.
 
-    ``run_time`` (UTC) anchors ``within_last``; a null value never passes a comparison.
+    ``key`` is the filter's dotted config key; ``run_time`` (UTC) anchors ``within_last``.
     """
-    where = f"selection.filters.{index} ({spec.describe()})"
+    where = f"{key} ({spec.describe()})"
     fields = {field.name: field.dataType for field in schema.fields}
     if spec.column not in fields:
         raise ConfigError(f"{where}: no column {spec.column!r} in the features table")
@@ -86,19 +86,20 @@ def filter_condition(spec: FilterConfig, index: int, schema: T.StructType, run_t
     return comparisons[op]
 
 
-def rejection_reason(filters: list[FilterConfig], schema: T.StructType, run_time: dt.datetime,
+def rejection_reason(filters: list[tuple[FilterConfig, str]], schema: T.StructType, run_time: dt.datetime,
                      *, first: tuple[Column, str] | None = None) -> Column:
     """A string Column: the first reason a row is filtered out, or null when it passes all.
 
-    ``first`` is an optional (condition, reason) checked before the filters (e.g. labeled rows).
+    ``filters`` holds (filter, dotted config key) pairs, checked in order; a null value never
+    passes. ``first`` is an optional (condition, reason) checked before them (e.g. labeled rows).
     """
     reason: Any = F
     started = False
     if first is not None:
         reason, started = F.when(first[0], F.lit(first[1])), True
-    for index, spec in enumerate(filters):
-        keeps = F.coalesce(filter_condition(spec, index, schema, run_time), F.lit(False))
-        label = F.lit(f"filter {index}: {spec.describe()}")
+    for spec, key in filters:
+        keeps = F.coalesce(filter_condition(spec, key, schema, run_time), F.lit(False))
+        label = F.lit(f"{key}: {spec.describe()}")
         reason = reason.when(~keeps, label) if started else F.when(~keeps, label)
         started = True
     return reason if started else F.lit(None).cast("string")
