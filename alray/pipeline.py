@@ -15,7 +15,7 @@ import pyarrow as pa
 from alray import __version__
 from alray.config import Config
 from alray.errors import AlrayError
-from alray.lake import Lake, ensure_dir, read_run, replace_run
+from alray.lake import Lake, ensure_dir
 from alray.progress import Progress
 
 RUNS_SCHEMA = pa.schema([
@@ -95,12 +95,12 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     progress = progress or Progress()
     run_id = config.run.run_id or new_run_id()
     config = config.model_copy(update={"run": config.run.model_copy(update={"run_id": run_id})})
-    lake = Lake(config.output.path)
+    lake = Lake.from_output(config.output)
     ensure_dir(lake.root)
     started = dt.datetime.now(dt.timezone.utc)
     summary = RunSummary(run_id=run_id, status="running",
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
-    replace_run(lake.table("runs"), _runs_row(summary, config, started, None), run_id, partition=False)
+    lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
     progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")
     begin = time.perf_counter()
     try:
@@ -125,14 +125,14 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
         raise
     finally:
         summary.timings = {**progress.timings, "total_s": round(time.perf_counter() - begin, 3)}
-        replace_run(lake.table("runs"), _runs_row(summary, config, started, dt.datetime.now(dt.timezone.utc)),
-                    run_id, partition=False)
+        lake.replace_run("runs", _runs_row(summary, config, started, dt.datetime.now(dt.timezone.utc)),
+                         run_id, partition=False)
         lake.clear_staging(run_id)
     return summary
 
 
 def _previous_counts(lake: Lake, run_id: str) -> dict[str, int]:
     """Pool and reject counts of an earlier score stage of the same run (for a select-only rerun)."""
-    rows = read_run(lake.table("rejects"), run_id, columns=["id"])
-    features = read_run(lake.table("features"), run_id, columns=["id"])
+    rows = lake.read_run("rejects", run_id, columns=["id"])
+    features = lake.read_run("features", run_id, columns=["id"])
     return {"pool": features.num_rows + rows.num_rows, "rejected": rows.num_rows}

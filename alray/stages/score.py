@@ -8,27 +8,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from alray.config import Config
 from alray.engines import ensure_ray
 from alray.errors import InputError
 from alray.inference import REJECT_REASON, RESERVED_COLUMNS, ScoringOptions, score_batch
-from alray.lake import (
-    Lake,
-    check_pool_schema,
-    ensure_dir,
-    iter_batches,
-    reader_from_batches,
-    replace_run,
-    stream_parquet,
-    table_files,
-    table_schema,
-)
+from alray.lake import Lake, ensure_dir, filesystem_for, list_parquet, reshape_parquet
 from alray.models import load_checkpoint, pick_device
 from alray.progress import Progress
+from alray.stages.pool_source import PoolSource, open_pool, read_pool
 
 REJECTS_SCHEMA = pa.schema([
     pa.field("run_id", pa.string()), pa.field("id", pa.string()),
@@ -65,32 +58,30 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def check_inputs(config: Config) -> tuple[list[str], str]:
-    """Check the pool and the checkpoint before any engine starts; return pool files and payload."""
+def check_inputs(config: Config) -> tuple[PoolSource, str]:
+    """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload."""
     pool = config.pool
-    schema = table_schema(pool.path, pool.format, version=pool.version)
-    payload = check_pool_schema(schema, pool.path)
+    source = open_pool(pool)
+    schema, payload = source.schema, source.payload
     clashes = sorted((set(schema.names) - {"id", payload}) & RESERVED_COLUMNS)
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
     load_checkpoint(config.model.checkpoint)
-    files = [_absolute(f) for f in table_files(pool.path, pool.format, version=pool.version)]
-    return files, payload
+    return source, payload
 
 
 def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
     """Score the pool on Ray and replace this run's rows of the features and rejects tables."""
-    import ray.data
     from ray.data import ActorPoolStrategy
 
-    files, payload = check_inputs(config)
+    source, payload = check_inputs(config)
     ensure_ray(config.ray)
     score = config.score
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=config.run.seed, run_id=run_id)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
-    progress.say(f"score: {len(files)} pool file(s), {score.num_actors} actor(s), T={score.mc_samples}")
-    dataset = ray.data.read_parquet(files if len(files) > 1 else files[0])
+    progress.say(f"score: {len(source.files)} pool file(s), {score.num_actors} actor(s), T={score.mc_samples}")
+    dataset = read_pool(source)
     scored = dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs={
@@ -120,23 +111,53 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
 
 
 def commit_features(staging: str, run_id: str, lake: Lake) -> ScoreResult:
-    """Commit the scored files of a staging folder: good rows to features, bad rows to rejects."""
-    dataset = pads.dataset(staging, format="parquet")
-    n_pool = dataset.count_rows()
+    """Commit the scored files of a staging folder: good rows to features, bad rows to rejects.
+
+    Each staged file is split where it lies (one Ray task per file when Ray is up) into a
+    features file and a rejects file shaped like the tables; the driver then commits those
+    files to each table in one transaction, reading only their footers.
+    """
+    files = list_parquet(staging, storage_options=lake.storage_options)
+    if not files:
+        return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
+    names = pq.read_schema(*_open(files[0], lake)).names
+    keep_run_id = lake.keeps_run_id_in_files()
+    feature_columns = [n for n in names if n != REJECT_REASON and (keep_run_id or n != "run_id")]
+    parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"))
+    split, options = _split_scored_file, dict(lake.storage_options) if lake.storage_options else None
+    if ray_is_up():
+        import ray
+
+        remote = ray.remote(_split_scored_file)
+        outputs = ray.get([remote.remote(f, parts, feature_columns, keep_run_id, options)
+                           for f in files])
+    else:
+        outputs = [split(f, parts, feature_columns, keep_run_id, options) for f in files]
+    n_scored = lake.commit_files("features", [o[0] for o in outputs if o[0]], run_id)
+    reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
+    n_rejected = lake.commit_files("rejects", [o[1] for o in outputs if o[1]], run_id, schema=reject_schema)
+    return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected)
+
+
+def _open(path: str, lake: Lake) -> tuple[str, Any]:
+    filesystem, inner = filesystem_for(path, lake.storage_options)
+    return inner, filesystem
+
+
+def ray_is_up() -> bool:
+    """Whether this process is attached to Ray (commit work then runs as Ray tasks, next to the files)."""
+    import ray
+
+    return bool(ray.is_initialized())
+
+
+def _split_scored_file(source: str, folders: tuple[str, str], feature_columns: list[str], keep_run_id: bool,
+                       storage_options: dict[str, str] | None) -> tuple[str | None, str | None]:
+    """One staged file -> (its features file, its rejects file); either is None when it has no row."""
     rejected = pads.field(REJECT_REASON).is_valid()
-    feature_columns = [name for name in dataset.schema.names if name != REJECT_REASON]
-    replace_run(lake.table("features"), stream_parquet(staging, filter=~rejected, columns=feature_columns), run_id)
-
-    def reject_rows() -> pa.RecordBatchReader:
-        reader = stream_parquet(staging, filter=rejected, columns=["run_id", "id", REJECT_REASON])
-        return reader_from_batches(REJECTS_SCHEMA, (
-            pa.RecordBatch.from_arrays(
-                [b.column(0), b.column(1), pa.array(["score"] * b.num_rows, pa.string()), b.column(2)],
-                schema=REJECTS_SCHEMA,
-            )
-            for b in iter_batches(reader)
-        ))
-
-    n_rejected = dataset.count_rows(filter=rejected)
-    replace_run(lake.table("rejects"), reject_rows(), run_id)
-    return ScoreResult(n_pool=n_pool, n_scored=n_pool - n_rejected, n_rejected=n_rejected)
+    features = reshape_parquet(source, folders[0], columns={c: c for c in feature_columns}, filter=~rejected,
+                               storage_options=storage_options)
+    columns: dict[str, str | pa.Scalar] = {"run_id": "run_id"} if keep_run_id else {}
+    columns.update({"id": "id", "stage": pa.scalar("score", pa.string()), "reason": REJECT_REASON})
+    rejects = reshape_parquet(source, folders[1], columns=columns, filter=rejected, storage_options=storage_options)
+    return features, rejects

@@ -1,0 +1,180 @@
+"""Where the scoring stage's rows come from: the pool table, opened and checked before Ray starts.
+
+A pool is a parquet file, folder or glob; a Delta table (a version of it); an Iceberg table
+through a pyiceberg catalog (a snapshot of it); or a CSV/JSONL listing of ``id,uri[,metadata]``.
+:func:`open_pool` resolves it to a schema and a list of files and checks the required columns,
+naming the table and the column; :func:`read_pool` turns that into a Ray Dataset that reads the
+files on the workers, so no pool row passes through the driver.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+
+from alray.config import IcebergCatalogConfig, PoolConfig
+from alray.errors import InputError
+from alray.lake import (
+    IcebergCatalog,
+    check_pool_schema,
+    filesystem_for,
+    open_catalog,
+    refuse_delete_files,
+    table_files,
+    table_schema,
+)
+
+if TYPE_CHECKING:
+    import ray.data
+
+# Listings name files by text: ids and uris stay strings even when they look like numbers.
+_LISTING_STRINGS = ("id", "uri", "text")
+
+
+@dataclass(frozen=True)
+class PoolSource:
+    """A pool resolved to files: what Ray reads and what the checks saw."""
+
+    path: str
+    format: str
+    files: list[str]
+    schema: pa.Schema
+    payload: str
+    filesystem: pafs.FileSystem | None = field(default=None, compare=False)
+
+
+def open_pool(pool: PoolConfig) -> PoolSource:
+    """Resolve and check the pool: its files, its schema, its payload column.
+
+    Raises InputError naming the table and the column when a required column is missing or
+    has the wrong type, and when the table cannot be read as plain files (Delta deletion
+    vectors, Iceberg delete files).
+    """
+    options = pool.storage_options or None
+    if pool.format in ("parquet", "delta"):
+        schema = table_schema(pool.path, pool.format, version=pool.version, storage_options=options)
+        files = table_files(pool.path, pool.format, version=pool.version, storage_options=options)
+    elif pool.format == "iceberg":
+        schema, files = _iceberg_files(pool)
+    else:
+        files = _listing_files(pool.path, pool.format, options)
+        try:
+            schema = _listing_format(pool.format).inspect(*_inner(files[0], options))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"pool {files[0]}: not a readable {pool.format} listing "
+                             f"({str(exc).splitlines()[0]})") from None
+    payload = check_pool_schema(schema, pool.path)
+    if not files:
+        raise InputError(f"pool {pool.path}: the pool has no data files")
+    filesystem, local = None, all("://" not in f or f.startswith("file://") for f in files)
+    if local:
+        # Ray workers may run in another working directory: hand them absolute paths.
+        files = [os.path.abspath(urlparse(f).path if f.startswith("file://") else f) for f in files]
+    else:
+        filesystem = filesystem_for(files[0], options)[0]
+        files = [filesystem_for(f, options)[1] for f in files]
+    return PoolSource(pool.path, pool.format, files, schema, payload, filesystem)
+
+
+def read_pool(source: PoolSource) -> ray.data.Dataset:
+    """A Ray Dataset over the pool's files, read on the workers."""
+    import ray.data
+
+    files: Any = source.files if len(source.files) > 1 else source.files[0]
+    if source.format in ("csv", "jsonl"):
+        if source.format == "csv":
+            return ray.data.read_csv(files, filesystem=source.filesystem, convert_options=_csv_convert())
+        # pyarrow's JSON reader (Ray's default, not lines=True) reads JSON lines and takes parse options.
+        return ray.data.read_json(files, filesystem=source.filesystem, parse_options=_json_parse())
+    return ray.data.read_parquet(files, filesystem=source.filesystem)
+
+
+def _inner(path: str, options: dict[str, str] | None) -> tuple[str, pafs.FileSystem]:
+    filesystem, inner = filesystem_for(path, options)
+    return inner, filesystem
+
+
+def _csv_convert() -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(column_types={name: pa.string() for name in _LISTING_STRINGS},
+                                strings_can_be_null=False)
+
+
+def _json_parse() -> pajson.ParseOptions:
+    return pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in _LISTING_STRINGS]),
+                               unexpected_field_behavior="infer")
+
+
+def _listing_format(fmt: str) -> pads.FileFormat:
+    if fmt == "csv":
+        return pads.CsvFileFormat(convert_options=_csv_convert())
+    return pads.JsonFileFormat(parse_options=_json_parse())
+
+
+def _listing_files(path: str, fmt: str, options: dict[str, str] | None) -> list[str]:
+    suffixes = (".csv",) if fmt == "csv" else (".jsonl", ".json", ".ndjson")
+    filesystem, inner = filesystem_for(path, options)
+    if any(ch in inner for ch in "*?["):
+        files = table_files(path, "parquet", storage_options=options)  # glob expansion is format-blind
+    else:
+        info = filesystem.get_file_info(inner)
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"pool {path}: listing not found")
+        if info.type == pafs.FileType.Directory:
+            infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
+            files = sorted(_as_given(i.path, path) for i in infos
+                           if i.type == pafs.FileType.File and i.path.endswith(suffixes))
+        else:
+            files = [path]
+    if not files:
+        raise InputError(f"pool {path}: no {fmt} file there")
+    return files
+
+
+def _as_given(inner: str, like: str) -> str:
+    return inner if "://" not in like else f"{urlparse(like).scheme}://{inner}"
+
+
+def _iceberg_files(pool: PoolConfig) -> tuple[pa.Schema, list[str]]:
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    catalog = open_catalog(_catalog(pool.catalog), pool.storage_options or None)
+    try:
+        table = catalog.load_table(pool.path)
+    except (NoSuchTableError, NoSuchNamespaceError, ValueError):
+        raise InputError(f"pool.path: {pool.path}: no Iceberg table of that name in the catalog") from None
+    if pool.version is not None and table.snapshot_by_id(pool.version) is None:
+        raise InputError(f"pool.version: {pool.path}: no snapshot {pool.version}")
+    current = table.schema()
+    for older in table.metadata.schemas:
+        for old_field in older.fields:
+            # The files keep a renamed column's old name; a plain parquet reader would not find it.
+            new_field = _field_by_id(current, old_field.field_id)
+            if new_field is not None and new_field.name != old_field.name:
+                raise InputError(f"pool {pool.path}: column {new_field.name!r} was renamed from {old_field.name!r}; "
+                                 "renamed Iceberg columns are not supported")
+    tasks = list(table.scan(snapshot_id=pool.version).plan_files())
+    refuse_delete_files(tasks, f"pool {pool.path}")
+    return current.as_arrow(), [task.file.file_path for task in tasks]
+
+
+def _field_by_id(schema: Any, field_id: int) -> Any:
+    for candidate in schema.fields:
+        if candidate.field_id == field_id:
+            return candidate
+    return None
+
+
+def _catalog(config: IcebergCatalogConfig | None) -> IcebergCatalog:
+    if config is None or not config.uri:
+        raise InputError("pool.catalog.uri: an Iceberg pool needs a catalog uri")
+    return IcebergCatalog(type=config.type, uri=config.uri, name=config.name, warehouse=config.warehouse,
+                          namespace=config.namespace, properties=dict(config.properties))
+
