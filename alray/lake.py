@@ -97,8 +97,12 @@ class Lake:
         return _join(self.root, name)
 
     def staging(self, run_id: str, name: str) -> str:
-        """A fresh folder where workers write a run's parquet files before they are committed."""
-        return _join(self.root, "_staging", run_id, f"{name}-{uuid.uuid4().hex[:8]}")
+        """A fresh folder where workers write a run's parquet files before they are committed.
+
+        Absolute for a local lake: Ray workers and Spark tasks may run in another directory.
+        """
+        root = self.root if "://" in self.root else os.path.abspath(self.root)
+        return _join(root, "_staging", run_id, f"{name}-{uuid.uuid4().hex[:8]}")
 
     def clear_staging(self, run_id: str) -> None:
         """Remove a run's staging files once committed."""
