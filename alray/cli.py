@@ -100,7 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(summary.to_json())
         return EXIT_OK
     print_summary(summary)
-    print_top_ranking(summary, n_rows=10)
+    print_top_ranking(summary, config, n_rows=10)
     print(f"\nThe ranking of what to label next: {summary.tables['ranking']} (Delta table, run_id={summary.run_id})")
     print(f"Rerun it: alray run {args.config}")
     return EXIT_OK
@@ -114,13 +114,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from alray.lake import Lake
     from alray.report import print_run, print_runs
 
-    config = _config(args)
+    lake = Lake.from_output(_config(args).output)
     if args.runs_command == "list":
-        print_runs(config.output.path)
+        print_runs(lake)
     else:
-        print_run(config.output.path, args.run_id)
+        print_run(lake, args.run_id)
     return EXIT_OK
 
 

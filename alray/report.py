@@ -7,8 +7,9 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from alray.config import Config
 from alray.errors import InputError
-from alray.lake import Lake, read_run
+from alray.lake import Lake
 from alray.pipeline import RunSummary
 
 
@@ -27,10 +28,10 @@ def print_summary(summary: RunSummary) -> None:
         print(f"  {name:9s} {path}")
 
 
-def print_top_ranking(summary: RunSummary, *, n_rows: int = 10) -> None:
+def print_top_ranking(summary: RunSummary, config: Config, *, n_rows: int = 10) -> None:
     """The first ``n_rows`` of this run's ranking."""
-    table = read_run(summary.tables["ranking"], summary.run_id,
-                     columns=["rank", "id", "selected", "score", "weight", "diversity"])
+    table = Lake.from_output(config.output).read_run(
+        "ranking", summary.run_id, columns=["rank", "id", "selected", "score", "weight", "diversity"])
     if table.num_rows == 0:
         return
     top = table.filter(pc.less_equal(table.column("rank"), n_rows)).sort_by("rank")

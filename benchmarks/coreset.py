@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,108 @@ def bench_two_stage_radius(
     }
 
 
+class PeakMemory:
+    """Samples the resident memory of this process and its children (Spark's JVM, Python workers)."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        import threading
+
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.driver_peak = 0
+        self.total_peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                driver = self._process.memory_info().rss
+                children = sum(c.memory_info().rss for c in self._process.children(recursive=True))
+            except psutil.Error:
+                continue
+            self.driver_peak = max(self.driver_peak, driver)
+            self.total_peak = max(self.total_peak, driver + children)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_spark_stage(
+    n_rows: int, n_features: int, n_clusters: int, k: int, n_partitions: int, *, seed: int,
+    single_machine_radius: float | None = None, workdir: Path | None = None,
+) -> dict[str, Any]:
+    """The Spark selection stage on ``local[2]``: wall time, peak memory, radius.
+
+    Writes a synthetic features table (clustered embeddings, random BALD) to a Delta lake in
+    ``workdir``, then runs the default strategy (BALD-weighted diversity) selecting ``k``.
+    """
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+
+    from alray.config import config_from_dict
+    from alray.lake import Lake, replace_run
+    from alray.progress import Progress
+    from alray.stages.select import run_select
+
+    root = Path(tempfile.mkdtemp(prefix="alray-bench-", dir=workdir))
+    try:
+        pool = clustered_pool(n_rows, n_features, n_clusters, seed=seed)
+        bald = np.random.default_rng(seed + 1).random(n_rows)
+        lake = Lake(str(root / "lake"))
+        schema = pa.schema([("run_id", pa.string()), ("id", pa.string()),
+                            ("embedding", pa.list_(pa.float32())), ("bald", pa.float64())])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for start in range(0, n_rows, 100_000):
+                stop = min(start + 100_000, n_rows)
+                flat = pa.array(pool[start:stop].ravel(), pa.float32())
+                offsets = pa.array(np.arange(0, (stop - start + 1) * n_features, n_features, dtype=np.int32))
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(["bench"] * (stop - start)), pa.array([f"row-{i:08d}" for i in range(start, stop)]),
+                    pa.ListArray.from_arrays(offsets, flat), pa.array(bald[start:stop])], schema=schema)
+
+        write_start = time.perf_counter()
+        replace_run(lake.table("features"), pa.RecordBatchReader.from_batches(schema, batches()), "bench")
+        write_s = time.perf_counter() - write_start
+        config = config_from_dict({
+            "run": {"seed": seed, "run_id": "bench"}, "pool": {"path": "synthetic"},
+            "model": {"checkpoint": "none"}, "output": {"path": lake.root},
+            "selection": {"n_samples": k, "n_partitions": n_partitions},
+            "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "6g",
+                                                      "spark.sql.shuffle.partitions": str(n_partitions)}},
+        })
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            result = run_select(config, "bench", lake, Progress(quiet=True))
+            seconds = time.perf_counter() - start
+        figures: dict[str, Any] = {
+            "n_rows": n_rows, "n_features": n_features, "k": k, "n_partitions": n_partitions,
+            "master": "local[2]", "features_write_seconds": write_s, "select_seconds": seconds,
+            "driver_peak_rss_mib": memory.driver_peak / 2**20,
+            "total_peak_rss_mib": memory.total_peak / 2**20,
+            "n_selected": result.n_selected, "coverage_radius": result.coverage_radius,
+        }
+        if single_machine_radius and result.coverage_radius:
+            # the stage weights distances by BALD, so it trades some radius for uncertainty
+            figures["radius_ratio_vs_unweighted_single_machine"] = result.coverage_radius / single_machine_radius
+        return figures
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -259,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-spark", action="store_true", help="skip the Spark stage measurement")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON results file (default results/coreset.json, results/coreset-quick.json)")
     args = parser.parse_args(argv)
@@ -277,6 +380,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **sizes["two_stage"], oversamples=oversamples, seed=args.seed
     )
     _print_section("two-stage vs single-machine k-center", results["two_stage_radius"])
+    if not args.no_spark:
+        two_stage = sizes["two_stage"]
+        results["spark_stage"] = bench_spark_stage(
+            two_stage["n_rows"], two_stage["n_features"], two_stage["n_clusters"], two_stage["k"],
+            n_partitions=8, seed=args.seed,
+            single_machine_radius=results["two_stage_radius"]["single_machine_radius"])
+        _print_section("Spark selection stage (local[2])", results["spark_stage"])
 
     output = args.output or RESULTS_DIR / ("coreset-quick.json" if args.quick else "coreset.json")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from alray.config import PREDICTIONS, THRESHOLD_OPS, Config, FilterConfig, StrategyConfig
 from alray.coreset import UNION_CAP, k_center_greedy, local_k, nearest_centre_distances
 from alray.engines import spark_session
 from alray.errors import ConfigError, InputError
-from alray.lake import Lake, ensure_dir, iter_batches, read_ids, reader_from_batches, replace_run, run_files
+from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.progress import Progress
 from alray.stages.spark_filters import rejection_reason
 from alray.strategies import (
@@ -43,6 +44,7 @@ from alray.strategies import (
 )
 
 LABELED_REASON = "labeled"
+PREVIOUS_REASON = "selected_before"
 
 RANKING_SCHEMA = pa.schema([
     pa.field("run_id", pa.string()), pa.field("id", pa.string()), pa.field("rank", pa.int64()),
@@ -105,10 +107,32 @@ def _input_column(entry: StrategyConfig, key: str, schema: T.StructType) -> str:
 
 
 def _read_features(spark: SparkSession, lake: Lake, run_id: str) -> DataFrame:
-    files = run_files(lake.table("features"), run_id)
+    """This run's features as a DataFrame, read by Python in the Spark tasks.
+
+    Spark gets Arrow batches from pyarrow, which reads local paths and object stores alike
+    (no Hadoop file-system connector or Delta reader on the classpath).
+    """
+    files = lake.run_files("features", run_id)
     if not files:
         raise InputError(f"features table {lake.table('features')}: no rows for run {run_id}; run the score stage")
-    return spark.read.parquet(*files)
+    options = dict(lake.storage_options or {})
+    filesystem, first = filesystem_for(files[0], options)
+    schema = pq.read_schema(first, filesystem=filesystem)
+    names = [n for n in schema.names if n != "run_id"]  # Iceberg files hold it; Delta keeps it in the path
+    arrow_schema = pa.schema([schema.field(n) for n in names])
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for path in batch.column("path").to_pylist():
+                fs, inner = filesystem_for(path, options)
+                parquet = pq.ParquetFile(inner, filesystem=fs)
+                for part in parquet.iter_batches(batch_size=8192, columns=names):
+                    yield pa.RecordBatch.from_arrays(
+                        [part.column(n).cast(arrow_schema.field(n).type) for n in names], schema=arrow_schema)
+
+    paths = spark.createDataFrame([(f,) for f in files], "path string")
+    paths = paths.repartition(min(len(files), spark.sparkContext.defaultParallelism * 4))
+    return paths.mapInArrow(read, from_arrow_schema(arrow_schema))
 
 
 def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
@@ -123,30 +147,27 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
         shown = ", ".join(repr(row["id"]) for row in duplicates)
         raise InputError(f"pool {config.pool.path}: duplicate ids ({shown}); ids must be unique")
 
-    labeled_ids = (read_ids(config.labeled.path, config.labeled.format, name="labeled.path")
-                   if config.labeled.path else pa.array([], pa.string()))
-    first = None
-    if len(labeled_ids):
-        labeled_df = spark.createDataFrame(pa.table({"id": labeled_ids}).to_pandas())
-        labeled_df = labeled_df.withColumn("_labeled", F.lit(True))
-        features = features.join(F.broadcast(labeled_df), "id", "left")
-        first = (F.coalesce(F.col("_labeled"), F.lit(False)), LABELED_REASON)
+    excluded = _excluded_ids(config, lake, run_id)
+    before: list[tuple[Column, str]] = []
+    if excluded is not None:
+        features = features.join(F.broadcast(spark.createDataFrame(excluded.to_pandas())), "id", "left")
+        before = [(F.col("_excluded") == F.lit(reason), reason) for reason in (LABELED_REASON, PREVIOUS_REASON)]
     checks = [(spec, f"selection.filters.{i}") for i, spec in enumerate(selection.filters)]
     checks += [
         (FilterConfig(column=_input_column(s, f"selection.strategies.{i}", features.schema),
                       op=THRESHOLD_OPS[s.operation or "bigger"], value=s.threshold), f"selection.strategies.{i}")
         for i, s in enumerate(selection.strategies) if s.strategy == "threshold"
     ]
-    reason = rejection_reason(checks, features.schema, run_time, first=first)
+    reason = rejection_reason(checks, features.schema, run_time, before=before)
     annotated = features.withColumn("_reason", reason).cache()
     counts = {row["_reason"]: row["count"] for row in annotated.groupBy("_reason").count().collect()}
     n_features = sum(counts.values())
     n_candidates = counts.pop(None, 0)
     progress.say(f"select: {n_features} scored, {n_candidates} candidates; filtered {counts or 'none'}")
 
-    labeled = None
-    if len(labeled_ids):
-        rows = annotated.filter(F.col("_reason") == LABELED_REASON).select("embedding").toArrow()
+    labeled = None  # embeddings of labeled and earlier-selected samples: centres that already exist
+    if excluded is not None:
+        rows = annotated.filter(F.col("_reason").isin(LABELED_REASON, PREVIOUS_REASON)).select("embedding").toArrow()
         labeled = _matrix(rows, "embedding") if rows.num_rows else None
     result = SelectResult(
         n_features=n_features, n_candidates=n_candidates, n_selected=0,
@@ -175,14 +196,30 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
     if len(selected_ids) < n_select:
         result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
         progress.say(f"select: stopped at {len(selected_ids)} of {n_select} ({result.stop_reason})")
-    staging = lake.staging(run_id, "ranking")
-    ensure_dir(os.path.dirname(staging))
     centres = _centre_embeddings(candidates, selected_ids, labeled)
-    _rank(spark, candidates, selected_ids, pick_distances, centres, plan).write.mode("overwrite").parquet(staging)
-    result.coverage_radius = _commit_ranking(staging, run_id, lake, result.strategy, run_time)
+    ranked = _rank(spark, candidates, selected_ids, pick_distances, centres, plan)
+    result.coverage_radius = _write_ranking(ranked, run_id, lake, result.strategy, run_time)
     candidates.unpersist()
     annotated.unpersist()
     return result
+
+
+def _excluded_ids(config: Config, lake: Lake, run_id: str) -> pa.Table | None:
+    """Ids kept out of the candidates with their reason: the labeled set, earlier selections."""
+    parts = []
+    if config.labeled.path:
+        ids = read_ids(config.labeled.path, config.labeled.format, name="labeled.path")
+        parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
+    if config.labeled.exclude_previous_runs:
+        ids = previously_selected_ids(lake, run_id)
+        parts.append(pa.table({"id": ids, "_excluded": pa.array([PREVIOUS_REASON] * len(ids), pa.string())}))
+    if not parts or not sum(p.num_rows for p in parts):
+        return None
+    table = pa.concat_tables(parts)
+    # an id both labeled and selected before counts once, as labeled
+    first = pc.equal(pc.index_in(table.column("id"), value_set=table.column("id").combine_chunks()),
+                     pa.array(np.arange(table.num_rows)))
+    return table.filter(first)
 
 
 def _plan(config: Config, schema: T.StructType) -> Plan:
@@ -487,27 +524,48 @@ def _rank(spark: SparkSession, candidates: DataFrame, selected_ids: list[str],
     return ranked.withColumn("rank", F.row_number().over(order).cast("long")).drop("pick_rank")
 
 
-def _commit_ranking(staging: str, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime) -> float | None:
-    """Commit Spark's ranking files to the ranking table; return the coverage radius."""
-    dataset = pads.dataset(staging, format="parquet")
-    nearest = dataset.to_table(columns=["_nearest"]).column("_nearest")
-    radius = pc.max(nearest).as_py() if len(nearest) else None
+def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime) -> float | None:
+    """Spark tasks write the ranking's parquet files; the driver commits them in one transaction.
+
+    Returns the coverage radius (the largest distance of a candidate to its nearest centre),
+    gathered from the same pass.
+    """
+    staging = lake.staging(run_id, "ranking")
+    options = dict(lake.storage_options or {})
+    keep_run_id = lake.keeps_run_id_in_files()
+    schema = pa.schema([f for f in RANKING_SCHEMA if keep_run_id or f.name != "run_id"])
     created = pa.scalar(run_time, type=pa.timestamp("us", tz="UTC"))
 
-    def rows() -> Iterator[pa.RecordBatch]:
-        reader = dataset.scanner(columns=[n for n in RANKING_SCHEMA.names if n in dataset.schema.names],
-                                 batch_size=65536).to_reader()
-        for batch in iter_batches(reader):
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        writer, path, rows, radius = None, "", 0, float("-inf")
+        for batch in batches:
             n = batch.num_rows
-            extra = {
-                "run_id": pa.array([run_id] * n, pa.string()),
-                "strategy": pa.array([strategy] * n, pa.string()),
-                "created_at": pa.array([created.value] * n, pa.timestamp("us", tz="UTC")),
-            }
-            yield pa.RecordBatch.from_arrays(
-                [extra[f.name] if f.name in extra else batch.column(f.name).cast(f.type) for f in RANKING_SCHEMA],
-                schema=RANKING_SCHEMA,
-            )
+            if n == 0:
+                continue
+            constants = {"run_id": pa.array([run_id] * n, pa.string()),
+                         "strategy": pa.array([strategy] * n, pa.string()),
+                         "created_at": pa.array([created.value] * n, pa.timestamp("us", tz="UTC"))}
+            out = pa.RecordBatch.from_arrays(
+                [constants[f.name] if f.name in constants else batch.column(f.name).cast(f.type) for f in schema],
+                schema=schema)
+            if writer is None:
+                fs, folder = filesystem_for(staging, options)
+                fs.create_dir(folder, recursive=True)
+                name = f"part-{uuid.uuid4().hex}.parquet"
+                path = f"{staging}/{name}"
+                writer = pq.ParquetWriter(f"{folder}/{name}", schema, filesystem=fs)
+            writer.write_batch(out)
+            rows += n
+            nearest = pc.max(batch.column("_nearest")).as_py()
+            if nearest is not None and not math.isnan(nearest):
+                radius = max(radius, nearest)
+        if writer is not None:
+            writer.close()
+            yield pa.RecordBatch.from_arrays([pa.array([path]), pa.array([rows], pa.int64()),
+                                              pa.array([radius], pa.float64())], names=["path", "rows", "radius"])
 
-    replace_run(lake.table("ranking"), reader_from_batches(RANKING_SCHEMA, rows()), run_id)
-    return float(radius) if radius is not None and not math.isnan(radius) else None
+    written = ranked.mapInArrow(write, "path string, rows long, radius double").toArrow()
+    files = written.column("path").to_pylist()
+    lake.commit_files("ranking", files, run_id, schema=schema)
+    radii = [r for r in written.column("radius").to_pylist() if r is not None and math.isfinite(r)]
+    return max(radii) if radii else None

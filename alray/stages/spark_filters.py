@@ -6,6 +6,7 @@ Columns and values enter as column references and literals, never as SQL text.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark.sql import Column
@@ -87,16 +88,17 @@ def filter_condition(spec: FilterConfig, key: str, schema: T.StructType, run_tim
 
 
 def rejection_reason(filters: list[tuple[FilterConfig, str]], schema: T.StructType, run_time: dt.datetime,
-                     *, first: tuple[Column, str] | None = None) -> Column:
+                     *, before: Sequence[tuple[Column, str]] = ()) -> Column:
     """A string Column: the first reason a row is filtered out, or null when it passes all.
 
     ``filters`` holds (filter, dotted config key) pairs, checked in order; a null value never
-    passes. ``first`` is an optional (condition, reason) checked before them (e.g. labeled rows).
+    passes. ``before`` holds (condition, reason) pairs checked first (e.g. labeled rows).
     """
     reason: Any = F
     started = False
-    if first is not None:
-        reason, started = F.when(first[0], F.lit(first[1])), True
+    for condition, text in before:
+        reason = reason.when(condition, F.lit(text)) if started else F.when(condition, F.lit(text))
+        started = True
     for spec, key in filters:
         keeps = F.coalesce(filter_condition(spec, key, schema, run_time), F.lit(False))
         label = F.lit(f"{key}: {spec.describe()}")
