@@ -199,7 +199,8 @@ def _same_ranking(cluster: pa.Table, local: pa.Table) -> None:
     assert cluster.num_rows == local.num_rows > 0
     assert cluster.column("id").to_pylist() == local.column("id").to_pylist()
     assert cluster.column("selected").to_pylist() == local.column("selected").to_pylist()
-    assert cluster.column("score").to_pylist() == pytest.approx(local.column("score").to_pylist(), rel=1e-6)
+    # float32 distances summed over Arrow batches of other sizes on the executors round differently
+    assert cluster.column("score").to_pylist() == pytest.approx(local.column("score").to_pylist(), rel=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,8 @@ def test_whole_job_on_a_two_node_ray_cluster_and_spark_standalone_ranks_as_a_loc
 
     # It ran on these clusters: both Ray nodes were up and a driver attached to them; the Spark
     # master registered the application and its worker launched an executor for it.
-    assert len(list(clusters.ray_temp.glob("session_*/logs/raylet*.out"))) == 2
+    # session_latest links to the session folder: count each raylet log once
+    assert len({p.resolve() for p in clusters.ray_temp.glob("session_*/logs/raylet*.out")}) == 2
     assert list(clusters.ray_temp.glob("session_*/logs/python-core-driver-*")), "no driver attached to the Ray cluster"
     assert "Registered app alray-select" in clusters.spark_logs["master"].read_text(errors="replace")
     assert "Asked to launch executor" in clusters.spark_logs["worker"].read_text(errors="replace")
