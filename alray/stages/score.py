@@ -14,12 +14,19 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from alray.config import Config
+from alray.config import Config, ModelConfig
 from alray.engines import ensure_ray
-from alray.errors import InputError
-from alray.inference import REJECT_REASON, RESERVED_COLUMNS, ScoringOptions, score_batch
+from alray.errors import ConfigError, InputError
+from alray.inference import (
+    REJECT_REASON,
+    RESERVED_COLUMNS,
+    ScoringOptions,
+    check_payload_fits,
+    score_batch,
+)
 from alray.lake import Lake, ensure_dir, filesystem_for, list_parquet, reshape_parquet
-from alray.models import load_checkpoint, pick_device
+from alray.models import TaskModel, load_model, pick_device
+from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
 from alray.stages.pool_source import PoolSource, open_pool, read_pool
 
@@ -38,19 +45,29 @@ class ScoreResult:
     n_rejected: int
 
 
-class PoolScorer:
-    """Ray Data callable class: loads the model once per actor, scores each batch."""
+def load_configured_model(model: ModelConfig) -> TaskModel:
+    """The task model of the ``model`` section, on the CPU, in eval mode."""
+    return load_model(model.checkpoint, architecture=model.architecture, image_size=model.image_size,
+                      dropout=model.dropout)
 
-    def __init__(self, checkpoint: str, device: str, options: ScoringOptions, n_threads: int) -> None:
+
+class PoolScorer:
+    """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch."""
+
+    def __init__(self, model: ModelConfig, device: str, options: ScoringOptions, n_threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, n_threads))
         resolved = pick_device(device)
-        self.model = load_checkpoint(checkpoint).to(resolved)
+        self.model = load_configured_model(model)
+        self.model.to(resolved)
+        self.text_encoder: TextEncoder | None = None
+        if self.model.input_kind == "text" and self.model.text_encoder:
+            self.text_encoder = load_text_encoder(self.model.text_encoder, device=str(resolved))
         self.options = ScoringOptions(**{**options.__dict__, "device": str(resolved)})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return score_batch(self.model, batch, self.options)
+        return score_batch(self.model, batch, self.options, text_encoder=self.text_encoder)
 
 
 def _absolute(path: str) -> str:
@@ -66,8 +83,30 @@ def check_inputs(config: Config) -> tuple[PoolSource, str]:
     clashes = sorted((set(schema.names) - {"id", payload}) & RESERVED_COLUMNS)
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
-    load_checkpoint(config.model.checkpoint)
+    model = load_configured_model(config.model)
+    try:
+        check_payload_fits(payload, model.input_kind)
+    except PayloadError as exc:
+        raise InputError(f"pool {pool.path}: {exc} (model.checkpoint {config.model.checkpoint})") from None
     return source, payload
+
+
+def check_actor_cpus(config: Config) -> None:
+    """Refuse an actor pool that takes every CPU of a local Ray instance: the pool's read tasks
+    (one CPU each) could then never run, and the job would wait forever."""
+    import ray
+
+    if config.ray.address is not None:
+        return  # a cluster may autoscale; its operators size it
+    score = config.score
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    reserved = score.num_actors * score.cpus_per_actor
+    if reserved > total - 1.0 + 1e-9:
+        raise ConfigError(
+            f"score: num_actors x cpus_per_actor = {reserved:g} CPUs leaves less than one of the local Ray "
+            f"instance's {total:g} CPUs to read the pool; lower score.cpus_per_actor (e.g. "
+            f"{max(0.1, (total - 1.0) / score.num_actors):.2g}) or score.num_actors"
+        )
 
 
 def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
@@ -77,15 +116,20 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
     source, payload = check_inputs(config)
     ensure_ray(config.ray)
     score = config.score
-    options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=config.run.seed, run_id=run_id)
+    check_actor_cpus(config)
+    options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=config.run.seed, run_id=run_id,
+                             head_only=score.mc_mode == "head")
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
-    progress.say(f"score: {len(source.files)} pool file(s), {score.num_actors} actor(s), T={score.mc_samples}")
-    dataset = read_pool(source)
+    progress.say(f"score: {len(source.files)} pool file(s), {score.num_actors} actor(s), T={score.mc_samples} "
+                 f"({score.mc_mode} MC dropout)")
+    # Blocks of at most one batch: Ray Data packs a small pool's files into one block, which
+    # one actor alone would then score while the others wait.
+    dataset = read_pool(source).repartition(target_num_rows_per_block=score.batch_size)
     scored = dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs={
-            "checkpoint": _absolute(config.model.checkpoint),
+            "model": config.model.model_copy(update={"checkpoint": _absolute(config.model.checkpoint)}),
             "device": config.model.device if score.gpus_per_actor > 0 else "cpu",
             "options": options,
             "n_threads": int(max(1, score.cpus_per_actor)),

@@ -1,0 +1,91 @@
+"""The scoring stage on real Ray: config options reach the actors, results match one-batch scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from alray.config import config_from_dict
+from alray.demo import png_bytes
+from alray.errors import ConfigError, InputError
+from alray.inference import REJECT_REASON, ScoringOptions, score_batch
+from alray.lake import Lake
+from alray.models import SmallCNN, load_checkpoint, save_checkpoint
+from alray.pipeline import run_pipeline
+from alray.progress import Progress
+from alray.stages.score import check_inputs
+
+
+@pytest.fixture(scope="module")
+def small_pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score-stage")
+    rng = np.random.default_rng(0)
+    images = [png_bytes((rng.random((16, 16)) * 255).astype(np.uint8)) for _ in range(40)]
+    pool = pa.table({
+        "id": [f"img-{i:03d}" for i in range(41)],
+        "image": pa.array([*images, b"not an image"], pa.binary()),
+        "camera_id": [f"cam-{i % 3}" for i in range(41)],
+    })
+    (root / "pool").mkdir()
+    # two files, so the two actors of a test each get input
+    pq.write_table(pool.slice(0, 20), str(root / "pool" / "part-0.parquet"))
+    pq.write_table(pool.slice(20), str(root / "pool" / "part-1.parquet"))
+    torch.manual_seed(0)
+    save_checkpoint(SmallCNN(image_size=16, n_classes=4, loss_head=True), root / "model.pt")
+    return root, pool
+
+
+def _config(root, **score):
+    return config_from_dict({
+        "run": {"seed": 3, "run_id": "stage-1"},
+        "pool": {"path": str(root / "pool")},
+        "model": {"checkpoint": str(root / "model.pt"), "device": "cpu"},
+        "score": {"mc_samples": 6, "batch_size": 16, "max_bad_fraction": 0.1, **score},
+        "selection": {"n_samples": 5},
+        "output": {"path": str(root / "lake")},
+    })
+
+
+@pytest.mark.slow
+def test_full_mc_on_two_actors_equals_one_batch_head_scoring(ray_session, small_pool):
+    root, pool = small_pool
+    config = _config(root, mc_mode="full", num_actors=2, cpus_per_actor=0.5)
+    summary = run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
+    assert (summary.counts["pool"], summary.counts["rejected"]) == (41, 1)
+    features = Lake.from_output(config.output).read_run("features", "stage-1").sort_by("id")
+    expected = score_batch(load_checkpoint(root / "model.pt"), pool,
+                           ScoringOptions(payload="image", mc_samples=6, seed=3, run_id="stage-1"))
+    expected = expected.filter(pa.compute.is_null(expected.column(REJECT_REASON))).sort_by("id")
+    assert features.column("id").to_pylist() == expected.column("id").to_pylist()
+    assert features.column("camera_id").to_pylist() == expected.column("camera_id").to_pylist()
+    for name in ("bald", "entropy", "variation_ratio", "pred_loss", "sharpness"):
+        np.testing.assert_allclose(features.column(name).to_numpy(), expected.column(name).to_numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert features.column("pred_loss").null_count == 0
+
+
+def test_score_config_options_are_checked(small_pool):
+    root, _ = small_pool
+    with pytest.raises(ConfigError, match=r"score\.mc_mode"):
+        _config(root, mc_mode="half")
+    with pytest.raises(ConfigError, match=r"model\.architecture: expected torchvision:NAME"):
+        config_from_dict({**_config(root).model_dump(), "model": {"checkpoint": "m.pt", "architecture": "resnet"}})
+
+
+def test_a_pool_the_model_cannot_read_fails_before_ray_starts(small_pool, tmp_path):
+    root, _ = small_pool
+    pq.write_table(pa.table({"id": ["a"], "features": [[0.1, 0.2]]}), str(tmp_path / "features.parquet"))
+    config = _config(root).model_copy(update={"pool": _config(root).pool.model_copy(
+        update={"path": str(tmp_path / "features.parquet")})})
+    with pytest.raises(InputError, match="the model takes image inputs, the pool has features payloads"):
+        check_inputs(config)
+
+
+def test_an_actor_pool_that_takes_every_local_cpu_is_refused(ray_session, small_pool):
+    root, _ = small_pool
+    config = _config(root, num_actors=2, cpus_per_actor=1.0)  # the session's Ray has 2 CPUs
+    with pytest.raises(ConfigError, match="leaves less than one of the local Ray instance's 2 CPUs"):
+        run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
