@@ -39,6 +39,8 @@ class RunConfig(_Section):
     run_id: str | None = Field(
         None, description="Run id; the same id reruns and replaces that run. Generated when absent."
     )
+    resume: bool = Field(
+        True, description="A rerun of an interrupted run with the same config reuses its finished scoring.")
 
     @field_validator("run_id")
     @classmethod
@@ -307,8 +309,18 @@ class Config(_Section):
         """SHA-256 of the canonical JSON without the run id, so reruns of one config share a hash."""
         data = self.model_dump(mode="json")
         data["run"].pop("run_id", None)
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _digest(data)
+
+    def score_hash(self) -> str:
+        """Hash of what the features depend on (pool, model, scoring, seed): equal hashes, same features."""
+        data = self.model_dump(mode="json", include={"pool", "model", "score"})
+        data["seed"] = self.run.seed
+        return _digest(data)
+
+
+def _digest(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from alray.models import TaskModel, id_keys, mc_predict
+from alray.models import Prediction, TaskModel, id_keys, mc_predict
 from alray.payloads import PayloadError, TextEncoder, decode_image, feature_vector, read_uri, text_value
 from alray.quality import QUALITY_COLUMNS
 from alray.scoring import all_scores_torch
@@ -151,6 +151,25 @@ def _model_inputs(model: TaskModel, batch: pa.Table, options: ScoringOptions,
     return decoded
 
 
+# CPU matrix kernels pick another code path for a handful of rows, which changes the last bits
+# of the results; padding every call to at least this many rows keeps a sample's numbers the same
+# whatever batch it arrives in (so actor count and batch size do not change the ranking).
+MIN_MODEL_ROWS = 16
+
+
+def _predict_padded(model: TaskModel, x: torch.Tensor, keys: np.ndarray, options: ScoringOptions) -> Prediction:
+    n = x.shape[0]
+    if n < MIN_MODEL_ROWS:
+        x = torch.cat([x, torch.zeros((MIN_MODEL_ROWS - n, *x.shape[1:]), dtype=x.dtype, device=x.device)])
+        keys = np.concatenate([keys, np.zeros(MIN_MODEL_ROWS - n, dtype=keys.dtype)])
+    prediction = mc_predict(model, x, keys, n_samples=options.mc_samples, seed=options.seed,
+                            head_only=options.head_only)
+    if n == x.shape[0]:
+        return prediction
+    loss = prediction.pred_loss[:n] if prediction.pred_loss is not None else None
+    return Prediction(prediction.embedding[:n], prediction.probs[:n], loss)
+
+
 def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
                 text_encoder: TextEncoder | None = None) -> pa.Table:
     """Score a batch of pool rows.
@@ -177,8 +196,7 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
     if decoded.inputs:
         device = torch.device(options.device)
         x = torch.from_numpy(np.stack(decoded.inputs)).to(device, non_blocking=True)
-        prediction = mc_predict(model, x, id_keys(ok_ids), n_samples=options.mc_samples, seed=options.seed,
-                                head_only=options.head_only)
+        prediction = _predict_padded(model, x, id_keys(ok_ids), options)
         # The scores are computed where the model ran: only (B, C) and (B,) arrays come back.
         mc_probs = prediction.probs.double()
         finite_t = torch.isfinite(prediction.embedding).all(dim=1) & torch.isfinite(mc_probs).flatten(1).all(dim=1)

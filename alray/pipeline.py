@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from alray import __version__
-from alray.config import Config
+from alray.config import Config, config_from_dict
 from alray.errors import AlrayError
 from alray.lake import Lake, ensure_dir
 from alray.progress import Progress
@@ -26,6 +26,7 @@ RUNS_SCHEMA = pa.schema([
     pa.field("n_candidates", pa.int64()), pa.field("n_selected", pa.int64()),
     pa.field("filtered_by_reason", pa.string()), pa.field("coverage_radius", pa.float64()),
     pa.field("timings", pa.string()), pa.field("versions", pa.string()), pa.field("error", pa.string()),
+    pa.field("stages_completed", pa.string()),
 ])
 
 
@@ -63,6 +64,8 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    stages_completed: list[str] = field(default_factory=list)
+    resumed: bool = False
 
     def to_json(self) -> str:
         """One JSON line."""
@@ -78,6 +81,7 @@ def _runs_row(summary: RunSummary, config: Config, started: dt.datetime, finishe
         "filtered_by_reason": json.dumps(summary.filtered_by_reason, sort_keys=True),
         "coverage_radius": summary.coverage_radius, "timings": json.dumps(summary.timings, sort_keys=True),
         "versions": json.dumps(library_versions(), sort_keys=True), "error": summary.error,
+        "stages_completed": ",".join(summary.stages_completed),
     }
     return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
 
@@ -100,14 +104,24 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     started = dt.datetime.now(dt.timezone.utc)
     summary = RunSummary(run_id=run_id, status="running",
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
+    previous = _resumable_score(lake, run_id, config) if "score" in stages and config.run.resume else None
     lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
     progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")
     begin = time.perf_counter()
     try:
-        if "score" in stages:
+        if previous is not None:
+            summary.counts.update(previous)
+            summary.stages_completed.append("score")
+            summary.resumed = True
+            progress.say(f"score: resumed, the features of an interrupted attempt of {run_id} are complete "
+                         f"({previous['pool'] - previous['rejected']} scored, {previous['rejected']} rejected)")
+        elif "score" in stages:
             with progress.stage("score"):
                 scored = run_score(config, run_id, lake, progress)
             summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
+            summary.stages_completed.append("score")
+            # recorded now, so that a run killed later can resume after the scoring
+            lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
         else:
             summary.counts.update(_previous_counts(lake, run_id))
         if "select" in stages:
@@ -118,6 +132,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.filtered_by_reason = selected.filtered_by_reason
             summary.coverage_radius = selected.coverage_radius
             summary.strategy = selected.strategy
+            summary.stages_completed.append("select")
         summary.status = "succeeded"
     except BaseException as exc:
         summary.status = "failed"
@@ -129,6 +144,31 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
                          run_id, partition=False)
         lake.clear_staging(run_id)
     return summary
+
+
+def _resumable_score(lake: Lake, run_id: str, config: Config) -> dict[str, int] | None:
+    """Counts of an earlier attempt of this run that finished scoring but not the whole run.
+
+    Only an attempt whose pool, model, scoring settings and seed were the same counts (other
+    settings, such as the selection's, may differ); a run that succeeded whole is redone.
+    """
+    try:
+        rows = lake.read_run("runs", run_id).to_pylist()
+    except Exception:  # an unreadable or older runs table: nothing to resume from
+        return None
+    if not rows:
+        return None
+    row = rows[0]
+    done = (row.get("stages_completed") or "").split(",")
+    try:
+        same_features = config_from_dict(json.loads(row["config"])).score_hash() == config.score_hash()
+    except (AlrayError, TypeError, ValueError):  # a config an older version wrote
+        return None
+    if not same_features or "score" not in done or row.get("n_pool") is None:
+        return None
+    if row.get("status") == "succeeded" and "select" in done:
+        return None
+    return {"pool": int(row["n_pool"]), "rejected": int(row["n_rejected"] or 0)}
 
 
 def _previous_counts(lake: Lake, run_id: str) -> dict[str, int]:
