@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             sub.add_argument("run_id")
         _add_config_arguments(sub)
+    simulate = commands.add_parser("simulate", help="compare strategies in an active-learning loop on labeled data")
+    _add_config_arguments(simulate)
+    simulate.add_argument("--out", help="output folder (default: simulate.output of the config)")
+    simulate.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     return parser
 
 
@@ -125,6 +129,26 @@ def _runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from alray.simulate import CurvePoint, format_table, simulate
+    from alray.simulate_config import load_simulate_config
+
+    config = load_simulate_config(args.config, args.overrides)
+
+    def say(point: CurvePoint) -> None:
+        print(f"  {point.strategy:<22} seed {point.seed} round {point.round:>3}: {point.n_labels:>5} labels, "
+              f"accuracy {point.accuracy:.3f}", file=sys.stderr)
+
+    result = simulate(config, output=args.out, on_round=None if args.json else say)
+    if args.json:
+        print(json.dumps(result.summary, sort_keys=True))
+        return EXIT_OK
+    print(format_table(result.summary))
+    print(f"\nwhole pool labeled: accuracy {result.summary['full_pool_accuracy']['mean']}; "
+          f"{result.summary['elapsed_s']}s; " + ", ".join(result.files.values()))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alray`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -135,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": lambda: _validate(args),
         "demo": lambda: _demo(args),
         "runs": lambda: _runs(args),
+        "simulate": lambda: _simulate(args),
     }
     try:
         return handlers[args.command]()

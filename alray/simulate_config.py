@@ -1,0 +1,94 @@
+"""The simulator's configuration: a ``simulate:`` YAML section read into pydantic models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from alray.config import _format_validation_error, apply_override
+from alray.errors import ConfigError
+
+# Every strategy the simulator knows; alray.simulate.STRATEGIES maps each name to its selection.
+STRATEGY_NAMES = ("random", "entropy", "margin", "bald", "coreset", "uncertainty_diversity", "typicality")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimModelConfig(_Section):
+    hidden_dim: int = Field(128, ge=1, description="FeatureMLP hidden width.")
+    embedding_dim: int = Field(64, ge=1, description="FeatureMLP embedding width (what k-center measures).")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout rate: in training and for MC dropout.")
+    train_steps: int = Field(150, ge=1, description="Optimiser steps per round, rounded up to whole epochs; the "
+                             "model is retrained from scratch each round, so a round costs the same at any size.")
+    batch_size: int = Field(64, ge=1, description="Training batch size.")
+    learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate.")
+
+
+class SimulateConfig(_Section):
+    dataset: Literal["digits", "mnist1d"] = Field(
+        "digits", description="digits: scikit-learn's 1,797 8x8 digits (64 pixel features); mnist1d: MNIST-1D "
+        "generated locally by the mnist1d package (40 features, 4,000 train / 1,000 test).")
+    n_test: int = Field(500, ge=10, description="digits: held-out test rows (MNIST-1D has its own test split).")
+    n_pool: int | None = Field(None, ge=10, description="Cap on the pool size (all training rows when absent).")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="One simulation per seed: split, seed set, training and MC masks.")
+    initial_labels: int = Field(20, ge=2, description="Size of the random seed set labeled before round 1.")
+    batch_size: int = Field(20, ge=1, description="Labels revealed per round.")
+    rounds: int = Field(20, ge=0, description="Selection rounds after the seed set.")
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1,
+                                  description=f"Strategies to compare: {', '.join(STRATEGY_NAMES)}.")
+    targets: list[float] = Field(default_factory=lambda: [0.90, 0.95],
+                                 description="Test accuracies whose label cost is reported.")
+    mc_samples: int = Field(20, ge=2, description="MC-dropout samples T for the uncertainty scores.")
+    n_neighbors: int = Field(20, ge=1, description="typicality: neighbours averaged (as selection's knn).")
+    full_pool_reference: bool = Field(True, description="Also train on the whole labeled pool: the ceiling.")
+    model: SimModelConfig = Field(default_factory=lambda: SimModelConfig(), description="The task model.")
+    output: str = Field("simulate-out", description="Folder for curves.csv, curves.png and summary.json.")
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in STRATEGY_NAMES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; known: {list(STRATEGY_NAMES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a strategy is listed twice")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _accuracies(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < t <= 1.0 for t in value):
+            raise ValueError("expected accuracies in (0, 1]")
+        return sorted(value)
+
+
+class SimulateFile(_Section):
+    simulate: SimulateConfig = Field(description="The active-learning simulation.")
+
+
+def load_simulate_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SimulateConfig:
+    """Read a YAML file with a ``simulate:`` section, apply ``KEY=VALUE`` overrides, validate.
+
+    Raises ConfigError naming the file or the dotted key at fault.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with a `simulate:` section")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return SimulateFile.model_validate(data).simulate
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None

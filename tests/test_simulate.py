@@ -1,0 +1,82 @@
+"""The active-learning simulator on a tiny digits config: curves, revealed labels, learning, seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from alray.cli import main
+from alray.errors import ConfigError
+from alray.simulate import STRATEGIES, labels_to_reach, simulate
+from alray.simulate_config import STRATEGY_NAMES, SimulateConfig, load_simulate_config
+
+
+def tiny(tmp_path, **overrides) -> SimulateConfig:
+    return SimulateConfig(**{
+        "dataset": "digits", "seeds": [0], "initial_labels": 20, "batch_size": 30, "rounds": 2,
+        "strategies": ["random", "margin", "uncertainty_diversity"], "mc_samples": 5, "n_pool": 600,
+        "full_pool_reference": False, "model": {"train_steps": 60}, "output": str(tmp_path / "out"),
+        **overrides,
+    })
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    return simulate(tiny(tmp_path_factory.mktemp("sim")))
+
+
+def test_every_configured_name_has_a_strategy():
+    assert set(STRATEGY_NAMES) == set(STRATEGIES)
+
+
+def test_curves_grow_by_the_batch_and_the_model_learns(result):
+    for name in ("random", "margin", "uncertainty_diversity"):
+        curve = sorted((p for p in result.points if p.strategy == name), key=lambda p: p.round)
+        assert [p.round for p in curve] == [0, 1, 2]
+        assert [p.n_labels for p in curve] == [20, 50, 80]
+        assert curve[-1].accuracy > curve[0].accuracy
+    # the seed set is shared: every strategy starts from the same accuracy
+    assert len({p.accuracy for p in result.points if p.round == 0}) == 1
+
+
+def test_files_are_written(result):
+    with open(result.files["curves_csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 3
+    summary = json.loads(Path(result.files["summary_json"]).read_text())
+    assert set(summary["strategies"]) == {"random", "margin", "uncertainty_diversity"}
+    assert summary["strategies"]["margin"]["labels_to_reach"]["0.9"]["seeds"] == 1
+    with open(result.files["curves_png"], "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_curves(tmp_path, result):
+    again = simulate(tiny(tmp_path, strategies=["margin"]), plot=False)
+    first = [p for p in result.points if p.strategy == "margin"]
+    assert [(p.n_labels, p.accuracy) for p in again.points] == [(p.n_labels, p.accuracy) for p in first]
+
+
+def test_labels_to_reach(result):
+    curve = [p for p in result.points if p.strategy == "random"]
+    assert labels_to_reach(curve, 0.0) == 20
+    assert labels_to_reach(curve, 1.01) is None
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "sim.yaml"
+    path.write_text("simulate:\n  strategies: [random, magic]\n")
+    with pytest.raises(ConfigError, match=r"simulate\.strategies"):
+        load_simulate_config(path)
+    path.write_text("simulate:\n  batch_sise: 3\n")
+    with pytest.raises(ConfigError, match=r"simulate\.batch_sise: unknown key"):
+        load_simulate_config(path)
+
+
+def test_cli_user_error_exits_2(tmp_path, capsys):
+    path = tmp_path / "sim.yaml"
+    path.write_text("simulate:\n  dataset: digits\n  rounds: 500\n")
+    assert main(["simulate", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "simulate.rounds" in capsys.readouterr().err
