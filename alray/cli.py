@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(simulate)
     simulate.add_argument("--out", help="output folder (default: simulate.output of the config)")
     simulate.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run")
+    report.add_argument("run_id")
+    _add_config_arguments(report, config_default="conf/demo.yaml")
+    report.add_argument("--out", default="reports", help="output folder (default reports/); writes RUN_ID.html")
     return parser
 
 
@@ -149,6 +153,14 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from alray.html_report import write_report
+
+    path = write_report(_config(args), args.run_id, args.out)
+    print(path)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alray`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -160,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": lambda: _demo(args),
         "runs": lambda: _runs(args),
         "simulate": lambda: _simulate(args),
+        "report": lambda: _report(args),
     }
     try:
         return handlers[args.command]()

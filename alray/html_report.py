@@ -1,0 +1,298 @@
+"""The HTML report of a run: what was selected and why, in one self-contained file with PNG figures.
+
+Everything comes from the lake (the runs row, the run's features and ranking), the labeled set
+and the pool's images; figures are drawn with matplotlib and embedded as base64 PNGs, so the
+file can be mailed or attached to a ticket and opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from alray.config import Config
+from alray.errors import InputError
+from alray.lake import Lake, parquet_dataset, read_ids, table_files
+
+# Scores drawn as histograms, in this order, when the features table has them.
+SCORE_COLUMNS = ("entropy", "margin", "least_confidence", "variation_ratio", "bald", "mean_std", "pred_loss",
+                 "sharpness", "luminance", "contrast")
+FUNNEL = ("pool", "rejected", "filtered", "candidates", "selected")
+N_THUMBNAILS = 24
+
+
+@dataclass
+class RunData:
+    """What the report draws: the runs row, features joined to the ranking, labeled ids."""
+
+    run: dict[str, Any]
+    features: pa.Table
+    selected: np.ndarray  # bool (N,) per features row
+    rank: np.ndarray  # int (N,), 0 where not ranked
+    score: np.ndarray  # float (N,), NaN where not ranked
+    labeled: np.ndarray  # bool (N,)
+    strategy: str
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    values = column.combine_chunks()
+    if len(values) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1).astype(np.float32)
+
+
+def load_run(config: Config, run_id: str) -> RunData:
+    """Read one run's row, features and ranking; InputError names the run or table that is missing."""
+    lake = Lake.from_output(config.output)
+    try:
+        runs = lake.read_table("runs")
+    except InputError:
+        raise InputError(f"output.path: no runs table at {lake.table('runs')}") from None
+    rows = runs.filter(pc.equal(runs.column("run_id"), run_id)).to_pylist() if runs.num_rows else []
+    if not rows:
+        raise InputError(f"run {run_id!r}: not in the runs table under {lake.root}")
+    features = lake.read_run("features", run_id)
+    if features.num_rows == 0:
+        raise InputError(f"run {run_id!r}: no rows in the features table (was it scored?)")
+    ranking = lake.read_run("ranking", run_id, columns=["id", "rank", "selected", "score", "strategy"])
+    ids = features.column("id").to_pylist()
+    position = {identifier: i for i, identifier in enumerate(ids)}
+    n = len(ids)
+    selected, rank, score = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64), np.full(n, np.nan)
+    for row in ranking.to_pylist():
+        i = position.get(row["id"])
+        if i is not None:
+            selected[i], rank[i] = bool(row["selected"]), int(row["rank"])
+            score[i] = np.nan if row["score"] is None else float(row["score"])
+    labeled = np.zeros(n, dtype=bool)
+    if config.labeled.path:
+        labeled_ids = set(read_ids(config.labeled.path, config.labeled.format, name="labeled.path").to_pylist())
+        labeled = np.array([i in labeled_ids for i in ids], dtype=bool)
+    strategies = ranking.column("strategy").unique().to_pylist() if ranking.num_rows else []
+    return RunData(rows[0], features, selected, rank, score, labeled, ", ".join(str(s) for s in strategies))
+
+
+def _png(figure: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def funnel_figure(run: dict[str, Any]) -> str:
+    """Horizontal bars of the funnel counts, as base64 PNG."""
+    plt = _pyplot()
+    counts = [int(run.get(f"n_{name}") or 0) for name in FUNNEL]
+    figure, axes = plt.subplots(figsize=(7, 2.8))
+    bars = axes.barh(list(FUNNEL)[::-1], counts[::-1], color=["#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#264653"])
+    axes.bar_label(bars, padding=3)
+    axes.set_xlabel("rows")
+    axes.set_xlim(0, max([*counts, 1]) * 1.15)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def score_histograms(data: RunData) -> str | None:
+    """One histogram per score: every scored row, with the selected overlaid (densities)."""
+    plt = _pyplot()
+    columns = [c for c in SCORE_COLUMNS if c in data.features.schema.names
+               and data.features.column(c).null_count < data.features.num_rows]
+    if not columns:
+        return None
+    n_cols = 3
+    n_rows = -(-len(columns) // n_cols)
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(11, 2.8 * n_rows), squeeze=False)
+    for ax, column in zip(axes.ravel(), columns, strict=False):
+        values = pc.cast(data.features.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+        finite = np.isfinite(values)
+        bins = np.histogram_bin_edges(values[finite], bins=30) if finite.any() else 10
+        ax.hist(values[finite], bins=bins, density=True, alpha=0.5, color="#8d99ae", label="all scored")
+        chosen = values[finite & data.selected]
+        if len(chosen):
+            ax.hist(chosen, bins=bins, density=True, alpha=0.7, color="#d62828", histtype="stepfilled",
+                    label="selected")
+        ax.set_title(column, fontsize=10)
+        ax.tick_params(labelsize=8)
+    for ax in axes.ravel()[len(columns):]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def pca_2d(embeddings: np.ndarray) -> np.ndarray:
+    """The first two principal components (N, 2) of embeddings (N, D), by SVD of the centred rows."""
+    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
+    if len(centred) < 2 or centred.shape[1] < 2:
+        return np.zeros((len(centred), 2))
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def projection_figure(data: RunData) -> str | None:
+    """PCA of the embeddings: every scored row, the labeled set and the selection marked."""
+    plt = _pyplot()
+    embeddings = _matrix(data.features.column("embedding"))
+    if embeddings.size == 0:
+        return None
+    points = pca_2d(embeddings)
+    rest = ~data.selected & ~data.labeled
+    figure, axes = plt.subplots(figsize=(7, 6))
+    axes.scatter(points[rest, 0], points[rest, 1], s=6, c="#adb5bd", label=f"pool ({int(rest.sum())})")
+    axes.scatter(points[data.labeled, 0], points[data.labeled, 1], s=22, marker="s", c="#1d3557",
+                 label=f"labeled ({int(data.labeled.sum())})")
+    axes.scatter(points[data.selected, 0], points[data.selected, 1], s=50, marker="*", c="#d62828",
+                 label=f"selected ({int(data.selected.sum())})")
+    axes.set_xlabel("PC 1")
+    axes.set_ylabel("PC 2")
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def class_figure(data: RunData) -> str | None:
+    """Share of each predicted class in the pool and in the selection."""
+    if "pred" not in data.features.schema.names:
+        return None
+    plt = _pyplot()
+    pred = data.features.column("pred").to_numpy(zero_copy_only=False)
+    classes = np.unique(pred)
+    pool = np.array([(pred == c).mean() for c in classes])
+    chosen = pred[data.selected]
+    selection = np.array([(chosen == c).mean() if len(chosen) else 0.0 for c in classes])
+    figure, axes = plt.subplots(figsize=(8, 3.2))
+    x = np.arange(len(classes))
+    axes.bar(x - 0.2, pool, width=0.4, color="#8d99ae", label="pool (all scored)")
+    axes.bar(x + 0.2, selection, width=0.4, color="#d62828", label="selected")
+    axes.set_xticks(x, [str(c) for c in classes])
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("share")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _thumbnail(payload: bytes) -> str | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(payload)) as image:
+            image.load()
+            thumb = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    # Small images are scaled up (nearest) so a 32-px digit is readable in the page.
+    scale = max(1, 96 // max(thumb.size))
+    thumb = thumb.resize((thumb.size[0] * scale, thumb.size[1] * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnails(config: Config, data: RunData, n: int = N_THUMBNAILS) -> list[dict[str, Any]]:
+    """The top ``n`` selected rows by rank with their image (when the pool has an ``image`` column)."""
+    order = [i for i in np.argsort(np.where(data.selected, data.rank, np.iinfo(np.int64).max)) if data.selected[i]]
+    top = order[:n]
+    ids = data.features.column("id").to_pylist()
+    images: dict[str, bytes] = {}
+    if top and config.pool.format in ("parquet", "delta"):
+        try:
+            files = table_files(config.pool.path, config.pool.format, name="pool.path",
+                                storage_options=config.pool.storage_options or None)
+            dataset = parquet_dataset(files, storage_options=config.pool.storage_options or None)
+            if "image" in dataset.schema.names:
+                wanted = pa.array([ids[i] for i in top], pa.string())
+                table = dataset.to_table(columns=["id", "image"], filter=pc.field("id").isin(wanted))
+                images = dict(zip(table.column("id").to_pylist(), table.column("image").to_pylist(), strict=True))
+        except InputError:
+            images = {}  # a pool that moved since the run: the report still shows the rest
+    cards = []
+    for i in top:
+        payload = images.get(ids[i])
+        cards.append({"id": ids[i], "rank": int(data.rank[i]), "score": float(data.score[i]),
+                      "png": _thumbnail(payload) if payload else None})
+    return cards
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
+h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+table.kv td { padding: 2px 12px 2px 0; } .muted { color: #777; }
+img.figure { max-width: 100%; border: 1px solid #eee; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 10px; }
+.thumb { width: 120px; font-size: 11px; text-align: center; }
+.thumb img { width: 96px; height: 96px; image-rendering: pixelated; border: 1px solid #ccc; }
+"""
+
+
+def _figure(title: str, png: str | None, note: str = "") -> str:
+    if png is None:
+        return f"<h2>{html.escape(title)}</h2><p class='muted'>not available for this run</p>"
+    return (f"<h2>{html.escape(title)}</h2>{note}<img class='figure' alt='{html.escape(title)}' "
+            f"src='data:image/png;base64,{png}'>")
+
+
+def render(config: Config, data: RunData) -> str:
+    """The report page as one HTML string (figures inline)."""
+    run = data.run
+    radius = run.get("coverage_radius")
+    reasons = json.loads(run["filtered_by_reason"]) if run.get("filtered_by_reason") else {}
+    facts = [("run", run["run_id"]), ("status", run["status"]), ("started", run["started_at"]),
+             ("finished", run["finished_at"]), ("strategy", data.strategy or "-"),
+             ("coverage radius", "-" if radius is None else f"{radius:.4f}"),
+             ("config hash", run.get("config_hash"))]
+    facts += [(name, run.get(f"n_{name}")) for name in FUNNEL]
+    facts += [(f"filtered by {reason}", n) for reason, n in sorted(reasons.items())]
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td><b>{html.escape(str(v))}</b></td></tr>" for k, v in facts)
+    cards = "".join(
+        "<div class='thumb'>"
+        + (f"<img alt='{html.escape(c['id'])}' src='data:image/png;base64,{c['png']}'>" if c["png"]
+           else "<div class='muted'>(no image)</div>")
+        + f"<div>#{c['rank']} {html.escape(c['id'])}</div><div>score {c['score']:.4f}</div></div>"
+        for c in thumbnails(config, data))
+    radius_note = ("" if radius is None else
+                   f"<p>Coverage radius: every candidate lies within <b>{radius:.4f}</b> of a selected or labeled "
+                   "sample in embedding space.</p>")
+    body = [
+        f"<h1>alray run {html.escape(str(run['run_id']))}</h1>",
+        f"<table class='kv'>{rows}</table>",
+        _figure("Funnel", funnel_figure(run)),
+        _figure("Scores: all scored rows and the selection", score_histograms(data)),
+        _figure("Embeddings (PCA): pool, labeled set, selection", projection_figure(data), radius_note),
+        _figure("Predicted classes: selection vs pool", class_figure(data)),
+        "<h2>Top selected</h2>" + (f"<div class='thumbs'>{cards}</div>" if cards else
+                                   "<p class='muted'>nothing selected</p>"),
+    ]
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>alray run {html.escape(str(run['run_id']))}</title><style>{_STYLE}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+def write_report(config: Config, run_id: str, out_dir: str | Path) -> Path:
+    """Write ``OUT_DIR/RUN_ID.html`` for a run of ``config``'s lake and return its path."""
+    data = load_run(config, run_id)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.html"
+    path.write_text(render(config, data))
+    return path
