@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,12 @@ def ensure_ray(config: RayConfig) -> None:
     )
 
 
+def local_with_retries(master: str, attempts: int = 4) -> str:
+    """``local[N]`` as ``local[N,attempts]``: local mode runs a failed task only once otherwise."""
+    match = re.fullmatch(r"local\[(\d+|\*)\]", master.strip())
+    return f"local[{match.group(1)},{attempts}]" if match else master
+
+
 def spark_session(config: SparkConfig) -> SparkSession:
     """The process's Spark session, created on first use with the venv's Python for workers."""
     # Spark's Python workers must run the interpreter that has alray and its dependencies.
@@ -46,7 +53,7 @@ def spark_session(config: SparkConfig) -> SparkSession:
     # Under spark-submit (and so the spark-operator) the master and deploy mode are spark-submit's:
     # setting one here would override them. spark-submit is where PYSPARK_GATEWAY_PORT comes from.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(config.master)
+        builder = builder.master(local_with_retries(config.master))
     builder = (
         builder.appName("alray-select")
         .config("spark.ui.enabled", "false")

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from alray.config import Config, SparkConfig, config_from_dict
+from alray.faults import ENV as FAILPOINTS_ENV
+
+# Set before any engine starts, so Ray workers and Spark's Python workers inherit it; nothing
+# fails unless a test arms a failpoint in this folder.
+FAILPOINTS_DIR = os.path.join(tempfile.mkdtemp(prefix="alray-failpoints-"), "armed")
+os.environ[FAILPOINTS_ENV] = FAILPOINTS_DIR
 
 
 @pytest.fixture(scope="session")

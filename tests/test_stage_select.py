@@ -119,9 +119,9 @@ def features_frame(spark, features):
     return spark.createDataFrame(features.drop_columns(["run_id"]).to_pandas())
 
 
-@pytest.mark.parametrize(("spec", "expected"), FILTER_CASES, ids=[c[0]["op"] + ":" + c[0]["column"] for c in FILTER_CASES])
+@pytest.mark.parametrize(("spec", "expected"), FILTER_CASES,
+                         ids=[c[0]["op"] + ":" + c[0]["column"] for c in FILTER_CASES])
 def test_every_filter_op(features, features_frame, spec, expected):
-    from pyspark.sql import functions as F
 
     from alray.config import FilterConfig
     from alray.stages.spark_filters import rejection_reason
@@ -209,7 +209,7 @@ def test_ranking_rows_and_parts(spark, tmp_path, features):
 
 def test_balance_targets_are_met_within_one_sample(spark, tmp_path, features):
     target = {"0": 0.5, "1": 0.3, "2": 0.2}
-    result, ranking = select(tmp_path, features, n_samples=20, strategies=[
+    _result, ranking = select(tmp_path, features, n_samples=20, strategies=[
         {"input": "embeddings", "strategy": "diversity"},
         {"input": "predictions", "strategy": "balance", "target": target},
     ])
@@ -217,7 +217,7 @@ def test_balance_targets_are_met_within_one_sample(spark, tmp_path, features):
     counts = np.bincount(preds, minlength=3)
     for c, share in target.items():
         assert abs(counts[int(c)] - 20 * share) <= 1
-    uniform, ranking = select(tmp_path, features, n_samples=21, strategies=[
+    _, ranking = select(tmp_path, features, n_samples=21, strategies=[
         {"input": "embeddings", "strategy": "diversity"},
         {"input": "camera_id", "strategy": "balance", "target": "uniform"},
     ])
@@ -237,7 +237,7 @@ def test_min_distance_stops_and_spaces_the_selection(spark, tmp_path, features):
 
 def test_near_duplicates_are_never_both_selected(spark, tmp_path):
     features = make_features(60, duplicates=30)  # rows 30..59 duplicate rows 0..29
-    result, ranking = select(tmp_path, features, n_samples=40, near_duplicate_distance=1e-3)
+    _result, ranking = select(tmp_path, features, n_samples=40, near_duplicate_distance=1e-3)
     chosen = selected_ids(ranking)
     assert len(chosen) == 30
     x = embeddings(features)[rows_of(features, chosen)]
@@ -246,7 +246,7 @@ def test_near_duplicates_are_never_both_selected(spark, tmp_path):
 
 
 def test_threshold_and_proportion(spark, tmp_path, features):
-    result, ranking = select(tmp_path, features, proportion_samples=0.1, strategies=[
+    result, _ranking = select(tmp_path, features, proportion_samples=0.1, strategies=[
         {"input": "sharpness", "strategy": "threshold", "threshold": 50, "operation": "bigger_equal"},
         {"input": "embeddings", "strategy": "diversity"},
     ])
@@ -257,7 +257,7 @@ def test_threshold_and_proportion(spark, tmp_path, features):
 
 
 def test_weights_only_ranks_by_weight(spark, tmp_path, features):
-    result, ranking = select(tmp_path, features, n_samples=8, strategies=[
+    _result, ranking = select(tmp_path, features, n_samples=8, strategies=[
         {"input": "entropy", "strategy": "weights"}])
     entropy = features.column("entropy").to_numpy()
     assert selected_ids(ranking) == [features.column("id")[int(i)].as_py() for i in np.argsort(-entropy)[:8]]
@@ -278,14 +278,14 @@ def test_typicality_prefers_dense_samples(spark, tmp_path, method):
     x = embeddings(features)
     x[:20] = rng.uniform(-40, 40, size=(20, 8))  # sparse outliers
     features = features.set_column(2, "embedding", pa.array(list(x), pa.list_(pa.float32())))
-    result, ranking = select(tmp_path, features, n_samples=10, strategies=[
+    _result, ranking = select(tmp_path, features, n_samples=10, strategies=[
         {"input": "embeddings", "strategy": "typicality", "method": method, "n_neighbors": 5, "n_clusters": 6}])
     chosen = rows_of(features, selected_ids(ranking))
     assert (chosen < 20).sum() == 0  # no outlier is typical
 
 
 def test_similarity_to_query_ids(spark, tmp_path, features):
-    result, ranking = select(tmp_path, features, n_samples=10, strategies=[
+    _result, ranking = select(tmp_path, features, n_samples=10, strategies=[
         {"input": "embeddings", "strategy": "similarity", "query": {"ids": ["s0001"]}}])
     clusters = features.column("cluster").to_numpy()[rows_of(features, selected_ids(ranking))]
     assert (clusters == 1).all()  # s0001 is in cluster 1
@@ -305,6 +305,6 @@ def test_duplicate_ids_are_a_clear_error(spark, tmp_path):
 
 
 def test_unknown_strategy_input_is_a_config_error(spark, tmp_path, features):
-    with pytest.raises(ConfigError, match="selection.strategies.1: no column 'nonsense'"):
+    with pytest.raises(ConfigError, match=r"selection\.strategies\.1: no column 'nonsense'"):
         select(tmp_path, features, n_samples=3, strategies=[
             {"input": "embeddings", "strategy": "diversity"}, {"input": "nonsense", "strategy": "weights"}])

@@ -9,8 +9,16 @@ from hypothesis import strategies as st
 
 from alray.coreset import k_center_greedy, nearest_centre_distances
 from alray.strategies import (
-    OBJECTIVE_FLOOR, balance_quotas, cluster_typicality, combine, knn_typicality, local_quotas, minmax_objective,
-    select_by_rank, select_local, similarity_objective,
+    OBJECTIVE_FLOOR,
+    balance_quotas,
+    cluster_typicality,
+    combine,
+    knn_typicality,
+    local_quotas,
+    minmax_objective,
+    select_by_rank,
+    select_local,
+    similarity_objective,
 )
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from alray.config import Config, ModelConfig
 from alray.engines import ensure_ray
 from alray.errors import ConfigError, InputError
+from alray.faults import fail_once
 from alray.inference import (
     REJECT_REASON,
     RESERVED_COLUMNS,
@@ -67,6 +68,7 @@ class PoolScorer:
         self.options = ScoringOptions(**{**options.__dict__, "device": str(resolved)})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        fail_once("score.actor", kill=True)
         return score_batch(self.model, batch, self.options, text_encoder=self.text_encoder)
 
 

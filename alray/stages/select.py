@@ -29,6 +29,7 @@ from alray.config import PREDICTIONS, THRESHOLD_OPS, Config, FilterConfig, Strat
 from alray.coreset import UNION_CAP, k_center_greedy, local_k, nearest_centre_distances
 from alray.engines import spark_session
 from alray.errors import ConfigError, InputError
+from alray.faults import fail_once
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.progress import Progress
 from alray.stages.spark_filters import rejection_reason
@@ -167,7 +168,7 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
 
     labeled = None  # embeddings of labeled and earlier-selected samples: centres that already exist
     if excluded is not None:
-        rows = annotated.filter(F.col("_reason").isin(LABELED_REASON, PREVIOUS_REASON)).select("embedding").toArrow()
+        rows = _sorted_by_id(annotated.filter(F.col("_reason").isin(LABELED_REASON, PREVIOUS_REASON)))
         labeled = _matrix(rows, "embedding") if rows.num_rows else None
     result = SelectResult(
         n_features=n_features, n_candidates=n_candidates, n_selected=0,
@@ -185,7 +186,11 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
         n_select = n_candidates  # a diversity min_distance is the stop
 
     plan = _plan(config, annotated.schema)
-    candidates = _with_objectives(spark, annotated.filter(F.col("_reason").isNull()), plan, config, features)
+    # Hash partitions sorted by id: every later pass sees the same Arrow batches whatever the
+    # layout of the features files, so float results do not move by a bit between reruns.
+    partitioned = annotated.filter(F.col("_reason").isNull()).repartition(
+        selection.n_partitions, F.xxhash64(F.col("id"), F.lit(config.run.seed))).sortWithinPartitions("id")
+    candidates = _with_objectives(spark, partitioned, plan, config, features)
     candidates = candidates.cache()
     quotas = _quotas(candidates, plan, n_select)
     if plan.diversity is not None:
@@ -202,6 +207,16 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
     candidates.unpersist()
     annotated.unpersist()
     return result
+
+
+def _sorted_by_id(frame: DataFrame) -> pa.Table:
+    """``id`` and ``embedding`` of a small DataFrame on the driver, in id order.
+
+    The order of rows fixes the order of float sums over them, so it must not depend on how
+    the features files happen to be laid out.
+    """
+    table = frame.select("id", "embedding").toArrow()
+    return table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
 
 
 def _excluded_ids(config: Config, lake: Lake, run_id: str) -> pa.Table | None:
@@ -312,7 +327,7 @@ def _query_embeddings(entry: StrategyConfig, features: DataFrame) -> np.ndarray:
         table = parquet_dataset(table_files(query.path, query.format, name="query.path")).to_table(
             columns=["embedding"])
     else:
-        table = features.filter(F.col("id").isin(query.ids)).select("embedding").toArrow()
+        table = _sorted_by_id(features.filter(F.col("id").isin(query.ids)))
     if table.num_rows == 0:
         raise InputError("query: no query embeddings found (check query.path or query.ids)")
     return _matrix(table, "embedding")
@@ -408,6 +423,7 @@ def _two_stage(spark: SparkSession, candidates: DataFrame, n_select: int, config
     def local_round(partitions: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
         def local_centres(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             table = pa.Table.from_batches(list(batches))
+            fail_once("select.local_centres")
             if table.num_rows == 0:
                 return
             # Sorting by id makes a partition's result independent of the order rows arrived in.
@@ -418,9 +434,10 @@ def _two_stage(spark: SparkSession, candidates: DataFrame, n_select: int, config
         return local_centres
 
     rows = pool.select(*columns)
+    if pool is not candidates:  # top_m's limit gathered the rows: spread them again
+        rows = rows.repartition(n_partitions, F.xxhash64(F.col("id"), F.lit(seed)))
     schema = rows.schema
-    union = rows.repartition(n_partitions, F.xxhash64(F.col("id"), F.lit(seed))).mapInArrow(
-        local_round(n_partitions), schema)
+    union = rows.mapInArrow(local_round(n_partitions), schema)
     # Further reduce levels keep the driver's merge small when k x partitions is large; each
     # level must shrink the bound on the union, else the driver merges what there is.
     bound = n_partitions * local_k(n_select, n_partitions, selection.oversample, 2**62)
@@ -474,7 +491,7 @@ def _pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> list[floa
 
 
 def _centre_embeddings(candidates: DataFrame, selected_ids: list[str], labeled: np.ndarray | None) -> np.ndarray:
-    rows = candidates.filter(F.col("id").isin(selected_ids)).select("embedding").toArrow() if selected_ids else None
+    rows = _sorted_by_id(candidates.filter(F.col("id").isin(selected_ids))) if selected_ids else None
     parts = [m for m in (labeled, _matrix(rows, "embedding") if rows is not None else None)
              if m is not None and len(m)]
     return np.vstack(parts) if parts else np.zeros((0, 0), dtype=np.float32)
