@@ -8,7 +8,6 @@ so further measurements (e.g. the Spark stage) can be added to :func:`main`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from _measure import PeakMemory, write_results
 from sklearn.metrics import pairwise_distances
 
 try:
@@ -231,43 +231,6 @@ def bench_two_stage_radius(
     }
 
 
-class PeakMemory:
-    """Samples the resident memory of this process and its children (Spark's JVM, Python workers)."""
-
-    def __init__(self, interval_s: float = 0.2) -> None:
-        import threading
-
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.driver_peak = 0
-        self.total_peak = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                driver = self._process.memory_info().rss
-                children = sum(c.memory_info().rss for c in self._process.children(recursive=True))
-            except psutil.Error:
-                continue
-            self.driver_peak = max(self.driver_peak, driver)
-            self.total_peak = max(self.total_peak, driver + children)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def bench_spark_stage(
     n_rows: int, n_features: int, n_clusters: int, k: int, n_partitions: int, *, seed: int,
     single_machine_radius: float | None = None, workdir: Path | None = None,
@@ -388,10 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             single_machine_radius=results["two_stage_radius"]["single_machine_radius"])
         _print_section("Spark selection stage (local[2])", results["spark_stage"])
 
-    output = args.output or RESULTS_DIR / ("coreset-quick.json" if args.quick else "coreset.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_results(args.output or RESULTS_DIR / ("coreset-quick.json" if args.quick else "coreset.json"), results)
     return results
 
 

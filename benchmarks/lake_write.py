@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _measure import PeakMemory
 
 try:
     from alray.lake import commit_files, iter_batches, list_parquet, read_run, reader_from_batches, replace_run
@@ -88,39 +88,13 @@ def write_staged(folder: str, n_rows: int, n_files: int, seed: int) -> None:
         pq.write_table(table, os.path.join(folder, f"part-{i:05d}.parquet"))
 
 
-class PeakRss:
-    """Samples this process's resident memory every few milliseconds; ``peak`` is the largest seen."""
-
-    def __init__(self, interval_s: float = 0.005) -> None:
-        import psutil
-
-        self.process, self.interval_s = psutil.Process(), interval_s
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-
 def drive(mode: str, staged: list[str], table: str) -> dict[str, Any]:
     """The driver's side: commit ``staged`` as run RUN_ID of ``table`` by ``mode``; time and memory."""
     import psutil
 
     schema = ranking_schema()
     baseline = psutil.Process().memory_info().rss
-    with PeakRss() as rss:
+    with PeakMemory() as rss:
         begin = time.perf_counter()
         if mode == "commit_files":
             n_rows = commit_files(table, staged, RUN_ID)
@@ -140,8 +114,8 @@ def drive(mode: str, staged: list[str], table: str) -> dict[str, Any]:
         seconds = time.perf_counter() - begin
     return {"mode": mode, "rows": n_rows, "seconds": round(seconds, 3),
             "driver_rss_baseline_mib": round(baseline / 2**20, 1),
-            "driver_rss_peak_mib": round(rss.peak / 2**20, 1),
-            "driver_rss_growth_mib": round((rss.peak - baseline) / 2**20, 1),
+            "driver_rss_peak_mib": round(rss.driver_peak / 2**20, 1),
+            "driver_rss_growth_mib": round((rss.driver_peak - baseline) / 2**20, 1),
             "driver_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 

@@ -14,7 +14,6 @@ deterministic pass, because it runs the backbone once and samples only the head.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _measure import write_results
 
 try:
     from alray.models import SmallCNN, id_keys, mc_predict
@@ -254,10 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  {name.replace('_', ' '):<9}: {run['samples_per_s']:>10.1f} samples/s "
                   f"({run['score_stage_seconds']} s score stage)")
     suffix = ("-cuda" if args.device == "cuda" else "") + ("-quick" if args.quick else "")
-    output = args.output or RESULTS_DIR / f"scoring_throughput{suffix}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_results(args.output or RESULTS_DIR / f"scoring_throughput{suffix}.json", report)
     return report
 
 
