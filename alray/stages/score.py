@@ -142,7 +142,11 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
         num_cpus=score.cpus_per_actor,
         num_gpus=score.gpus_per_actor or None,
     )
-    scored.write_parquet(staging)
+    if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
+        filesystem, inner = filesystem_for(staging, lake.storage_options)
+        scored.write_parquet(inner, filesystem=filesystem)
+    else:
+        scored.write_parquet(staging)
     result = commit_features(staging, run_id, lake)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:
