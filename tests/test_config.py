@@ -44,7 +44,7 @@ def test_the_demo_config_is_valid():
         ({**MINIMAL, "extra": 1}, "extra: unknown key"),
         ({**MINIMAL, "selection": {"n_samples": "many"}}, "selection.n_samples: Input should be a valid integer"),
         ({**MINIMAL, "selection": {"n_samples": 0}}, "selection.n_samples: Input should be greater than 0"),
-        ({**MINIMAL, "pool": {"path": "p", "format": "csv"}}, "pool.format: Input should be 'parquet' or 'delta'"),
+        ({**MINIMAL, "pool": {"path": "p", "format": "xlsx"}}, "pool.format: Input should be 'parquet', 'delta'"),
         ({k: v for k, v in MINIMAL.items() if k != "output"}, "output: required key is missing"),
         ({**MINIMAL, "pool": {"format": "delta"}}, "pool.path: required key is missing"),
         ({**MINIMAL, "run": {"seed": 1.5}}, "run.seed: Input should be a valid integer"),
