@@ -757,15 +757,6 @@ def _read_all(lake: Lake, name: str, columns: list[str]) -> pa.Table:
 
 # --- streams ---------------------------------------------------------------------------------
 
-def stream_parquet(folder: str, *, filter: pads.Expression | None = None,
-                   columns: list[str] | None = None, storage_options: StorageOptions = None) -> pa.RecordBatchReader:
-    """Stream the parquet files of a staging folder batch by batch (never all in memory)."""
-    filesystem, inner = filesystem_for(folder, storage_options)
-    dataset = pads.dataset(inner, format="parquet", filesystem=filesystem)
-    scanner = dataset.scanner(columns=columns, filter=filter, batch_size=8192)
-    return scanner.to_reader()
-
-
 def reader_from_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> pa.RecordBatchReader:
     """A RecordBatchReader over batches, so a transformed stream can be written to a table."""
     return pa.RecordBatchReader.from_batches(schema, iter(batches))
