@@ -43,10 +43,19 @@ START_TIMEOUT_S = 150
 JOB_TIMEOUT_S = 600
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    # A port the OS calls free, and never one this module handed out already: two services asked
+    # for ports in a row could otherwise get the same one and one of them fail to bind.
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
@@ -139,12 +148,23 @@ def clusters(tmp_path_factory) -> Iterator[Clusters]:
     logs = {name: temp / f"{name}.log" for name in ("ray-head", "ray-worker", "spark-master", "spark-worker")}
     processes: list[subprocess.Popen] = []
     try:
-        head = _start(ray_node("--head", f"--port={ray_port}", "--include-dashboard=false"), logs["ray-head"], env)
-        processes.append(head)
         master = _start([spark_class, "org.apache.spark.deploy.master.Master", "--host", SPARK_HOST,
                          "--port", str(spark_port), "--webui-port", str(_free_port())], logs["spark-master"], env)
         processes.append(master)
-        _wait_for(head, logs["ray-head"], "Ray runtime started", "the Ray head node")
+        # A port taken between choosing it and binding it fails the GCS server's start: try again
+        # on fresh ports rather than fail the suite on that race.
+        for attempt in range(3):
+            head = _start(ray_node("--head", f"--port={ray_port}", "--include-dashboard=false"),
+                          logs["ray-head"], env)
+            try:
+                _wait_for(head, logs["ray-head"], "Ray runtime started", "the Ray head node")
+                break
+            except pytest.fail.Exception:
+                _stop([head], f"--port={ray_port}")
+                if attempt == 2:
+                    raise
+                ray_port = _free_port()
+        processes.append(head)
         worker = _start(ray_node(f"--address={RAY_HOST}:{ray_port}"), logs["ray-worker"], env)
         processes.append(worker)
         _wait_for(master, logs["spark-master"], "I have been elected leader", "the Spark master")
