@@ -196,7 +196,7 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
     if plan.diversity is not None:
         selected_ids, pick_distances = _two_stage(spark, candidates, n_select, config, plan, labeled, quotas)
     else:
-        selected_ids, pick_distances = _by_rank(candidates, n_select, plan, labeled, quotas)
+        selected_ids, pick_distances = _by_rank(candidates, n_candidates, n_select, plan, labeled, quotas)
     result.n_selected = len(selected_ids)
     if len(selected_ids) < n_select:
         result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
@@ -354,9 +354,12 @@ def _kmeans_typicality(candidates: DataFrame, name: str, entry: StrategyConfig, 
                 names=[*batch.schema.names, "_cluster", "_cluster_distance"])
 
     assigned = candidates.mapInArrow(assign, schema)
-    total = candidates.count()
-    stats = assigned.groupBy("_cluster").agg(
-        (F.count("*") / F.lit(max(total, 1))).alias("_share"), F.avg("_cluster_distance").alias("_mean_distance"))
+    # One row per cluster: the shares come from these counts, not from another pass over the rows.
+    rows = assigned.groupBy("_cluster").agg(F.count("*").alias("n"), F.avg("_cluster_distance").alias("d")).collect()
+    total = max(sum(int(row["n"]) for row in rows), 1)
+    stats = candidates.sparkSession.createDataFrame(
+        [(int(row["_cluster"]), int(row["n"]) / total, float(row["d"])) for row in rows],
+        "_cluster int, _share double, _mean_distance double")
     joined = assigned.join(F.broadcast(stats), "_cluster")
     out_schema = T.StructType([*candidates.schema.fields, T.StructField(name, T.DoubleType())])
     keep = candidates.schema.fieldNames()
@@ -456,13 +459,13 @@ def _two_stage(spark: SparkSession, candidates: DataFrame, n_select: int, config
     return [ids[i] for i in picks], _pick_distances(_matrix(table, "embedding")[picks], labeled)
 
 
-def _by_rank(candidates: DataFrame, n_select: int, plan: Plan, labeled: np.ndarray | None,
+def _by_rank(candidates: DataFrame, n_candidates: int, n_select: int, plan: Plan, labeled: np.ndarray | None,
              quotas: tuple[dict[str, int], np.ndarray] | None) -> tuple[list[str], list[float | None]]:
     """No diversity: the heaviest candidates, in order, skipping near-duplicates and full classes."""
     if n_select == 0:
         return [], []
     ordered = candidates.select(*_candidate_columns(plan), F.col("_weight")).orderBy(F.desc("_weight"), F.asc("id"))
-    total = candidates.count()
+    total = n_candidates
     limit = min(total, 2 * n_select + 64)
     while True:
         table = ordered.limit(limit).toArrow()
