@@ -797,7 +797,8 @@ def reshape_parquet(source: str, folder: str, *, columns: Mapping[str, str | pa.
 
 # --- inputs -------------------------------------------------------------------------------
 
-def _expand_parquet(path: str, storage_options: StorageOptions = None) -> list[str]:
+def _expand_parquet(path: str, storage_options: StorageOptions = None, *, folders: bool = True) -> list[str]:
+    """Files of a parquet path; a local folder stays one entry unless ``folders`` is False."""
     if "://" in path:
         return _expand_remote(path, storage_options)
     if any(ch in path for ch in "*?["):
@@ -807,6 +808,11 @@ def _expand_parquet(path: str, storage_options: StorageOptions = None) -> list[s
         return files
     if not os.path.exists(path):
         raise InputError(f"{path}: table not found")
+    if os.path.isdir(path) and not folders:
+        files = list_parquet(path)
+        if not files:
+            raise InputError(f"{path}: no parquet file in this folder")
+        return files
     return [path]
 
 
@@ -846,10 +852,22 @@ def parquet_dataset(files: list[str], *, storage_options: StorageOptions = None)
 
 
 def table_files(path: str, fmt: str, *, version: int | None = None, name: str = "pool.path",
-                storage_options: StorageOptions = None) -> list[str]:
-    """Parquet files of a parquet path (file, folder or glob) or of a Delta table version."""
+                storage_options: StorageOptions = None, folders: bool = True) -> list[str]:
+    """Parquet files of a parquet path (file, folder or glob) or of a Delta table version.
+
+    A local folder stays one entry (readers list it) unless ``folders`` is False.
+    """
     if fmt == "parquet":
-        return _expand_parquet(path, storage_options)
+        return _expand_parquet(path, storage_options, folders=folders)
+    return delta_files(path, version=version, name=name, storage_options=storage_options)[0]
+
+
+def delta_files(path: str, *, version: int | None = None, name: str = "pool.path",
+                storage_options: StorageOptions = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """The data files of a Delta table version and, for each, its partition columns' values.
+
+    The files of a partitioned table do not hold the partition columns; a reader adds them back.
+    """
     try:
         table = _delta(path, storage_options, version)
     except TableNotFoundError:
@@ -858,7 +876,16 @@ def table_files(path: str, fmt: str, *, version: int | None = None, name: str = 
         raise InputError(f"{name}: {path}: cannot open Delta table ({str(exc).splitlines()[0]})") from None
     if _has_deletion_vectors(table):
         raise InputError(f"{name}: {path}: Delta tables with deletion vectors are not supported")
-    return list(table.file_uris())
+    files = list(table.file_uris())
+    columns = list(table.metadata().partition_columns)
+    if not columns:
+        return files, [{} for _ in files]
+    actions = pa.table(table.get_add_actions(flatten=True))
+    paths = actions.column("path").to_pylist()
+    values = {c: actions.column(f"partition.{c}").to_pylist() for c in columns}
+    if [os.path.basename(p) for p in paths] != [os.path.basename(f) for f in files]:
+        raise InputError(f"{name}: {path}: cannot match the Delta table's files to their partition values")
+    return files, [{c: values[c][i] for c in columns} for i in range(len(files))]
 
 
 def table_schema(path: str, fmt: str, *, version: int | None = None, name: str = "pool.path",

@@ -282,7 +282,45 @@ def test_listings_are_read_by_ray_with_string_ids(tmp_path, ray_session):
     from alray.stages.pool_source import open_pool, read_pool
 
     csv_folder, jsonl = _listings(tmp_path)
-    rows = read_pool(open_pool(PoolConfig(path=str(csv_folder), format="csv"))).take_all()
+    rows = read_pool(open_pool(PoolConfig(path=str(csv_folder), format="csv")), rows_per_block=2).take_all()
     assert sorted((r["id"], r["camera"]) for r in rows) == [("001", "c1"), ("002", "c2"), ("003", "c1")]
-    rows = read_pool(open_pool(PoolConfig(path=str(jsonl), format="jsonl"))).take_all()
+    rows = read_pool(open_pool(PoolConfig(path=str(jsonl), format="jsonl")), rows_per_block=2).take_all()
     assert sorted((r["id"], r["exposure"]) for r in rows) == [("j1", 0.5), ("j2", 0.7)]
+
+
+def _blocks(dataset) -> list[pa.Table]:
+    return [pa.Table.from_pandas(b, preserve_index=False) if not isinstance(b, pa.Table) else b
+            for b in dataset.iter_batches(batch_size=None, batch_format="pyarrow")]
+
+
+def test_parquet_pool_is_read_in_blocks_of_the_batch_size_not_whole_files(tmp_path, ray_session):
+    from alray.config import PoolConfig
+    from alray.stages.pool_source import open_pool, read_pool
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for part, start in enumerate((0, 700)):
+        ids = [f"r{i:04d}" for i in range(start, start + 700)]
+        pq.write_table(pa.table({"id": ids, "features": [[float(i), 1.0] for i in range(700)]}),
+                       pool / f"part-{part}.parquet", row_group_size=500)
+    blocks = _blocks(read_pool(open_pool(PoolConfig(path=str(pool))), rows_per_block=64))
+    assert max(b.num_rows for b in blocks) == 64 and len(blocks) >= 2 * 700 // 64
+    ids = [i for b in blocks for i in b.column("id").to_pylist()]
+    assert sorted(ids) == [f"r{i:04d}" for i in range(1400)]  # each row once
+
+
+def test_delta_pool_keeps_partition_values_and_fills_columns_added_later(tmp_path, ray_session):
+    from deltalake import write_deltalake
+
+    from alray.config import PoolConfig
+    from alray.stages.pool_source import open_pool, read_pool
+
+    table = str(tmp_path / "pool")
+    write_deltalake(table, pa.table({"id": ["a", "b", "c"], "features": [[1.0], [2.0], [3.0]],
+                                     "camera": ["cam 1", "cam-2", "cam-2"]}), partition_by=["camera"])
+    write_deltalake(table, pa.table({"id": ["d"], "features": [[4.0]], "camera": ["cam 1"], "exposure": [0.5]}),
+                    mode="append", schema_mode="merge")
+    source = open_pool(PoolConfig(path=table, format="delta"))
+    rows = pa.concat_tables(_blocks(read_pool(source, rows_per_block=2))).to_pylist()
+    by_id = {r["id"]: (r["camera"], r["exposure"]) for r in rows}
+    assert by_id == {"a": ("cam 1", None), "b": ("cam-2", None), "c": ("cam-2", None), "d": ("cam 1", 0.5)}

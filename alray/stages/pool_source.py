@@ -9,7 +9,9 @@ files on the workers, so no pool row passes through the driver.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -25,6 +27,7 @@ from alray.errors import InputError
 from alray.lake import (
     IcebergCatalog,
     check_pool_schema,
+    delta_files,
     filesystem_for,
     open_catalog,
     refuse_delete_files,
@@ -34,6 +37,9 @@ from alray.lake import (
 
 if TYPE_CHECKING:
     import ray.data
+
+# A pool of more files than this is read by tasks of several files each.
+MAX_READ_TASKS = 1024
 
 # Listings name files by text: ids and uris stay strings even when they look like numbers.
 _LISTING_STRINGS = ("id", "uri", "text")
@@ -49,6 +55,8 @@ class PoolSource:
     schema: pa.Schema
     payload: str
     filesystem: pafs.FileSystem | None = field(default=None, compare=False)
+    # Per file, the values of the columns its path holds rather than its rows (Delta partitions).
+    partitions: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
 
 def open_pool(pool: PoolConfig) -> PoolSource:
@@ -59,9 +67,13 @@ def open_pool(pool: PoolConfig) -> PoolSource:
     vectors, Iceberg delete files).
     """
     options = pool.storage_options or None
-    if pool.format in ("parquet", "delta"):
+    partitions: list[dict[str, Any]] = []
+    if pool.format == "parquet":
         schema = table_schema(pool.path, pool.format, version=pool.version, storage_options=options)
-        files = table_files(pool.path, pool.format, version=pool.version, storage_options=options)
+        files = table_files(pool.path, pool.format, storage_options=options, folders=False)
+    elif pool.format == "delta":
+        schema = table_schema(pool.path, pool.format, version=pool.version, storage_options=options)
+        files, partitions = delta_files(pool.path, version=pool.version, storage_options=options)
     elif pool.format == "iceberg":
         schema, files = _iceberg_files(pool)
     else:
@@ -81,20 +93,64 @@ def open_pool(pool: PoolConfig) -> PoolSource:
     else:
         filesystem = filesystem_for(files[0], options)[0]
         files = [filesystem_for(f, options)[1] for f in files]
-    return PoolSource(pool.path, pool.format, files, schema, payload, filesystem)
+    return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
 
 
-def read_pool(source: PoolSource) -> ray.data.Dataset:
-    """A Ray Dataset over the pool's files, read on the workers."""
+def read_pool(source: PoolSource, *, rows_per_block: int) -> ray.data.Dataset:
+    """A Ray Dataset over the pool's files, read on the workers in blocks of ``rows_per_block`` rows.
+
+    Parquet files (plain, Delta, Iceberg) are read by tasks that stream each file in slices of
+    ``rows_per_block`` rows, each its own block: a worker holds one row group and one slice, never
+    the pool. (Ray's own parquet reader packed the small files of a 1M-row pool into one task that
+    read them whole, and that worker's memory grew with the pool.) Rows get the pool's schema:
+    Delta partition values are put back, columns a file predates are null. CSV and JSON listings,
+    rows of a few bytes, go through Ray's readers and are cut into blocks after.
+    """
     import ray.data
 
-    files: Any = source.files if len(source.files) > 1 else source.files[0]
     if source.format in ("csv", "jsonl"):
+        files: Any = source.files if len(source.files) > 1 else source.files[0]
         if source.format == "csv":
-            return ray.data.read_csv(files, filesystem=source.filesystem, convert_options=_csv_convert())
-        # pyarrow's JSON reader (Ray's default, not lines=True) reads JSON lines and takes parse options.
-        return ray.data.read_json(files, filesystem=source.filesystem, parse_options=_json_parse())
-    return ray.data.read_parquet(files, filesystem=source.filesystem)
+            listing = ray.data.read_csv(files, filesystem=source.filesystem, convert_options=_csv_convert())
+        else:
+            # pyarrow's JSON reader (Ray's default, not lines=True) reads JSON lines and takes parse options.
+            listing = ray.data.read_json(files, filesystem=source.filesystem, parse_options=_json_parse())
+        return listing.repartition(target_num_rows_per_block=rows_per_block)
+    units = ray.data.from_items([{"file": i} for i in range(len(source.files))],
+                                override_num_blocks=min(len(source.files), MAX_READ_TASKS))
+    read = functools.partial(_read_files, files=source.files, partitions=source.partitions, schema=source.schema,
+                             filesystem=source.filesystem, rows_per_block=rows_per_block)
+    # Ray fuses the cut into the read tasks: blocks of rows_per_block rows leave each task as it reads.
+    return units.map_batches(read, batch_size=1, batch_format="pyarrow").repartition(
+        target_num_rows_per_block=rows_per_block)
+
+
+def _read_files(units: pa.Table, *, files: list[str], partitions: list[dict[str, Any]], schema: pa.Schema,
+                filesystem: pafs.FileSystem | None, rows_per_block: int) -> Iterator[pa.Table]:
+    """Ray task: stream the files ``units`` names as tables of ``schema``, ``rows_per_block`` rows each."""
+    import pyarrow.parquet as pq
+
+    for index in units.column("file").to_pylist():
+        constants = partitions[index] if partitions else {}
+        with pq.ParquetFile(files[index], filesystem=filesystem) as parquet:
+            present = set(parquet.schema_arrow.names)
+            columns = [name for name in schema.names if name in present]
+            for batch in parquet.iter_batches(batch_size=rows_per_block, columns=columns):
+                yield conform(pa.Table.from_batches([batch]), schema, constants)
+
+
+def conform(table: pa.Table, schema: pa.Schema, constants: dict[str, Any]) -> pa.Table:
+    """``table`` shaped as ``schema``: partition columns from ``constants``, columns a file lacks
+    (added to the table after it was written) as nulls, each cast to the table's type."""
+    arrays = []
+    for column in schema:
+        if column.name in table.column_names:
+            arrays.append(table.column(column.name).cast(column.type))
+        else:
+            value = constants.get(column.name)
+            arrays.append(pa.nulls(table.num_rows, column.type) if value is None
+                          else pa.repeat(pa.scalar(value).cast(column.type), table.num_rows))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _inner(path: str, options: dict[str, str] | None) -> tuple[str, pafs.FileSystem]:

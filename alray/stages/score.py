@@ -31,6 +31,10 @@ from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
 from alray.stages.pool_source import PoolSource, open_pool, read_pool
 
+# Rows a scoring write task gathers before it writes a file: large enough that a big pool
+# makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
+ROWS_PER_STAGED_FILE = 20_000
+
 REJECTS_SCHEMA = pa.schema([
     pa.field("run_id", pa.string()), pa.field("id", pa.string()),
     pa.field("stage", pa.string()), pa.field("reason", pa.string()),
@@ -123,11 +127,11 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
                              head_only=score.mc_mode == "head")
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
-    progress.say(f"score: {len(source.files)} pool file(s), {score.num_actors} actor(s), T={score.mc_samples} "
+    progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "
                  f"({score.mc_mode} MC dropout)")
-    # Blocks of at most one batch: Ray Data packs a small pool's files into one block, which
-    # one actor alone would then score while the others wait.
-    dataset = read_pool(source).repartition(target_num_rows_per_block=score.batch_size)
+    # Blocks of one batch: a worker's memory follows the batch size, not the pool's, and a small
+    # pool's batches still spread over all the actors.
+    dataset = read_pool(source, rows_per_block=score.batch_size)
     scored = dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs={
@@ -142,11 +146,14 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
         num_cpus=score.cpus_per_actor,
         num_gpus=score.gpus_per_actor or None,
     )
+    # Without a floor, Ray writes one file per batch: 4,000 files for a million rows at the
+    # default batch size, each then split and committed on its own.
+    rows_per_file = max(score.batch_size, ROWS_PER_STAGED_FILE)
     if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
         filesystem, inner = filesystem_for(staging, lake.storage_options)
-        scored.write_parquet(inner, filesystem=filesystem)
+        scored.write_parquet(inner, filesystem=filesystem, min_rows_per_file=rows_per_file)
     else:
-        scored.write_parquet(staging)
+        scored.write_parquet(staging, min_rows_per_file=rows_per_file)
     result = commit_features(staging, run_id, lake)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:
