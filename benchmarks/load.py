@@ -169,18 +169,20 @@ class TreeSampler:
         self.interval = interval_s
         self.stage = "startup"
         self.peaks: dict[str, dict[str, dict[str, Any]]] = {}
-        self.scoring_actor_titles: set[str] = set()
+        self.started = time.perf_counter()
+        self.timeline_step_s = 10
+        # every 10 s, the largest USS (MiB) of a process of each role: does a worker's memory level off?
+        self.timeline: list[dict[str, Any]] = []
         self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _role(self, process: Any) -> str:
-        role = self._roles.get(process.pid)
-        # Ray workers change their title when they take up a task; the scoring actor keeps its own.
-        if role is None or role in ("ray_worker", "other"):
-            role = role_of(process, self.root.pid)
-            self._roles[process.pid] = role
-        return role
+        # Processes change their command line (Ray workers take up tasks, spark-submit execs the
+        # JVM): look again each time, except at the scoring actor, which stays one.
+        if self._roles.get(process.pid) != "scoring_actor":
+            self._roles[process.pid] = role_of(process, self.root.pid)
+        return self._roles[process.pid]
 
     def _sample(self) -> None:
         try:
@@ -188,18 +190,23 @@ class TreeSampler:
         except self._psutil.Error:
             return
         stage = self.peaks.setdefault(self.stage, {})
+        now = round(time.perf_counter() - self.started)
+        point = {"t": now, "stage": self.stage}
         for process in processes:
             try:
                 role = self._role(process)
                 info = process.memory_full_info()
             except self._psutil.Error:
                 continue
+            point[role] = max(point.get(role, 0), round(info.uss / 2**20))
             peak = stage.setdefault(role, {"rss_mib": 0.0, "uss_mib": 0.0, "processes": 0, "largest": ""})
             if info.rss / 2**20 > peak["rss_mib"]:
                 peak["rss_mib"] = info.rss / 2**20
                 with contextlib.suppress(self._psutil.Error):
                     peak["largest"] = " ".join(process.cmdline())[:100]
             peak["uss_mib"] = max(peak["uss_mib"], info.uss / 2**20)
+        if not self.timeline or now - self.timeline[-1]["t"] >= self.timeline_step_s:
+            self.timeline.append(point)
         for role in ROLES:
             if role in stage:
                 count = sum(1 for p in processes if self._roles.get(p.pid) == role)
@@ -262,6 +269,7 @@ def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int
         "timings": summary["timings"], "counts": summary["counts"],
         "filtered_by_reason": summary["filtered_by_reason"], "coverage_radius": summary["coverage_radius"],
         "peak_memory_mib_by_stage": sampler.peaks,
+        "uss_mib_timeline": sampler.timeline,
         "invariant": check_invariant(lake, pool, labeled, int(summary["counts"]["filtered"])),
     }
 

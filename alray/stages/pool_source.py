@@ -38,6 +38,9 @@ from alray.lake import (
 if TYPE_CHECKING:
     import ray.data
 
+# Bytes a scoring block aims at when a batch of rows is smaller (see rows_per_block).
+TARGET_BLOCK_BYTES = 2**20
+
 # A pool of more files than this is read by tasks of several files each.
 MAX_READ_TASKS = 1024
 
@@ -94,6 +97,32 @@ def open_pool(pool: PoolConfig) -> PoolSource:
         filesystem = filesystem_for(files[0], options)[0]
         files = [filesystem_for(f, options)[1] for f in files]
     return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
+
+
+def rows_per_block(source: PoolSource, batch_size: int) -> int:
+    """Rows per block of the scoring dataset: one batch, or more when a batch is under
+    ``TARGET_BLOCK_BYTES`` (a row size read from the first file's footer).
+
+    Ray keeps some bookkeeping per block in the driver and in each actor (of the order of
+    100 KiB), so a million 300-byte feature rows in batches of 256 (3,900 blocks) cost more in
+    bookkeeping than in data. Blocks of about a MiB keep the count of blocks, and with it that
+    memory, small, while a worker still holds at most one block and one batch.
+    """
+    if source.format in ("csv", "jsonl"):
+        return batch_size
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(source.files[0], filesystem=source.filesystem) as parquet:
+            metadata = parquet.metadata
+            groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    except (OSError, pa.ArrowInvalid):
+        return batch_size  # the read tasks will say what is wrong with the file
+    rows = sum(g.num_rows for g in groups)
+    if rows == 0:
+        return batch_size
+    row_bytes = max(1.0, sum(g.total_byte_size for g in groups) / rows)
+    return max(batch_size, int(TARGET_BLOCK_BYTES // row_bytes) // batch_size * batch_size)
 
 
 def read_pool(source: PoolSource, *, rows_per_block: int) -> ray.data.Dataset:

@@ -29,7 +29,7 @@ from alray.lake import Lake, ensure_dir, filesystem_for, list_parquet, reshape_p
 from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
-from alray.stages.pool_source import PoolSource, open_pool, read_pool
+from alray.stages.pool_source import PoolSource, open_pool, read_pool, rows_per_block
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
@@ -129,9 +129,10 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
     ensure_dir(os.path.dirname(staging))
     progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "
                  f"({score.mc_mode} MC dropout)")
-    # Blocks of one batch: a worker's memory follows the batch size, not the pool's, and a small
-    # pool's batches still spread over all the actors.
-    dataset = read_pool(source, rows_per_block=score.batch_size)
+    # Blocks of one batch, or of about a MiB when a batch is smaller: a worker's memory follows
+    # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
+    block_rows = rows_per_block(source, score.batch_size)
+    dataset = read_pool(source, rows_per_block=block_rows)
     scored = dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs={
