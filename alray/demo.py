@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from PIL import Image, ImageFilter
 
 from alray.models import SmallCNN, save_checkpoint
@@ -127,6 +128,7 @@ def build_demo(*, pool_path: str, labeled_path: str, checkpoint_path: str, n_ima
         old.unlink()
     pq.write_table(labeled, str(Path(labeled_path) / "part-00000.parquet"))
     inputs = model_inputs(images)
+    torch.manual_seed(seed)  # the initial weights: the same demo model on every machine and run
     model = SmallCNN(in_channels=1, image_size=IMAGE_SIZE, n_classes=10, embedding_dim=64, dropout=0.5)
     train_classifier(model, inputs[seed_index], labels[seed_index], epochs=epochs, seed=seed)
     pool_accuracy = accuracy(model, inputs, labels)

@@ -773,7 +773,10 @@ def reshape_parquet(source: str, folder: str, *, columns: Mapping[str, str | pa.
     filesystem, inner = filesystem_for(source, storage_options)
     dataset = pads.dataset(inner, format="parquet", filesystem=filesystem)
     wanted = sorted({c for c in columns.values() if isinstance(c, str)})
-    reader = dataset.scanner(columns=wanted, filter=filter, batch_size=65536).to_reader()
+    # No read-ahead: by default the scanner buffers 16 batches of each of 4 files, which for a
+    # big staged file held most of it in memory at once.
+    reader = dataset.scanner(columns=wanted, filter=filter, batch_size=16_384, batch_readahead=0,
+                             fragment_readahead=0).to_reader()
     target_fs, target_folder = filesystem_for(folder, storage_options)
     target = f"{target_folder}/part-{uuid.uuid4().hex}.parquet"
     writer: pq.ParquetWriter | None = None

@@ -92,6 +92,7 @@ def main() -> dict[str, Any]:
                  and not set(ranking) & set(rejects) and len(set(ranking)) == len(ranking)}
 
     # feature vectors: NaN, Inf, wrong length
+    torch.manual_seed(0)
     model = FeatureMLP(n_features=4, n_classes=3)
     save_checkpoint(model, root / "mlp.pt")
     rng = np.random.default_rng(1)

@@ -93,11 +93,14 @@ def write_pool(folder: Path, n_rows: int, *, seed: int, now: dt.datetime) -> dic
 
 def write_model(path: Path, *, seed: int) -> float:
     """Train a FeatureMLP on 200 digits and save it; return its accuracy on all 1,797."""
+    import torch
+
     from alray.models import FeatureMLP, save_checkpoint
     from alray.training import accuracy, train_classifier
 
     features, labels = digits_features()
     train = np.random.default_rng(seed).choice(len(features), size=200, replace=False)
+    torch.manual_seed(seed)
     model = FeatureMLP(n_features=N_FEATURES, n_classes=10, hidden_dim=128, embedding_dim=64, dropout=0.5)
     train_classifier(model, features[train], labels[train], epochs=40, seed=seed)
     save_checkpoint(model, path)

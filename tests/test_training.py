@@ -74,3 +74,17 @@ def test_training_without_a_loss_head_is_unchanged_and_deterministic(digits):
     x = torch.from_numpy(images[held_out[:20]])
     torch.testing.assert_close(first(x), second(x))
     assert not first.has_loss_head and first.encode(x)[1] is None
+
+
+def test_the_demo_model_is_the_same_whatever_ran_before(tmp_path):
+    from alray.demo import build_demo
+
+    states = []
+    for attempt in range(2):
+        torch.rand(attempt + 1)  # leave the global generator in another state each time
+        root = tmp_path / str(attempt)
+        build_demo(pool_path=str(root / "pool"), labeled_path=str(root / "labeled"),
+                   checkpoint_path=str(root / "model.pt"), n_images=60, per_class=2, epochs=1, seed=3)
+        states.append(torch.load(root / "model.pt", weights_only=True)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -147,14 +147,15 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
         num_cpus=score.cpus_per_actor,
         num_gpus=score.gpus_per_actor or None,
     )
-    # Without a floor, Ray writes one file per batch: 4,000 files for a million rows at the
-    # default batch size, each then split and committed on its own.
+    # Without a floor, Ray writes one file per block: thousands of files for a million rows,
+    # each then split and committed on its own. Without a ceiling, a file grows with the pool,
+    # and so does the memory of the task that splits it.
     rows_per_file = max(score.batch_size, ROWS_PER_STAGED_FILE)
+    filesystem, target = None, staging
     if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
-        filesystem, inner = filesystem_for(staging, lake.storage_options)
-        scored.write_parquet(inner, filesystem=filesystem, min_rows_per_file=rows_per_file)
-    else:
-        scored.write_parquet(staging, min_rows_per_file=rows_per_file)
+        filesystem, target = filesystem_for(staging, lake.storage_options)
+    scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
+                         max_rows_per_file=2 * rows_per_file)
     result = commit_features(staging, run_id, lake)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:
