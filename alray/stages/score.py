@@ -7,12 +7,8 @@ wrote into the features and rejects tables; no pool-sized data passes through it
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from alray.config import Config, ModelConfig
 from alray.engines import ensure_ray
@@ -25,30 +21,16 @@ from alray.inference import (
     check_payload_fits,
     score_batch,
 )
-from alray.lake import Lake, ensure_dir, filesystem_for, list_parquet, reshape_parquet
+from alray.lake import Lake, ensure_dir, filesystem_for
 from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
+from alray.stages.commit import ScoreResult, commit_features
 from alray.stages.pool_source import PoolSource, open_pool, read_pool, rows_per_block
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
 ROWS_PER_STAGED_FILE = 20_000
-
-REJECTS_SCHEMA = pa.schema([
-    pa.field("run_id", pa.string()), pa.field("id", pa.string()),
-    pa.field("stage", pa.string()), pa.field("reason", pa.string()),
-])
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """Counts of the scoring stage."""
-
-    n_pool: int
-    n_scored: int
-    n_rejected: int
-
 
 def load_configured_model(model: ModelConfig) -> TaskModel:
     """The task model of the ``model`` section, on the CPU, in eval mode."""
@@ -156,7 +138,7 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
         filesystem, target = filesystem_for(staging, lake.storage_options)
     scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
                          max_rows_per_file=2 * rows_per_file)
-    result = commit_features(staging, run_id, lake)
+    result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:
         raise InputError(f"pool {config.pool.path}: the pool is empty")
@@ -167,56 +149,3 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
             f"({bad_fraction:.1%} > score.max_bad_fraction {score.max_bad_fraction:.1%}); see the rejects table"
         )
     return result
-
-
-def commit_features(staging: str, run_id: str, lake: Lake) -> ScoreResult:
-    """Commit the scored files of a staging folder: good rows to features, bad rows to rejects.
-
-    Each staged file is split where it lies (one Ray task per file when Ray is up) into a
-    features file and a rejects file shaped like the tables; the driver then commits those
-    files to each table in one transaction, reading only their footers.
-    """
-    files = list_parquet(staging, storage_options=lake.storage_options)
-    if not files:
-        return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
-    names = pq.read_schema(*_open(files[0], lake)).names
-    keep_run_id = lake.keeps_run_id_in_files()
-    feature_columns = [n for n in names if n != REJECT_REASON and (keep_run_id or n != "run_id")]
-    parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"))
-    split, options = _split_scored_file, dict(lake.storage_options) if lake.storage_options else None
-    if ray_is_up():
-        import ray
-
-        remote = ray.remote(_split_scored_file)
-        outputs = ray.get([remote.remote(f, parts, feature_columns, keep_run_id, options)
-                           for f in files])
-    else:
-        outputs = [split(f, parts, feature_columns, keep_run_id, options) for f in files]
-    n_scored = lake.commit_files("features", [o[0] for o in outputs if o[0]], run_id)
-    reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
-    n_rejected = lake.commit_files("rejects", [o[1] for o in outputs if o[1]], run_id, schema=reject_schema)
-    return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected)
-
-
-def _open(path: str, lake: Lake) -> tuple[str, Any]:
-    filesystem, inner = filesystem_for(path, lake.storage_options)
-    return inner, filesystem
-
-
-def ray_is_up() -> bool:
-    """Whether this process is attached to Ray (commit work then runs as Ray tasks, next to the files)."""
-    import ray
-
-    return bool(ray.is_initialized())
-
-
-def _split_scored_file(source: str, folders: tuple[str, str], feature_columns: list[str], keep_run_id: bool,
-                       storage_options: dict[str, str] | None) -> tuple[str | None, str | None]:
-    """One staged file -> (its features file, its rejects file); either is None when it has no row."""
-    rejected = pads.field(REJECT_REASON).is_valid()
-    features = reshape_parquet(source, folders[0], columns={c: c for c in feature_columns}, filter=~rejected,
-                               storage_options=storage_options)
-    columns: dict[str, str | pa.Scalar] = {"run_id": "run_id"} if keep_run_id else {}
-    columns.update({"id": "id", "stage": pa.scalar("score", pa.string()), "reason": REJECT_REASON})
-    rejects = reshape_parquet(source, folders[1], columns=columns, filter=rejected, storage_options=storage_options)
-    return features, rejects
