@@ -812,11 +812,15 @@ def _expand_parquet(path: str, storage_options: StorageOptions = None, *, folder
     if not os.path.exists(path):
         raise InputError(f"{path}: table not found")
     if os.path.isdir(path) and not folders:
-        files = list_parquet(path)
-        if not files:
-            raise InputError(f"{path}: no parquet file in this folder")
-        return files
+        return _folder_files(path, storage_options)
     return [path]
+
+
+def _folder_files(path: str, storage_options: StorageOptions) -> list[str]:
+    files = list_parquet(path, storage_options=storage_options)
+    if not files:
+        raise InputError(f"{path}: no parquet file in this folder")
+    return files
 
 
 def _expand_remote(path: str, storage_options: StorageOptions) -> list[str]:
@@ -833,10 +837,7 @@ def _expand_remote(path: str, storage_options: StorageOptions) -> list[str]:
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"{path}: table not found")
     if info.type == pafs.FileType.Directory:
-        files = list_parquet(path, storage_options=storage_options)
-        if not files:
-            raise InputError(f"{path}: no parquet file in this folder")
-        return files
+        return _folder_files(path, storage_options)
     return [path]
 
 

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import write_results
+from _measure import Sampler, write_results
 
 ROWS_PER_FILE = 50_000
 N_FEATURES = 64
@@ -161,15 +161,15 @@ def role_of(process: Any, driver_pid: int) -> str:
     return "other"
 
 
-class TreeSampler:
+class TreeSampler(Sampler):
     """Samples every process under one pid; keeps, per stage and role, the largest process peak."""
 
     def __init__(self, pid: int, interval_s: float = 0.5) -> None:
         import psutil
 
+        super().__init__(interval_s)
         self._psutil = psutil
         self.root = psutil.Process(pid)
-        self.interval = interval_s
         self.stage = "startup"
         self.peaks: dict[str, dict[str, dict[str, Any]]] = {}
         self.started = time.perf_counter()
@@ -177,8 +177,6 @@ class TreeSampler:
         # every 10 s, the largest USS (MiB) of a process of each role: does a worker's memory level off?
         self.timeline: list[dict[str, Any]] = []
         self._roles: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _role(self, process: Any) -> str:
         # Processes change their command line (Ray workers take up tasks, spark-submit execs the
@@ -214,18 +212,6 @@ class TreeSampler:
             if role in stage:
                 count = sum(1 for p in processes if self._roles.get(p.pid) == role)
                 stage[role]["processes"] = max(stage[role]["processes"], count)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     keep_run_id = lake.keeps_run_id_in_files()
     feature_columns = [n for n in names if n != reject_column and (keep_run_id or n != "run_id")]
     parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"))
-    split, options = _split_scored_file, dict(lake.storage_options) if lake.storage_options else None
+    options = dict(lake.storage_options) if lake.storage_options else None
     if ray_is_up():
         import ray
 
@@ -52,7 +52,7 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
         outputs = ray.get([remote.remote(f, parts, feature_columns, reject_column, keep_run_id, options)
                            for f in files])
     else:
-        outputs = [split(f, parts, feature_columns, reject_column, keep_run_id, options) for f in files]
+        outputs = [_split_scored_file(f, parts, feature_columns, reject_column, keep_run_id, options) for f in files]
     n_scored = lake.commit_files("features", [o[0] for o in outputs if o[0]], run_id)
     reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
     n_rejected = lake.commit_files("rejects", [o[1] for o in outputs if o[1]], run_id, schema=reject_schema)

@@ -71,12 +71,12 @@ def open_pool(pool: PoolConfig) -> PoolSource:
     """
     options = pool.storage_options or None
     partitions: list[dict[str, Any]] = []
-    if pool.format == "parquet":
+    if pool.format in ("parquet", "delta"):
         schema = table_schema(pool.path, pool.format, version=pool.version, storage_options=options)
-        files = table_files(pool.path, pool.format, storage_options=options, folders=False)
-    elif pool.format == "delta":
-        schema = table_schema(pool.path, pool.format, version=pool.version, storage_options=options)
-        files, partitions = delta_files(pool.path, version=pool.version, storage_options=options)
+        if pool.format == "parquet":
+            files = table_files(pool.path, pool.format, storage_options=options, folders=False)
+        else:
+            files, partitions = delta_files(pool.path, version=pool.version, storage_options=options)
     elif pool.format == "iceberg":
         schema, files = _iceberg_files(pool)
     else:

@@ -465,17 +465,16 @@ def _by_rank(candidates: DataFrame, n_candidates: int, n_select: int, plan: Plan
     if n_select == 0:
         return [], []
     ordered = candidates.select(*_candidate_columns(plan), F.col("_weight")).orderBy(F.desc("_weight"), F.asc("id"))
-    total = n_candidates
-    limit = min(total, 2 * n_select + 64)
+    limit = min(n_candidates, 2 * n_select + 64)
     while True:
         table = ordered.limit(limit).toArrow()
         groups = _groups(table, quotas[0]) if quotas is not None else None
         picks = select_by_rank(_matrix(table, "embedding"), table.column("_weight").to_numpy(), n_select,
                                groups=groups, quotas=quotas[1] if quotas is not None else None,
                                min_distance=plan.min_distance, labeled=labeled)
-        if len(picks) >= n_select or limit >= total:
+        if len(picks) >= n_select or limit >= n_candidates:
             break
-        limit = min(total, limit * 4)
+        limit = min(n_candidates, limit * 4)
     ids = table.column("id").to_pylist()
     return [ids[i] for i in picks], [None] * len(picks)
 
