@@ -163,8 +163,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``alray`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the command ``argv`` names (the process's arguments when None); return the exit code."""
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "run": lambda: _run(args, ("score", "select")),
         "score": lambda: _run(args, ("score",)),
@@ -178,13 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _handle(handlers[args.command])
 
 
+# Commands that start neither Ray nor Spark.
+ENGINELESS_COMMANDS = frozenset({"runs", "validate"})
+
+
 def entry() -> None:
-    """The console script: run :func:`main` and exit with its code."""
-    code = main()
-    if sys.argv[1:2] in (["runs"], ["validate"]):
-        # These start no engine, so nothing needs a clean interpreter shutdown; and at shutdown a
-        # native library's thread (seen about one run in two on this machine) can abort the
-        # process after its answer is printed, turning exit 2 into a SIGABRT.
+    """The console script: run a command and exit with its code."""
+    args = build_parser().parse_args()
+    code = _dispatch(args)
+    if args.command in ENGINELESS_COMMANDS:
+        # Nothing needs a clean interpreter shutdown here; and at shutdown a native library's
+        # thread (seen about one run in two on this machine) can abort the process after its
+        # answer is printed, turning exit 2 into a SIGABRT.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -30,6 +30,22 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
 
 
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(value: float | str) -> int:
+    """Bytes in a size such as ``"2g"``, ``"512MiB"`` or ``1073741824``; ValueError otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size such as '2g', '512m' or a number of bytes, got {value!r}")
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise ValueError(f"expected a size such as '2g', '512m' or a number of bytes, got {value!r}")
+    return int(float(match.group(1)) * _SIZE_FACTORS[match.group(2).lower()])
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -283,6 +299,20 @@ class OutputConfig(_Section):
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster to attach to; local Ray when absent.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance (all when absent).")
+    object_store_memory: int | None = Field(
+        None, description="Size of the local Ray instance's object store, e.g. '2g' (Ray's default when absent: "
+        "30% of memory). It holds the blocks between the pool reads, the actors and the writes, shared by all "
+        "workers; blocks beyond it spill to disk. A cluster sets its own.")
+
+    @field_validator("object_store_memory", mode="before")
+    @classmethod
+    def _size(cls, value: float | str | None) -> int | None:
+        if value is None:
+            return None
+        size = parse_size(value)
+        if size < 100 * 2**20:
+            raise ValueError("must be at least 100m (Ray's floor is 75 MiB)")
+        return size
 
 
 class SparkConfig(_Section):

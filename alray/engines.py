@@ -26,6 +26,7 @@ def ensure_ray(config: RayConfig) -> None:
     ray.init(
         address=config.address or "local",
         num_cpus=config.num_cpus if config.address is None else None,
+        object_store_memory=config.object_store_memory if config.address is None else None,
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=True,

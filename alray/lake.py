@@ -863,15 +863,22 @@ def table_files(path: str, fmt: str, *, version: int | None = None, name: str = 
     """
     if fmt == "parquet":
         return _expand_parquet(path, storage_options, folders=folders)
-    return delta_files(path, version=version, name=name, storage_options=storage_options)[0]
+    return open_delta(path, version=version, name=name, storage_options=storage_options).files
 
 
-def delta_files(path: str, *, version: int | None = None, name: str = "pool.path",
-                storage_options: StorageOptions = None) -> tuple[list[str], list[dict[str, Any]]]:
-    """The data files of a Delta table version and, for each, its partition columns' values.
+@dataclass(frozen=True)
+class DeltaSnapshot:
+    """What a reader needs of one Delta table version: its schema, its data files and, for each
+    file, the values of the partition columns (the files of a partitioned table lack them)."""
 
-    The files of a partitioned table do not hold the partition columns; a reader adds them back.
-    """
+    schema: pa.Schema
+    files: list[str]
+    partitions: list[dict[str, Any]]
+
+
+def open_delta(path: str, *, version: int | None = None, name: str = "pool.path",
+               storage_options: StorageOptions = None) -> DeltaSnapshot:
+    """Open a Delta table version once for its schema, files and partition values."""
     try:
         table = _delta(path, storage_options, version)
     except TableNotFoundError:
@@ -880,26 +887,24 @@ def delta_files(path: str, *, version: int | None = None, name: str = "pool.path
         raise InputError(f"{name}: {path}: cannot open Delta table ({str(exc).splitlines()[0]})") from None
     if _has_deletion_vectors(table):
         raise InputError(f"{name}: {path}: Delta tables with deletion vectors are not supported")
+    schema = pa.schema(table.schema().to_arrow())
     files = list(table.file_uris())
     columns = list(table.metadata().partition_columns)
     if not columns:
-        return files, [{} for _ in files]
+        return DeltaSnapshot(schema, files, [{} for _ in files])
     actions = pa.table(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
     values = {c: actions.column(f"partition.{c}").to_pylist() for c in columns}
     if [os.path.basename(p) for p in paths] != [os.path.basename(f) for f in files]:
         raise InputError(f"{name}: {path}: cannot match the Delta table's files to their partition values")
-    return files, [{c: values[c][i] for c in columns} for i in range(len(files))]
+    return DeltaSnapshot(schema, files, [{c: values[c][i] for c in columns} for i in range(len(files))])
 
 
 def table_schema(path: str, fmt: str, *, version: int | None = None, name: str = "pool.path",
                  storage_options: StorageOptions = None) -> pa.Schema:
     """Arrow schema of an input table."""
     if fmt == "delta":
-        try:
-            return pa.schema(_delta(path, storage_options, version).schema().to_arrow())
-        except TableNotFoundError:
-            raise InputError(f"{name}: {path}: no Delta table there") from None
+        return open_delta(path, version=version, name=name, storage_options=storage_options).schema
     try:
         return parquet_dataset(_expand_parquet(path, storage_options), storage_options=storage_options).schema
     except (pa.ArrowInvalid, OSError) as exc:

@@ -4,15 +4,18 @@ Builds a pool of feature vectors (scikit-learn's digits, 64 pixels scaled to 0..
 digit plus Gaussian noise, with metadata and a sprinkling of bad rows), a labeled set and a
 FeatureMLP checkpoint trained on 200 digits; then runs ``python -m alray.cli run`` as a
 subprocess, exactly as a user would, once per ``ROWS:BATCH`` case. While each run goes, a
-sampler reads the resident (RSS) and unique (USS) memory of every process under the CLI and
-files each under a role: the driver, the scoring actors, other Ray workers (pool reads, commit
-tasks), Ray's own daemons, Spark's JVM and Spark's Python workers. It reports each role's
-largest single-process peak per stage, the stage timings of the run summary, and checks the
-invariant on the written tables: every pool id is in exactly one of the ranking, the rejects
-or the filtered set.
+sampler reads the resident (RSS) and unique (USS) memory of every process under the CLI, and
+its own memory: USS less the pages of Ray's object store that it alone maps. It files each
+process under a role: the driver, the scoring actors, other Ray workers (pool reads, writes,
+commit tasks), Ray's own daemons, Spark's JVM and Spark's Python workers. It reports each
+role's largest single-process peak per stage, the object store's footprint in /dev/shm, the
+stage timings of the run summary, and checks the invariant on the written tables: every pool
+id is in exactly one of the ranking, the rejects or the filtered set.
 
     python benchmarks/load.py                         # 1M rows at batch 256, then 100k at 256 and 4096
     python benchmarks/load.py --cases 100000:256      # one case
+    python benchmarks/load.py --cases 1000000:256 --object-store-memory 256m \
+        --output benchmarks/results/load-1m-store256m.json   # a smaller object store
 """
 
 from __future__ import annotations
@@ -115,9 +118,11 @@ def write_labeled(folder: Path, n_rows: int, *, seed: int) -> None:
                    folder / "part-00000.parquet")
 
 
-def job_config(root: Path, pool: Path, labeled: Path, batch_size: int) -> dict[str, Any]:
+def job_config(root: Path, pool: Path, labeled: Path, batch_size: int,
+               object_store_memory: str | None = None) -> dict[str, Any]:
     """The job every case runs: the demo's strategy (BALD-weighted diversity) selecting 1,000."""
     return {
+        "ray": {"object_store_memory": object_store_memory} if object_store_memory else {},
         "run": {"seed": SEED, "run_id": "load"},
         "pool": {"path": str(pool), "format": "parquet"},
         "labeled": {"path": str(labeled)},
@@ -161,6 +166,18 @@ def role_of(process: Any, driver_pid: int) -> str:
     return "other"
 
 
+def object_store_pages(process: Any) -> int:
+    """Bytes of Ray's object store (its shared-memory file) that count in a process's USS.
+
+    A worker that reads blocks maps them from the object store's file in /dev/shm. When the
+    process that wrote a block has exited (the scoring actor, at the end of the stage), its pages
+    are mapped by the reader alone, and the kernel counts them in the reader's unique memory
+    although they are the object store's, bounded by its size, not the worker's own.
+    """
+    return sum(m.private_clean + m.private_dirty for m in process.memory_maps(grouped=True)
+               if m.path.startswith("/dev/shm/plasma"))
+
+
 class TreeSampler(Sampler):
     """Samples every process under one pid; keeps, per stage and role, the largest process peak."""
 
@@ -174,9 +191,12 @@ class TreeSampler(Sampler):
         self.peaks: dict[str, dict[str, dict[str, Any]]] = {}
         self.started = time.perf_counter()
         self.timeline_step_s = 10
-        # every 10 s, the largest USS (MiB) of a process of each role: does a worker's memory level off?
+        # every 10 s, the largest own memory (MiB) of a process of each role: does a worker level off?
         self.timeline: list[dict[str, Any]] = []
         self._roles: dict[int, str] = {}
+        # The object store's file lives in /dev/shm: its growth there is the store's footprint.
+        self._shm_start = shutil.disk_usage("/dev/shm").used
+        self.shm_peak = 0
 
     def _role(self, process: Any) -> str:
         # Processes change their command line (Ray workers take up tasks, spark-submit execs the
@@ -191,21 +211,27 @@ class TreeSampler(Sampler):
         except self._psutil.Error:
             return
         stage = self.peaks.setdefault(self.stage, {})
+        self.shm_peak = max(self.shm_peak, shutil.disk_usage("/dev/shm").used - self._shm_start)
         now = round(time.perf_counter() - self.started)
         point = {"t": now, "stage": self.stage}
         for process in processes:
             try:
                 role = self._role(process)
                 info = process.memory_full_info()
+                shared = object_store_pages(process)
             except self._psutil.Error:
                 continue
-            point[role] = max(point.get(role, 0), round(info.uss / 2**20))
-            peak = stage.setdefault(role, {"rss_mib": 0.0, "uss_mib": 0.0, "processes": 0, "largest": ""})
-            if info.rss / 2**20 > peak["rss_mib"]:
-                peak["rss_mib"] = info.rss / 2**20
+            own = (info.uss - shared) / 2**20
+            point[role] = max(point.get(role, 0), round(own))
+            peak = stage.setdefault(role, {"rss_mib": 0.0, "uss_mib": 0.0, "own_mib": 0.0, "object_store_mib": 0.0,
+                                           "processes": 0, "largest": ""})
+            if own > peak["own_mib"]:
+                peak["own_mib"] = own
                 with contextlib.suppress(self._psutil.Error):
                     peak["largest"] = " ".join(process.cmdline())[:100]
+            peak["rss_mib"] = max(peak["rss_mib"], info.rss / 2**20)
             peak["uss_mib"] = max(peak["uss_mib"], info.uss / 2**20)
+            peak["object_store_mib"] = max(peak["object_store_mib"], shared / 2**20)
         if not self.timeline or now - self.timeline[-1]["t"] >= self.timeline_step_s:
             self.timeline.append(point)
         for role in ROLES:
@@ -214,12 +240,13 @@ class TreeSampler(Sampler):
                 stage[role]["processes"] = max(stage[role]["processes"], count)
 
 
-def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int) -> dict[str, Any]:
+def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int,
+             object_store_memory: str | None = None) -> dict[str, Any]:
     """One ``alray run`` on ``pool``; figures of time, memory and the table invariant."""
     lake = root / "lake"
     shutil.rmtree(lake, ignore_errors=True)
     config_path = root / f"load-{n_rows}-{batch_size}.yaml"
-    config_path.write_text(yaml.safe_dump(job_config(root, pool, labeled, batch_size)))
+    config_path.write_text(yaml.safe_dump(job_config(root, pool, labeled, batch_size, object_store_memory)))
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "alray.cli", "run", str(config_path), "--json"],
@@ -254,11 +281,13 @@ def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int
         raise SystemExit(f"alray run exited {process.returncode}:\n" + "\n".join(stderr_tail))
     summary = json.loads(summary_line)
     return {
-        "n_rows": n_rows, "batch_size": batch_size, "wall_seconds": round(wall, 1),
+        "n_rows": n_rows, "batch_size": batch_size, "object_store_memory": object_store_memory,
+        "wall_seconds": round(wall, 1),
         "timings": summary["timings"], "counts": summary["counts"],
         "filtered_by_reason": summary["filtered_by_reason"], "coverage_radius": summary["coverage_radius"],
         "peak_memory_mib_by_stage": sampler.peaks,
-        "uss_mib_timeline": sampler.timeline,
+        "own_mib_timeline": sampler.timeline,
+        "object_store_shm_peak_mib": round(sampler.shm_peak / 2**20),
         "invariant": check_invariant(lake, pool, labeled, int(summary["counts"]["filtered"])),
     }
 
@@ -301,6 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=DEFAULT_CASES, help=f"ROWS:BATCH,... (default {DEFAULT_CASES})")
     parser.add_argument("--workdir", help="where the pool and lake go (default: a temporary folder)")
+    parser.add_argument("--object-store-memory", help="ray.object_store_memory of the runs, e.g. 256m "
+                        "(default: Ray's, 30%% of memory)")
     parser.add_argument("--output", default="benchmarks/results/load.json")
     args = parser.parse_args(argv)
     cases = parse_cases(args.cases)
@@ -329,12 +360,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             labeled = root / f"labeled-{rows}"
             write_labeled(labeled, rows, seed=SEED)
             print(f"case: {rows:,} rows, batch {batch}", flush=True)
-            figures = run_case(root, pool, labeled, rows, batch)
+            figures = run_case(root, pool, labeled, rows, batch, args.object_store_memory)
             results["cases"].append(figures)
             print(json.dumps({k: figures[k] for k in ("wall_seconds", "timings", "counts", "invariant")}), flush=True)
             for stage, roles in figures["peak_memory_mib_by_stage"].items():
-                line = ", ".join(f"{role} {p['rss_mib']:.0f}/{p['uss_mib']:.0f}" for role, p in sorted(roles.items()))
-                print(f"  peak RSS/USS MiB per process, {stage}: {line}", flush=True)
+                line = ", ".join(f"{role} {p['rss_mib']:.0f}/{p['uss_mib']:.0f}/{p['own_mib']:.0f}"
+                                 for role, p in sorted(roles.items()))
+                print(f"  peak RSS/USS/own MiB per process, {stage}: {line}", flush=True)
         write_results(Path(args.output), results)
         return results
     finally:

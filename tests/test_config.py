@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
-from alray.config import apply_override, config_from_dict, load_config, parse_duration
+from alray.config import apply_override, config_from_dict, load_config, parse_duration, parse_size
 from alray.errors import ConfigError
 
 MINIMAL = {
@@ -55,6 +58,8 @@ def test_the_demo_config_is_valid():
          "selection.filters.0.op"),
         ({**MINIMAL, "selection": {"n_samples": 1, "filters": [{"column": "t", "op": "within_last", "value": "7x"}]}},
          "selection.filters.0: expected a duration"),
+        ({**MINIMAL, "ray": {"object_store_memory": "2 gigs"}}, "ray.object_store_memory: expected a size"),
+        ({**MINIMAL, "ray": {"object_store_memory": "10m"}}, "ray.object_store_memory: must be at least 100m"),
     ],
 )
 def test_errors_name_the_dotted_key(tmp_path, data, message):
@@ -126,3 +131,24 @@ def test_apply_override_creates_missing_sections():
 @pytest.mark.parametrize(("text", "seconds"), [("7d", 604800), ("12h", 43200), ("30m", 1800), ("1.5w", 907200)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("value", "size"), [("2g", 2 * 2**30), ("512MiB", 512 * 2**20), ("1.5G", 3 * 2**29),
+                                             ("300000000", 300_000_000), (300_000_000, 300_000_000), ("64k", 65536)])
+def test_sizes(value, size):
+    assert parse_size(value) == size
+
+
+def test_object_store_memory_reads_a_size(tmp_path):
+    config = load_config(write(tmp_path, {**MINIMAL, "ray": {"object_store_memory": "1g"}}))
+    assert config.ray.object_store_memory == 2**30
+    assert load_config(write(tmp_path, MINIMAL)).ray.object_store_memory is None
+
+
+def test_object_store_memory_sizes_the_local_ray_instance():
+    code = ("import ray; from alray.config import RayConfig; from alray.engines import ensure_ray; "
+            "ensure_ray(RayConfig(num_cpus=1, object_store_memory='100m')); "
+            "print(int(ray.cluster_resources()['object_store_memory'])); ray.shutdown()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) == 100 * 2**20

@@ -328,13 +328,13 @@ def test_delta_pool_keeps_partition_values_and_fills_columns_added_later(tmp_pat
 
 def test_blocks_hold_about_a_mib_of_small_rows_and_one_batch_of_large_ones(tmp_path):
     from alray.config import PoolConfig
-    from alray.stages.pool_source import TARGET_BLOCK_BYTES, open_pool, rows_per_block
+    from alray.stages.pool_source import TARGET_BLOCK_BYTES, block_rows_for, open_pool
 
     small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
     pq.write_table(pa.table({"id": [f"{i}" for i in range(20_000)], "features": [[0.5] * 16] * 20_000}), small)
     pq.write_table(pa.table({"id": ["a", "b"], "image": [b"x" * 100_000, b"y" * 100_000]}), large)
-    rows = rows_per_block(open_pool(PoolConfig(path=str(small))), 256)
+    rows = block_rows_for(open_pool(PoolConfig(path=str(small))), 256)
     assert rows % 256 == 0 and rows > 256
     row_bytes = pq.ParquetFile(small).metadata.row_group(0).total_byte_size / 20_000
     assert TARGET_BLOCK_BYTES / 2 <= rows * row_bytes <= TARGET_BLOCK_BYTES
-    assert rows_per_block(open_pool(PoolConfig(path=str(large))), 256) == 256
+    assert block_rows_for(open_pool(PoolConfig(path=str(large))), 256) == 256

@@ -27,9 +27,9 @@ from alray.errors import InputError
 from alray.lake import (
     IcebergCatalog,
     check_pool_schema,
-    delta_files,
     filesystem_for,
     open_catalog,
+    open_delta,
     refuse_delete_files,
     table_files,
     table_schema,
@@ -38,7 +38,7 @@ from alray.lake import (
 if TYPE_CHECKING:
     import ray.data
 
-# Bytes a scoring block aims at when a batch of rows is smaller (see rows_per_block).
+# Bytes a scoring block aims at when a batch of rows is smaller (see block_rows_for).
 TARGET_BLOCK_BYTES = 2**20
 
 # A pool of more files than this is read by tasks of several files each.
@@ -71,12 +71,12 @@ def open_pool(pool: PoolConfig) -> PoolSource:
     """
     options = pool.storage_options or None
     partitions: list[dict[str, Any]] = []
-    if pool.format in ("parquet", "delta"):
-        schema = table_schema(pool.path, pool.format, version=pool.version, storage_options=options)
-        if pool.format == "parquet":
-            files = table_files(pool.path, pool.format, storage_options=options, folders=False)
-        else:
-            files, partitions = delta_files(pool.path, version=pool.version, storage_options=options)
+    if pool.format == "parquet":
+        schema = table_schema(pool.path, pool.format, storage_options=options)
+        files = table_files(pool.path, pool.format, storage_options=options, folders=False)
+    elif pool.format == "delta":
+        snapshot = open_delta(pool.path, version=pool.version, storage_options=options)
+        schema, files, partitions = snapshot.schema, snapshot.files, snapshot.partitions
     elif pool.format == "iceberg":
         schema, files = _iceberg_files(pool)
     else:
@@ -99,7 +99,7 @@ def open_pool(pool: PoolConfig) -> PoolSource:
     return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
 
 
-def rows_per_block(source: PoolSource, batch_size: int) -> int:
+def block_rows_for(source: PoolSource, batch_size: int) -> int:
     """Rows per block of the scoring dataset: one batch, or more when a batch is under
     ``TARGET_BLOCK_BYTES`` (a row size read from the first file's footer).
 

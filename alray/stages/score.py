@@ -26,7 +26,7 @@ from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
 from alray.stages.commit import ScoreResult, commit_features
-from alray.stages.pool_source import PoolSource, open_pool, read_pool, rows_per_block
+from alray.stages.pool_source import PoolSource, block_rows_for, open_pool, read_pool
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
@@ -113,7 +113,7 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
                  f"({score.mc_mode} MC dropout)")
     # Blocks of one batch, or of about a MiB when a batch is smaller: a worker's memory follows
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
-    block_rows = rows_per_block(source, score.batch_size)
+    block_rows = block_rows_for(source, score.batch_size)
     dataset = read_pool(source, rows_per_block=block_rows)
     scored = dataset.map_batches(
         PoolScorer,
