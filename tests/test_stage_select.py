@@ -207,6 +207,33 @@ def test_ranking_rows_and_parts(spark, tmp_path, features):
     assert result.strategy == "diversity^1+weights:bald^1"
 
 
+def test_global_rank_numbers_rows_in_order_across_partitions(spark):
+    from pyspark.sql import functions as F
+
+    from alray.stages.select import global_rank
+
+    rng = np.random.default_rng(3)
+    n = 3_000
+    scores = rng.integers(0, 40, size=n).astype(float)  # many ties, broken by id
+    picks = [int(p) if p < 25 else None for p in rng.permutation(n)]
+    rows = [(f"s{i:05d}", float(scores[i]), picks[i]) for i in rng.permutation(n)]
+    frame = spark.createDataFrame(rows, "id string, score double, pick_rank int").repartition(7)
+    order = [F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id")]
+    # Small data: without this, Spark merges the sort's partitions into one and nothing is offset.
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+    try:
+        assert frame.orderBy(*order).select(F.spark_partition_id()).distinct().count() > 1
+        with global_rank(frame, order) as ranked:
+            got = sorted((r["rank"], r["id"]) for r in ranked.collect())
+    finally:
+        spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+    expected = sorted(rows, key=lambda r: (r[2] is None, r[2] or 0, -r[1], r[0]))
+    assert [rank for rank, _ in got] == list(range(1, n + 1))
+    assert [i for _, i in got] == [r[0] for r in expected]
+    with global_rank(frame.limit(0), order) as ranked:
+        assert ranked.count() == 0
+
+
 def test_balance_targets_are_met_within_one_sample(spark, tmp_path, features):
     target = {"0": 0.5, "1": 0.3, "2": 0.2}
     _result, ranking = select(tmp_path, features, n_samples=20, strategies=[

@@ -13,14 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -202,8 +203,8 @@ def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
         result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
         progress.say(f"select: stopped at {len(selected_ids)} of {n_select} ({result.stop_reason})")
     centres = _centre_embeddings(candidates, selected_ids, labeled)
-    ranked = _rank(spark, candidates, selected_ids, pick_distances, centres, plan)
-    result.coverage_radius = _write_ranking(ranked, run_id, lake, result.strategy, run_time)
+    with global_rank(_rank(spark, candidates, selected_ids, pick_distances, centres, plan), ranking_order()) as ranked:
+        result.coverage_radius = _write_ranking(ranked.drop("pick_rank"), run_id, lake, result.strategy, run_time)
     candidates.unpersist()
     annotated.unpersist()
     return result
@@ -501,7 +502,7 @@ def _centre_embeddings(candidates: DataFrame, selected_ids: list[str], labeled: 
 
 def _rank(spark: SparkSession, candidates: DataFrame, selected_ids: list[str],
           pick_distances: list[float | None], centres: np.ndarray, plan: Plan) -> DataFrame:
-    """Every candidate with its distance to the centres, selected rows first in pick order."""
+    """Every candidate with its score, distance to the centres and, if selected, pick rank (1 first)."""
 
     objective_names = [name for name, _ in plan.objectives]
     keep = ["id", "_weight", "_greedy_weight", *objective_names]
@@ -539,8 +540,37 @@ def _rank(spark: SparkSession, candidates: DataFrame, selected_ids: list[str],
         "map<string,double>")
     ranked = joined.select("id", selected.alias("selected"), score.alias("score"), F.col("_weight").alias("weight"),
                            diversity.alias("diversity"), parts.alias("parts"), "_nearest", "pick_rank")
-    order = Window.orderBy(F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id"))
-    return ranked.withColumn("rank", F.row_number().over(order).cast("long")).drop("pick_rank")
+    return ranked
+
+
+def ranking_order() -> list[Column]:
+    """The ranking's order: the picks in the order they were made, then the rest by score."""
+    return [F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id")]
+
+
+@contextmanager
+def global_rank(frame: DataFrame, order: Sequence[Column]) -> Iterator[DataFrame]:
+    """``frame`` with ``rank``, 1 to N in ``order`` (a total order: its last key is unique).
+
+    A window over the whole frame would sort every row in one task. Instead, a range-partitioned
+    sort gives each row its partition and its place within it (``monotonically_increasing_id``
+    holds both: the partition in the upper 31 bits, the row number in the lower 33), and each
+    partition's rows are offset by the count of the partitions before it. The numbered frame
+    is cached while the block runs, so the counts and the ranks come from the same partitions.
+    """
+    numbered = (frame.orderBy(*order).withColumn("_row", F.monotonically_increasing_id())
+                .withColumn("_part", F.shiftright("_row", 33)).persist())
+    try:
+        offsets, total = [], 0
+        for part, count in sorted((r["_part"], r["count"]) for r in numbered.groupBy("_part").count().collect()):
+            offsets.append((part, total - (part << 33) + 1))
+            total += count
+        offset_frame = frame.sparkSession.createDataFrame(offsets, "_part long, _offset long")
+        yield (numbered.join(F.broadcast(offset_frame), "_part")
+               .withColumn("rank", F.col("_row") + F.col("_offset"))
+               .drop("_part", "_row", "_offset"))
+    finally:
+        numbered.unpersist()
 
 
 def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime) -> float | None:
