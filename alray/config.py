@@ -38,9 +38,7 @@ def parse_size(value: float | str) -> int:
     """Bytes in a size such as ``"2g"``, ``"512MiB"`` or ``1073741824``; ValueError otherwise."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a size such as '2g', '512m' or a number of bytes, got {value!r}")
-    match = _SIZE.match(value.strip())
+    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"expected a size such as '2g', '512m' or a number of bytes, got {value!r}")
     return int(float(match.group(1)) * _SIZE_FACTORS[match.group(2).lower()])

@@ -538,9 +538,8 @@ def _rank(spark: SparkSession, candidates: DataFrame, selected_ids: list[str],
     parts = F.create_map(*[item for name, label in zip(objective_names, labels, strict=True)
                            for item in (F.lit(label), F.col(name))]) if labels else F.create_map().cast(
         "map<string,double>")
-    ranked = joined.select("id", selected.alias("selected"), score.alias("score"), F.col("_weight").alias("weight"),
-                           diversity.alias("diversity"), parts.alias("parts"), "_nearest", "pick_rank")
-    return ranked
+    return joined.select("id", selected.alias("selected"), score.alias("score"), F.col("_weight").alias("weight"),
+                         diversity.alias("diversity"), parts.alias("parts"), "_nearest", "pick_rank")
 
 
 def ranking_order() -> list[Column]:
