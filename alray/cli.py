@@ -117,7 +117,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     config = _config(args)
-    print(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
+    print(json.dumps(config.public_dump(), indent=2, sort_keys=True))
     print(f"{args.config}: valid (config hash {config.config_hash()})", file=sys.stderr)
     return EXIT_OK
 

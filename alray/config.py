@@ -101,6 +101,8 @@ class LabeledConfig(_Section):
         "embeddings count as already-selected centres when they are in the pool.",
     )
     format: Literal["parquet", "delta"] = Field("parquet", description="Format of the labeled table.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Object-store options of the labeled table (the pool's when absent).")
     exclude_previous_runs: bool = Field(
         False, description="Also exclude ids selected by earlier succeeded runs of this lake's ranking table.")
 
@@ -329,21 +331,46 @@ class Config(_Section):
     ray: RayConfig = Field(default_factory=lambda: RayConfig(), description="Ray connection.")
     spark: SparkConfig = Field(default_factory=lambda: SparkConfig(), description="Spark connection.")
 
+    def labeled_storage_options(self) -> dict[str, str] | None:
+        """Object-store options of the labeled table: its own, else the pool's."""
+        return self.labeled.storage_options or self.pool.storage_options or None
+
+    def public_dump(self, include: set[str] | None = None) -> dict[str, Any]:
+        """The config as JSON data with credentials (secret keys, tokens, passwords in storage
+        options and catalog properties) replaced by ``REDACTED``: what is printed, recorded and hashed."""
+        return _redact(self.model_dump(mode="json", include=include))
+
     def to_json(self) -> str:
-        """The config as canonical JSON (sorted keys): what the runs table records and hashes."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The config as canonical JSON (sorted keys), without credentials: what the runs table records."""
+        return json.dumps(self.public_dump(), sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON without the run id, so reruns of one config share a hash."""
-        data = self.model_dump(mode="json")
+        data = self.public_dump()
         data["run"].pop("run_id", None)
         return _digest(data)
 
     def score_hash(self) -> str:
         """Hash of what the features depend on (pool, model, scoring, seed): equal hashes, same features."""
-        data = self.model_dump(mode="json", include={"pool", "model", "score"})
+        data = self.public_dump(include={"pool", "model", "score"})
         data["seed"] = self.run.seed
         return _digest(data)
+
+
+REDACTED = "REDACTED"
+# Keys of storage options and catalog properties whose values are credentials.
+_SECRET_KEY = re.compile(r"secret|password|token|credential|signature|private|sas|access[_-]?key$|account[_-]?key",
+                         re.IGNORECASE)
+
+
+def _redact(data: Any, parent: str = "") -> Any:
+    if isinstance(data, dict):
+        if parent in ("storage_options", "properties"):
+            return {k: REDACTED if _SECRET_KEY.search(k) else v for k, v in data.items()}
+        return {k: _redact(v, k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact(v, parent) for v in data]
+    return data
 
 
 def _digest(data: dict[str, Any]) -> str:

@@ -75,7 +75,8 @@ def load_run(config: Config, run_id: str) -> RunData:
             score[i] = np.nan if row["score"] is None else float(row["score"])
     labeled = np.zeros(n, dtype=bool)
     if config.labeled.path:
-        labeled_ids = set(read_ids(config.labeled.path, config.labeled.format, name="labeled.path").to_pylist())
+        labeled_ids = set(read_ids(config.labeled.path, config.labeled.format, name="labeled.path",
+                                   storage_options=config.labeled_storage_options()).to_pylist())
         labeled = np.array([i in labeled_ids for i in ids], dtype=bool)
     strategies = ranking.column("strategy").unique().to_pylist() if ranking.num_rows else []
     return RunData(rows[0], features, selected, rank, score, labeled, ", ".join(str(s) for s in strategies))

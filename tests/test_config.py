@@ -152,3 +152,22 @@ def test_object_store_memory_sizes_the_local_ray_instance():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.strip().splitlines()[-1]) == 100 * 2**20
+
+
+def test_credentials_are_never_printed_recorded_or_hashed(tmp_path):
+    def with_secret(secret: str):
+        return config_from_dict({
+            **MINIMAL,
+            "pool": {"path": "s3://b/pool",
+                     "storage_options": {"AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "eu-west-1"}},
+            "output": {"path": "s3://b/lake", "storage_options": {"AWS_SESSION_TOKEN": secret}},
+            "labeled": {"path": "s3://b/labeled", "storage_options": {"azure_storage_sas_key": secret}},
+        })
+
+    first, rotated = with_secret("hunter2-first"), with_secret("hunter2-rotated")
+    assert first.pool.storage_options["AWS_SECRET_ACCESS_KEY"] == "hunter2-first"  # still what the job uses
+    assert "hunter2" not in first.to_json() and '"AWS_REGION":"eu-west-1"' in first.to_json()
+    assert first.config_hash() == rotated.config_hash() and first.score_hash() == rotated.score_hash()
+    path = write(tmp_path, first.model_dump(mode="json"))
+    done = subprocess.run([sys.executable, "-m", "alray.cli", "validate", path], capture_output=True, text=True)
+    assert done.returncode == 0 and "hunter2" not in done.stdout + done.stderr and "REDACTED" in done.stdout

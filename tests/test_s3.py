@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -120,3 +121,35 @@ def _runs_row(run_id: str, status: str) -> pa.Table:
     row = {name: None for name in RUNS_SCHEMA.names}
     row.update(run_id=run_id, status=status, started_at=started, n_selected=1)
     return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
+
+
+@pytest.mark.slow
+def test_the_whole_pipeline_with_pool_and_lake_on_s3(s3, ray_session, spark, demo_files, tmp_path):
+    """Score on Ray and select on Spark with the pool, the labeled set and the lake all on S3."""
+    from alray.pipeline import run_pipeline
+    from alray.progress import Progress
+    from tests.conftest import demo_config
+
+    fs = s3_filesystem(s3)
+    pool = pq.read_table(demo_files.pool)
+    pq.write_table(pool.slice(0, 200), "lake/e2e/pool/part-0.parquet", filesystem=fs)
+    pq.write_table(pool.slice(200), "lake/e2e/pool/part-1.parquet", filesystem=fs)
+    pq.write_table(pq.read_table(demo_files.labeled), "lake/e2e/labeled/part-0.parquet", filesystem=fs)
+    config = demo_config(demo_files, tmp_path)
+    config.run.run_id = "on-s3"
+    config.pool.path, config.pool.storage_options = "s3://lake/e2e/pool", s3
+    config.labeled.path = "s3://lake/e2e/labeled"  # read with the pool's storage options
+    config.output.path, config.output.storage_options = "s3://lake/e2e/lake", s3
+    summary = run_pipeline(config, progress=Progress(quiet=True))
+    assert summary.status == "succeeded"
+    lake = Lake("s3://lake/e2e/lake", storage_options=s3)
+    ranking = lake.read_run("ranking", "on-s3", columns=["id", "rank", "selected"])
+    rejects = lake.read_run("rejects", "on-s3", columns=["id"])
+    counts = summary.counts
+    assert ranking.num_rows == counts["candidates"] and counts["selected"] == 30
+    assert sorted(ranking.column("rank").to_pylist()) == list(range(1, ranking.num_rows + 1))
+    assert ranking.num_rows + rejects.num_rows + counts["filtered"] == pool.num_rows
+    labeled = pq.read_table(demo_files.labeled).column("id")
+    assert summary.filtered_by_reason["labeled"] == pc.sum(pc.is_in(pool.column("id"), labeled)).as_py()
+    assert not fs.get_file_info(pa.fs.FileSelector("lake/e2e/lake/_staging", recursive=True,
+                                                   allow_not_found=True))

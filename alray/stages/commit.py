@@ -7,7 +7,6 @@ and the lake code only, not torch and the models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -40,7 +39,8 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     files = list_parquet(staging, storage_options=lake.storage_options)
     if not files:
         return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
-    names = pq.read_schema(*_open(files[0], lake)).names
+    filesystem, first = filesystem_for(files[0], lake.storage_options)
+    names = pq.read_schema(first, filesystem=filesystem).names
     keep_run_id = lake.keeps_run_id_in_files()
     feature_columns = [n for n in names if n != reject_column and (keep_run_id or n != "run_id")]
     parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"))
@@ -57,11 +57,6 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
     n_rejected = lake.commit_files("rejects", [o[1] for o in outputs if o[1]], run_id, schema=reject_schema)
     return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected)
-
-
-def _open(path: str, lake: Lake) -> tuple[str, Any]:
-    filesystem, inner = filesystem_for(path, lake.storage_options)
-    return inner, filesystem
 
 
 def ray_is_up() -> bool:

@@ -224,7 +224,8 @@ def _excluded_ids(config: Config, lake: Lake, run_id: str) -> pa.Table | None:
     """Ids kept out of the candidates with their reason: the labeled set, earlier selections."""
     parts = []
     if config.labeled.path:
-        ids = read_ids(config.labeled.path, config.labeled.format, name="labeled.path")
+        ids = read_ids(config.labeled.path, config.labeled.format, name="labeled.path",
+                       storage_options=config.labeled_storage_options())
         parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
     if config.labeled.exclude_previous_runs:
         ids = previously_selected_ids(lake, run_id)
