@@ -197,6 +197,8 @@ _EMBEDDING_STRATEGIES = ("diversity", "similarity", "typicality")
 class QueryConfig(_Section):
     path: str | None = Field(None, description="Table with an `embedding` column (list of floats) to be close to.")
     format: Literal["parquet", "delta"] = Field("parquet", description="Format of the query table.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Object-store options of the query table (as the pool's).")
     ids: list[str] = Field(default_factory=list, description="Ids of this run's pool whose embeddings are queries.")
 
 

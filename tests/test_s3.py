@@ -153,3 +153,14 @@ def test_the_whole_pipeline_with_pool_and_lake_on_s3(s3, ray_session, spark, dem
     assert summary.filtered_by_reason["labeled"] == pc.sum(pc.is_in(pool.column("id"), labeled)).as_py()
     assert not fs.get_file_info(pa.fs.FileSelector("lake/e2e/lake/_staging", recursive=True,
                                                    allow_not_found=True))
+
+
+def test_similarity_query_table_on_s3(s3):
+    from alray.config import StrategyConfig
+    from alray.stages.select import _query_embeddings
+
+    pq.write_table(pa.table({"embedding": [[1.0, 2.0], [3.0, 4.0]]}), "lake/queries/part-0.parquet",
+                   filesystem=s3_filesystem(s3))
+    entry = StrategyConfig(input="embeddings", strategy="similarity",
+                           query={"path": "s3://lake/queries", "storage_options": s3})
+    assert _query_embeddings(entry, features=None).tolist() == [[1.0, 2.0], [3.0, 4.0]]

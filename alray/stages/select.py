@@ -324,10 +324,11 @@ def _query_embeddings(entry: StrategyConfig, features: DataFrame) -> np.ndarray:
     if query.path:
         from alray.lake import parquet_dataset, table_files, table_schema
 
-        if "embedding" not in table_schema(query.path, query.format, name="query.path").names:
+        options = query.storage_options or None
+        if "embedding" not in table_schema(query.path, query.format, name="query.path", storage_options=options).names:
             raise InputError(f"query.path: {query.path}: missing required column 'embedding'")
-        table = parquet_dataset(table_files(query.path, query.format, name="query.path")).to_table(
-            columns=["embedding"])
+        files = table_files(query.path, query.format, name="query.path", storage_options=options)
+        table = parquet_dataset(files, storage_options=options).to_table(columns=["embedding"])
     else:
         table = _sorted_by_id(features.filter(F.col("id").isin(query.ids)))
     if table.num_rows == 0:
