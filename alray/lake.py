@@ -936,13 +936,19 @@ def check_pool_schema(schema: pa.Schema, path: str) -> str:
     return payload
 
 
+def read_column(path: str, fmt: str, column: str, *, name: str,
+                storage_options: StorageOptions = None) -> pa.ChunkedArray:
+    """One column of a small table (parquet or Delta) such as the labeled set or a query table."""
+    schema = table_schema(path, fmt, name=name, storage_options=storage_options)
+    if column not in schema.names:
+        raise InputError(f"{name}: {path}: missing required column {column!r}")
+    files = table_files(path, fmt, name=name, storage_options=storage_options)
+    return parquet_dataset(files, storage_options=storage_options).to_table(columns=[column]).column(column)
+
+
 def read_ids(path: str, fmt: str, *, name: str, storage_options: StorageOptions = None) -> pa.Array:
     """The ``id`` column of a small table such as the labeled set."""
-    schema = table_schema(path, fmt, name=name, storage_options=storage_options)
-    if "id" not in schema.names:
-        raise InputError(f"{name}: {path}: missing required column 'id'")
-    files = table_files(path, fmt, name=name, storage_options=storage_options)
-    ids = parquet_dataset(files, storage_options=storage_options).to_table(columns=["id"]).column("id")
+    ids = read_column(path, fmt, "id", name=name, storage_options=storage_options)
     return ids.combine_chunks().cast(pa.string())
 
 

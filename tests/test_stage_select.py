@@ -335,3 +335,13 @@ def test_unknown_strategy_input_is_a_config_error(spark, tmp_path, features):
     with pytest.raises(ConfigError, match=r"selection\.strategies\.1: no column 'nonsense'"):
         select(tmp_path, features, n_samples=3, strategies=[
             {"input": "embeddings", "strategy": "diversity"}, {"input": "nonsense", "strategy": "weights"}])
+
+
+def test_a_query_table_without_embeddings_is_a_clear_error(tmp_path):
+    from alray.config import StrategyConfig
+    from alray.stages.select import _query_embeddings
+
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "q.parquet")
+    entry = StrategyConfig(input="embeddings", strategy="similarity", query={"path": str(tmp_path / "q.parquet")})
+    with pytest.raises(InputError, match=r"query\.path: .*q\.parquet: missing required column 'embedding'"):
+        _query_embeddings(entry, features=None)

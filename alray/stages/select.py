@@ -322,13 +322,10 @@ def _query_embeddings(entry: StrategyConfig, features: DataFrame) -> np.ndarray:
     query = entry.query
     assert query is not None  # the config validator requires it
     if query.path:
-        from alray.lake import parquet_dataset, table_files, table_schema
+        from alray.lake import read_column
 
-        options = query.storage_options or None
-        if "embedding" not in table_schema(query.path, query.format, name="query.path", storage_options=options).names:
-            raise InputError(f"query.path: {query.path}: missing required column 'embedding'")
-        files = table_files(query.path, query.format, name="query.path", storage_options=options)
-        table = parquet_dataset(files, storage_options=options).to_table(columns=["embedding"])
+        table = pa.table({"embedding": read_column(query.path, query.format, "embedding", name="query.path",
+                                                   storage_options=query.storage_options or None)})
     else:
         table = _sorted_by_id(features.filter(F.col("id").isin(query.ids)))
     if table.num_rows == 0:
