@@ -900,13 +900,18 @@ def open_delta(path: str, *, version: int | None = None, name: str = "pool.path"
     return DeltaSnapshot(schema, files, [{c: values[c][i] for c in columns} for i in range(len(files))])
 
 
-def table_schema(path: str, fmt: str, *, version: int | None = None, name: str = "pool.path",
-                 storage_options: StorageOptions = None) -> pa.Schema:
-    """Arrow schema of an input table."""
+def open_table(path: str, fmt: str, *, version: int | None = None, name: str = "pool.path",
+               storage_options: StorageOptions = None, folders: bool = True) -> tuple[pa.Schema, list[str]]:
+    """Arrow schema and files of an input table (parquet or Delta), from one listing or one open.
+
+    ``folders`` as in :func:`table_files`; the schema is read from the first file's footer.
+    """
     if fmt == "delta":
-        return open_delta(path, version=version, name=name, storage_options=storage_options).schema
+        snapshot = open_delta(path, version=version, name=name, storage_options=storage_options)
+        return snapshot.schema, snapshot.files
+    files = _expand_parquet(path, storage_options, folders=folders)
     try:
-        return parquet_dataset(_expand_parquet(path, storage_options), storage_options=storage_options).schema
+        return parquet_dataset(files, storage_options=storage_options).schema, files
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{name}: {path}: not a readable parquet table ({str(exc).splitlines()[0]})") from None
 
@@ -939,10 +944,9 @@ def check_pool_schema(schema: pa.Schema, path: str) -> str:
 def read_column(path: str, fmt: str, column: str, *, name: str,
                 storage_options: StorageOptions = None) -> pa.ChunkedArray:
     """One column of a small table (parquet or Delta) such as the labeled set or a query table."""
-    schema = table_schema(path, fmt, name=name, storage_options=storage_options)
+    schema, files = open_table(path, fmt, name=name, storage_options=storage_options)
     if column not in schema.names:
         raise InputError(f"{name}: {path}: missing required column {column!r}")
-    files = table_files(path, fmt, name=name, storage_options=storage_options)
     return parquet_dataset(files, storage_options=storage_options).to_table(columns=[column]).column(column)
 
 

@@ -16,6 +16,7 @@ from alray.lake import (
     Lake,
     check_pool_schema,
     commit_files,
+    open_table,
     parquet_commit_files,
     parquet_read_run,
     parquet_replace_run,
@@ -26,7 +27,6 @@ from alray.lake import (
     reshape_parquet,
     run_files,
     table_files,
-    table_schema,
 )
 
 
@@ -82,7 +82,8 @@ def test_parquet_and_delta_inputs(tmp_path):
     data = pa.table({"id": ["a", "b"], "image": pa.array([b"1", b"2"], pa.binary())})
     (tmp_path / "folder").mkdir()
     pq.write_table(data, tmp_path / "folder" / "part-0.parquet")
-    assert table_schema(str(tmp_path / "folder"), "parquet").names == ["id", "image"]
+    schema, files = open_table(str(tmp_path / "folder"), "parquet", folders=False)
+    assert schema.names == ["id", "image"] and files == [str(tmp_path / "folder/part-0.parquet")]
     assert table_files(str(tmp_path / "folder" / "*.parquet"), "parquet") == [str(tmp_path / "folder/part-0.parquet")]
     assert read_ids(str(tmp_path / "folder"), "parquet", name="labeled.path").to_pylist() == ["a", "b"]
     from deltalake import write_deltalake

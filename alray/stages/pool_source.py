@@ -30,9 +30,9 @@ from alray.lake import (
     filesystem_for,
     open_catalog,
     open_delta,
+    open_table,
     refuse_delete_files,
     table_files,
-    table_schema,
 )
 
 if TYPE_CHECKING:
@@ -72,8 +72,7 @@ def open_pool(pool: PoolConfig) -> PoolSource:
     options = pool.storage_options or None
     partitions: list[dict[str, Any]] = []
     if pool.format == "parquet":
-        schema = table_schema(pool.path, pool.format, storage_options=options)
-        files = table_files(pool.path, pool.format, storage_options=options, folders=False)
+        schema, files = open_table(pool.path, pool.format, storage_options=options, folders=False)
     elif pool.format == "delta":
         snapshot = open_delta(pool.path, version=pool.version, storage_options=options)
         schema, files, partitions = snapshot.schema, snapshot.files, snapshot.partitions
