@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alray.errors import ConfigError
+from alray.payloads import DEFAULT_MAX_IMAGE_PIXELS
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -142,6 +143,12 @@ class ScoreConfig(_Section):
     num_actors: int = Field(1, ge=1, description="Scoring actors (one model copy each).")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per scoring actor.")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per scoring actor; 0 scores on CPU.")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS, ge=1,
+        description="Largest image decoded whole (width x height). A larger JPEG is decoded reduced by 2, 4 or 8 "
+        "(DCT scaling) to fit; any other larger image is rejected with its size. A scoring actor's decoding "
+        "then holds at most about 8 bytes per pixel of this (400 MB at the default 50 MP) beside its model.",
+    )
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail the run when more than this fraction of the pool is rejected."
     )

@@ -13,7 +13,16 @@ import pyarrow as pa
 import torch
 
 from alray.models import Prediction, TaskModel, id_keys, mc_predict
-from alray.payloads import PayloadError, TextEncoder, decode_image, feature_vector, read_uri, text_value
+from alray.payloads import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    PayloadError,
+    TextEncoder,
+    decode_image,
+    feature_vector,
+    max_image_bytes,
+    read_uri,
+    text_value,
+)
 from alray.quality import QUALITY_COLUMNS
 from alray.scoring import all_scores_torch
 
@@ -60,6 +69,7 @@ class ScoringOptions:
     run_id: str
     device: str = "cpu"
     head_only: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 def _list_column(rows: np.ndarray, ok: np.ndarray) -> pa.Array:
@@ -138,8 +148,10 @@ def _model_inputs(model: TaskModel, batch: pa.Table, options: ScoringOptions,
             if options.payload == "features":
                 decoded.inputs.append(feature_vector(value, n_features=model.n_features))
             else:
-                data = read_uri(value) if options.payload == "uri" else value
-                image = decode_image(data, channels=model.in_channels, size=model.image_size)
+                data = (read_uri(value, max_bytes=max_image_bytes(options.max_image_pixels)) if options.payload == "uri"
+                        else value)
+                image = decode_image(data, channels=model.in_channels, size=model.image_size,
+                                     max_pixels=options.max_image_pixels)
                 decoded.inputs.append(image.pixels)
                 for name in IMAGE_COLUMNS:
                     decoded.quality[name][i] = image.quality[name]

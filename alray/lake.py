@@ -129,6 +129,16 @@ class Lake:
             return parquet_commit_files(self.table(name), files, run_id, storage_options=self.storage_options)
         return commit_files(self.table(name), files, run_id, schema=schema, storage_options=self.storage_options)
 
+    def delete_run(self, name: str, run_id: str) -> None:
+        """Remove ``run_id``'s rows of table ``name`` in one commit; nothing happens when it has none."""
+        if self.format == "iceberg":
+            iceberg_delete_run(self._iceberg(name), run_id)
+        elif self.format == "parquet":
+            delete_dir(_join(self.table(name), f"run_id={_checked_run_id(run_id)}"),
+                       storage_options=self.storage_options)
+        else:
+            delete_run(self.table(name), run_id, storage_options=self.storage_options)
+
     def keeps_run_id_in_files(self) -> bool:
         """Whether committed files carry the ``run_id`` column (Iceberg) or take it from their path."""
         return self.format == "iceberg"
@@ -185,11 +195,15 @@ def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts]) if "://" in root else os.path.join(root, *parts)
 
 
-def _run_predicate(run_id: str) -> str:
-    # The run id is validated to a safe alphabet, so quoting it in the predicate cannot break out.
+def _checked_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id):
         raise ValueError(f"run_id: unsafe run id {run_id!r}")
-    return f"run_id = '{run_id}'"
+    return run_id
+
+
+def _run_predicate(run_id: str) -> str:
+    # The run id is validated to a safe alphabet, so quoting it in the predicate cannot break out.
+    return f"run_id = '{_checked_run_id(run_id)}'"
 
 
 # --- file systems --------------------------------------------------------------------------
@@ -296,6 +310,26 @@ def replace_run(
             if attempt + 1 >= attempts or not _is_conflict(exc):
                 raise
             _backoff(attempt)
+
+
+def delete_run(table_path: str, run_id: str, *, storage_options: StorageOptions = None) -> None:
+    """Remove the rows of ``run_id`` from a Delta table in one commit (none when it has no such rows)."""
+    predicate = _run_predicate(run_id)
+    try:
+        table = _delta(table_path, storage_options)
+    except TableNotFoundError:
+        return
+    if not table.file_uris(file_pruning_predicate=predicate):
+        return
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            table.delete(predicate, commit_properties=CommitProperties(max_commit_retries=50))
+            return
+        except (CommitFailedError, DeltaError) as exc:
+            if attempt + 1 >= COMMIT_ATTEMPTS or not _is_conflict(exc):
+                raise
+            _backoff(attempt)
+            table = _delta(table_path, storage_options)
 
 
 def read_run(table_path: str, run_id: str, columns: list[str] | None = None, *,
@@ -688,6 +722,15 @@ def iceberg_commit_files(target: IcebergTarget, files: list[str], run_id: str, *
 
     _iceberg_commit(target, incoming, write)
     return _rows(staged)
+
+
+def iceberg_delete_run(target: IcebergTarget, run_id: str) -> None:
+    """Remove the rows of ``run_id`` from an Iceberg table in one snapshot (none when it does not exist)."""
+    table = target.load()
+    if table is None:
+        return
+    run_filter = _iceberg_run_filter(run_id)
+    _iceberg_commit(target, table.schema().as_arrow(), lambda transaction: transaction.delete(run_filter))
 
 
 def iceberg_read_run(target: IcebergTarget, run_id: str | None, columns: list[str] | None = None, *,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from alray.errors import InputError
-from alray.quality import channel_stats, image_quality
+from alray.quality import STRIP_PIXELS, image_statistics
 
 # Texts longer than this are cut before encoding: the encoder truncates at its own limit anyway
 # (256 word pieces for all-MiniLM-L6-v2), and a huge cell should not stall a batch.
@@ -24,52 +26,190 @@ class PayloadError(ValueError):
     """A row's payload cannot be used; the message is the reject reason."""
 
 
+# Pixels an image may have before it is decoded reduced or rejected (score.max_image_pixels):
+# 50 MP covers 8K frames and the sensors of most cameras; a scoring actor's decode then holds
+# at most about 8 bytes a pixel (400 MB) beside its model.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
+# JPEG decoders scale by these factors while decoding (DCT scaling, Pillow's draft mode).
+_JPEG_SCALES = (1, 2, 4, 8)
+
+# Pillow's bomb check reads a module global; it is lifted only while this lock is held, for the
+# header read, so that max_pixels (not Pillow's own limit) decides, and JPEGs can be reduced.
+_OPEN_LOCK = threading.Lock()
+
+
 @dataclass
 class DecodedImage:
-    """A model-ready image (C, S, S) in 0..1 and the quality metrics of the original pixels."""
+    """A model-ready image (C, S, S) in 0..1 and what the original pixels measure.
+
+    ``quality`` holds the :data:`~alray.quality.QUALITY_COLUMNS` and ``size_in_bytes``;
+    ``channel_mean`` and ``channel_std`` hold three values (R, G, B in 0..1) for every image,
+    grayscale ones included. ``reduced_by`` is the factor a large JPEG was decoded reduced by
+    (1 when decoded whole); width and height are those of the pixels measured.
+    """
 
     pixels: np.ndarray
     quality: dict[str, float] = field(default_factory=dict)
     channel_mean: list[float] = field(default_factory=list)
     channel_std: list[float] = field(default_factory=list)
+    reduced_by: int = 1
 
 
-def decode_image(data: bytes | None, *, channels: int, size: int) -> DecodedImage:
+def _open(data: bytes) -> Image.Image:
+    with _OPEN_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _within_limit(image: Image.Image, max_pixels: int) -> int:
+    """Make ``image`` decode to at most ``max_pixels``: the JPEG scale used, or PayloadError."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return 1
+    if image.format in ("JPEG", "MPO"):
+        for scale in _JPEG_SCALES[1:]:
+            if -(-width // scale) * -(-height // scale) <= max_pixels:
+                image.draft(image.mode, (width // scale, height // scale))
+                if image.size[0] * image.size[1] <= max_pixels:
+                    return scale
+                break
+    raise PayloadError(f"image: {width}x{height} pixels ({width * height:,}) exceed score.max_image_pixels "
+                       f"{max_pixels:,}" + (" even at 1/8 scale" if image.format in ("JPEG", "MPO") else ""))
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """The image as 8-bit ``L`` (grayscale modes) or ``RGB`` (all others; alpha is dropped).
+
+    High bit depths are scaled, not clipped as Pillow's own conversion does: ``I;16`` by
+    255/65535; ``I`` and ``F`` by their range (``I`` within 0..255 and ``F`` within 0..1 or
+    0..255 are taken as they are, ``I`` within 0..65535 as 16-bit, anything else min-max).
+    """
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode in ("1", "LA", "La"):
+        return image.convert("L")
+    if not (mode.startswith("I") or mode == "F"):
+        return image.convert("RGB")
+    extrema: Any = image.getextrema()  # (low, high) for a single-band image
+    low, high = float(extrema[0]), float(extrema[1])
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low, high = _finite_range(image)
+    if mode.startswith("I;16"):
+        offset, scale = 0.0, 255.0 / 65535.0
+    elif mode == "F" and low >= 0.0 and high <= 1.0:
+        offset, scale = 0.0, 255.0
+    elif low >= 0.0 and high <= 255.0:
+        offset, scale = 0.0, 1.0
+    elif mode.startswith("I") and low >= 0.0 and high <= 65535.0:
+        offset, scale = 0.0, 255.0 / 65535.0
+    else:
+        offset, scale = low, 255.0 / (high - low) if high > low else 0.0
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    step = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        strip = np.asarray(image.crop((0, top, width, min(height, top + step))), dtype=np.float64)
+        strip = np.nan_to_num((strip - offset) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        out[top: top + strip.shape[0]] = np.clip(np.rint(strip), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def _finite_range(image: Image.Image) -> tuple[float, float]:
+    # A float image with NaN or Inf (no-data cells): the range of its finite values.
+    width, height = image.size
+    low, high = np.inf, -np.inf
+    step = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        strip = np.asarray(image.crop((0, top, width, min(height, top + step))), dtype=np.float64)
+        finite = strip[np.isfinite(strip)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return (low, high) if low <= high else (0.0, 0.0)
+
+
+def decode_image(data: bytes | None, *, channels: int, size: int,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> DecodedImage:
     """Decode encoded image bytes for a model taking ``channels`` x ``size`` x ``size`` inputs.
 
-    Raises PayloadError with the reason when the bytes are empty, truncated or not an image.
+    Any Pillow mode (1, L, LA, P, PA, RGB, RGBA, CMYK, YCbCr, I;16, I, F, ...) and format is
+    turned into 8-bit grayscale or RGB (see :func:`_to_8bit`), the first frame of animations,
+    upright by its EXIF orientation. An image of more than ``max_pixels`` pixels is decoded
+    reduced when it is a JPEG (by 2, 4 or 8, to fit) and rejected otherwise, before its pixels
+    are decoded, so decoding holds at most about 8 bytes per pixel of ``max_pixels``.
+
+    Raises PayloadError with the reason when the bytes are empty, truncated, not an image or too large.
     """
     if data is None or len(data) == 0:
         raise PayloadError("image: empty payload")
+    opened: Image.Image | None = None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            original = np.asarray(image.convert("RGB" if image.mode not in ("L", "I;16", "I", "F") else "L"))
-            converted = image.convert("L" if channels == 1 else "RGB")
+        with warnings.catch_warnings():
+            # max_pixels is the limit; Pillow's bomb warnings and palette notes are not errors.
+            warnings.simplefilter("ignore")
+            opened = _open(data)
+            reduced_by = _within_limit(opened, max_pixels)
+            opened.load()
+            ImageOps.exif_transpose(opened, in_place=True)
+            canonical = _to_8bit(opened)
+            if canonical is not opened:
+                opened.close()  # at most two copies of the pixels are ever held
+            width, height = canonical.size
+            stats = image_statistics(
+                lambda a, b: np.asarray(canonical.crop((0, a, width, b))), height=height, width=width)
+            model_mode = "L" if channels == 1 else "RGB"
+            converted = canonical if canonical.mode == model_mode else canonical.convert(model_mode)
             resized = converted.resize((size, size), Image.Resampling.BILINEAR)
+    except PayloadError:
+        raise
     except UnidentifiedImageError:
         raise PayloadError("image: not a decodable image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise PayloadError(f"image: too large to decode ({str(exc).splitlines()[0][:120]})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise PayloadError(f"image: corrupt or truncated ({str(exc).splitlines()[0][:80]})") from None
+    finally:
+        if opened is not None:
+            opened.close()
     array = np.asarray(resized, dtype=np.float32) / 255.0
     pixels = array[None, :, :] if channels == 1 else array.transpose(2, 0, 1)
-    mean, std = channel_stats(original)
-    quality = image_quality(original)
+    quality = dict(stats.quality)
     quality["size_in_bytes"] = float(len(data))
-    return DecodedImage(pixels=np.ascontiguousarray(pixels), quality=quality, channel_mean=mean, channel_std=std)
+    return DecodedImage(pixels=np.ascontiguousarray(pixels), quality=quality, channel_mean=stats.channel_mean,
+                        channel_std=stats.channel_std, reduced_by=reduced_by)
 
 
-def read_uri(uri: str | None) -> bytes:
-    """Bytes of a local path or any URI pyarrow's file systems open (s3://, gs://, file://...)."""
+def max_image_bytes(max_pixels: int) -> int:
+    """The largest encoded image read for ``max_pixels``: 8 bytes a pixel (uncompressed 16-bit RGBA)
+    and 16 MiB of metadata; a larger file cannot be an image within the limit."""
+    return 8 * max_pixels + (16 << 20)
+
+
+def read_uri(uri: str | None, *, max_bytes: int | None = None) -> bytes:
+    """Bytes of a local path or any URI pyarrow's file systems open (s3://, gs://, file://...).
+
+    A file larger than ``max_bytes`` is refused before it is read (PayloadError naming its size).
+    """
     if not uri:
         raise PayloadError("uri: empty")
     try:
         filesystem, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-        with filesystem.open_input_stream(path) as stream:
-            return bytes(stream.read())
+        with filesystem.open_input_file(path) as handle:
+            size = handle.size()
+            if max_bytes is not None and size > max_bytes:
+                raise PayloadError(f"uri: {uri} is {size:,} bytes, more than an image within "
+                                   f"score.max_image_pixels can be ({max_bytes:,})")
+            return bytes(handle.read())
     except FileNotFoundError:
         raise PayloadError(f"uri: file not found: {uri}") from None
     except (OSError, ValueError, TypeError) as exc:  # pyarrow raises these for unknown schemes and I/O
+        if isinstance(exc, PayloadError):
+            raise
         raise PayloadError(f"uri: cannot read {uri} ({str(exc).splitlines()[0][:80]})") from None
 
 

@@ -124,6 +124,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
         else:
             summary.counts.update(_previous_counts(lake, run_id))
+            summary.stages_completed.append("score")  # by an earlier `alray score` of this run
         if "select" in stages:
             with progress.stage("select"):
                 selected = run_select(config, run_id, lake, progress, run_time=started)
@@ -135,8 +136,14 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.stages_completed.append("select")
         summary.status = "succeeded"
     except BaseException as exc:
-        summary.status = "failed"
+        # A failed run leaves none of its rows; an interrupted one (Ctrl-C, a scheduler's stop)
+        # keeps those of the stages it finished, so that a rerun resumes after them.
+        interrupted = not isinstance(exc, Exception)
+        summary.status = "interrupted" if interrupted else "failed"
         summary.error = str(exc).splitlines()[0] if isinstance(exc, AlrayError) and str(exc) else repr(exc)[:500]
+        _remove_rows(lake, run_id, stages, keep=summary.stages_completed if interrupted else [])
+        if not interrupted:
+            summary.stages_completed = [s for s in summary.stages_completed if s not in stages]
         raise
     finally:
         summary.timings = {**progress.timings, "total_s": round(time.perf_counter() - begin, 3)}
@@ -146,11 +153,24 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     return summary
 
 
+# The tables each stage writes for its run.
+STAGE_TABLES = {"score": ("features", "rejects"), "select": ("ranking",)}
+
+
+def _remove_rows(lake: Lake, run_id: str, stages: tuple[str, ...], *, keep: list[str]) -> None:
+    """Remove ``run_id``'s rows of the tables that ``stages`` write, but for the stages in ``keep``."""
+    for stage in stages:
+        if stage not in keep:
+            for name in STAGE_TABLES[stage]:
+                lake.delete_run(name, run_id)
+
+
 def _resumable_score(lake: Lake, run_id: str, config: Config) -> dict[str, int] | None:
     """Counts of an earlier attempt of this run that finished scoring but not the whole run.
 
     Only an attempt whose pool, model, scoring settings and seed were the same counts (other
-    settings, such as the selection's, may differ); a run that succeeded whole is redone.
+    settings, such as the selection's, may differ), and only one that was killed, interrupted or
+    scored alone: a failed run removed its rows, and a run that succeeded whole is redone.
     """
     try:
         rows = lake.read_run("runs", run_id).to_pylist()
@@ -166,8 +186,8 @@ def _resumable_score(lake: Lake, run_id: str, config: Config) -> dict[str, int] 
         return None
     if not same_features or "score" not in done or row.get("n_pool") is None:
         return None
-    if row.get("status") == "succeeded" and "select" in done:
-        return None
+    if row.get("status") == "failed" or (row.get("status") == "succeeded" and "select" in done):
+        return None  # a failed run left no rows; a run that succeeded whole is redone
     return {"pool": int(row["n_pool"]), "rejected": int(row["n_rejected"] or 0)}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -96,6 +97,74 @@ def open_pool(pool: PoolConfig) -> PoolSource:
         filesystem = filesystem_for(files[0], options)[0]
         files = [filesystem_for(f, options)[1] for f in files]
     return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
+
+
+def check_pool_ids(source: PoolSource) -> int:
+    """Check the pool's ids from its ``id`` column alone, before any scoring; return the row count.
+
+    Raises InputError naming up to three rows with an empty id (null, or only whitespace) or up
+    to three duplicated ids. The column is streamed file by file and only a 64-bit hash per row
+    is kept (8 bytes a row); ids whose hashes collide are compared in a second pass.
+    """
+    import numpy as np
+
+    hashes: list[np.ndarray] = []
+    empty_rows: list[int] = []
+    n_empty = 0
+    position = 0
+    for ids in _id_batches(source):
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(ids), ""), True)
+        if pc.any(blank).as_py():
+            rows = np.flatnonzero(blank.to_numpy(zero_copy_only=False))
+            n_empty += len(rows)
+            empty_rows.extend(int(position + r) for r in rows[: 3 - len(empty_rows)])
+        hashes.append(_hash_ids(ids))
+        position += len(ids)
+    if n_empty:
+        shown = ", ".join(str(r) for r in empty_rows)
+        raise InputError(f"pool {source.path}: {n_empty} row(s) with an empty id (row {shown}, counted from 0); "
+                         "every row needs a non-empty id")
+    if not hashes:
+        return 0
+    ordered = np.sort(np.concatenate(hashes))
+    colliding = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if colliding.size:
+        duplicates = _duplicated_ids(source, colliding)
+        if duplicates:
+            shown = ", ".join(repr(i) for i in duplicates[:3])
+            raise InputError(f"pool {source.path}: {len(duplicates)} duplicate id(s) ({shown}); ids must be unique")
+    return position
+
+
+def _id_batches(source: PoolSource) -> Iterator[pa.Array]:
+    fmt: pads.FileFormat | str = _listing_format(source.format) if source.format in ("csv", "jsonl") else "parquet"
+    try:
+        dataset = pads.dataset(source.files, format=fmt, filesystem=source.filesystem)
+        for batch in dataset.to_batches(columns=["id"]):
+            yield batch.column(0).cast(pa.string())
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"pool {source.path}: cannot read the id column ({str(exc).splitlines()[0][:120]})") from None
+
+
+def _hash_ids(ids: pa.Array) -> Any:
+    import pandas as pd
+
+    return pd.util.hash_array(ids.to_numpy(zero_copy_only=False).astype(object), categorize=False)
+
+
+def _duplicated_ids(source: PoolSource, colliding: Any) -> list[str]:
+    """The ids, in pool order, that occur more than once among those whose hash is in ``colliding``."""
+    import numpy as np
+
+    seen: set[str] = set()
+    duplicates: dict[str, None] = {}
+    for ids in _id_batches(source):
+        candidates = ids.filter(pa.array(np.isin(_hash_ids(ids), colliding)))
+        for value in candidates.to_pylist():
+            if value in seen:
+                duplicates.setdefault(value)
+            seen.add(value)
+    return list(duplicates)
 
 
 def block_rows_for(source: PoolSource, batch_size: int) -> int:

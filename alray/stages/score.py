@@ -26,7 +26,7 @@ from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
 from alray.stages.commit import ScoreResult, commit_features
-from alray.stages.pool_source import PoolSource, block_rows_for, open_pool, read_pool
+from alray.stages.pool_source import PoolSource, block_rows_for, check_pool_ids, open_pool, read_pool
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
@@ -67,6 +67,7 @@ def check_inputs(config: Config) -> tuple[PoolSource, str]:
     """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload."""
     pool = config.pool
     source = open_pool(pool)
+    check_pool_ids(source)
     schema, payload = source.schema, source.payload
     clashes = sorted((set(schema.names) - {"id", payload}) & RESERVED_COLUMNS)
     if clashes:
@@ -106,7 +107,7 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
     score = config.score
     check_actor_cpus(config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=config.run.seed, run_id=run_id,
-                             head_only=score.mc_mode == "head")
+                             head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
     progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "
