@@ -116,7 +116,7 @@ def test_a_scoring_actors_peak_memory_stays_within_the_pixel_limit(ray_session, 
 
 @pytest.fixture(scope="module")
 def photo_pool(tmp_path_factory, checkpoint):
-    """500 real-photo crops (50 grayscale), every mode and format, and hostile files: a parquet
+    """500 real-photo crops (200 grayscale), every mode and format, and hostile files: a parquet
     pool and the same images as files behind a CSV listing."""
     root = tmp_path_factory.mktemp("photos")
     images = {f"photo-{i:03d}.jpg": data for i, data in enumerate(photo_crops(500))}
