@@ -6,7 +6,7 @@ import io
 import math
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,23 +110,25 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         offset, scale = 0.0, 255.0 / 65535.0
     else:
         offset, scale = low, 255.0 / (high - low) if high > low else 0.0
-    width, height = image.size
-    out = np.empty((height, width), dtype=np.uint8)
-    step = max(1, STRIP_PIXELS // max(1, width))
-    for top in range(0, height, step):
-        strip = np.asarray(image.crop((0, top, width, min(height, top + step))), dtype=np.float64)
+    out = np.empty((image.size[1], image.size[0]), dtype=np.uint8)
+    for top, strip in _float_strips(image):
         strip = np.nan_to_num((strip - offset) * scale, nan=0.0, posinf=255.0, neginf=0.0)
         out[top: top + strip.shape[0]] = np.clip(np.rint(strip), 0, 255).astype(np.uint8)
     return Image.fromarray(out, mode="L")
 
 
-def _finite_range(image: Image.Image) -> tuple[float, float]:
-    # A float image with NaN or Inf (no-data cells): the range of its finite values.
+def _float_strips(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """The image's rows as float64 strips of about STRIP_PIXELS pixels: (first row, strip)."""
     width, height = image.size
-    low, high = np.inf, -np.inf
     step = max(1, STRIP_PIXELS // max(1, width))
     for top in range(0, height, step):
-        strip = np.asarray(image.crop((0, top, width, min(height, top + step))), dtype=np.float64)
+        yield top, np.asarray(image.crop((0, top, width, min(height, top + step))), dtype=np.float64)
+
+
+def _finite_range(image: Image.Image) -> tuple[float, float]:
+    # A float image with NaN or Inf (no-data cells): the range of its finite values.
+    low, high = np.inf, -np.inf
+    for _, strip in _float_strips(image):
         finite = strip[np.isfinite(strip)]
         if finite.size:
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
@@ -205,11 +207,11 @@ def read_uri(uri: str | None, *, max_bytes: int | None = None) -> bytes:
                 raise PayloadError(f"uri: {uri} is {size:,} bytes, more than an image within "
                                    f"score.max_image_pixels can be ({max_bytes:,})")
             return bytes(handle.read())
+    except PayloadError:
+        raise
     except FileNotFoundError:
         raise PayloadError(f"uri: file not found: {uri}") from None
     except (OSError, ValueError, TypeError) as exc:  # pyarrow raises these for unknown schemes and I/O
-        if isinstance(exc, PayloadError):
-            raise
         raise PayloadError(f"uri: cannot read {uri} ({str(exc).splitlines()[0][:80]})") from None
 
 

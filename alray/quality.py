@@ -144,17 +144,7 @@ def image_statistics(rows: Callable[[int, int], np.ndarray], *, height: int, wid
     return ImageStatistics(quality, channel_mean[:3], channel_std[:3])
 
 
-def image_quality(pixels: np.ndarray) -> dict[str, float]:
-    """Quality metrics of one image held whole: ``pixels`` (H, W) or (H, W, 3) in 0..255.
-
-    The same metrics as :func:`image_statistics`.
-    """
+def statistics_of(pixels: np.ndarray) -> ImageStatistics:
+    """:func:`image_statistics` of an image held whole: ``pixels`` (H, W) or (H, W, 3) in 0..255."""
     array = np.asarray(pixels)
-    return image_statistics(lambda a, b: array[a:b], height=array.shape[0], width=array.shape[1]).quality
-
-
-def channel_stats(pixels: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in 0..1 of (H, W) or (H, W, 3) pixels: three values each (R, G, B)."""
-    array = np.asarray(pixels)
-    stats = image_statistics(lambda a, b: array[a:b], height=array.shape[0], width=array.shape[1])
-    return stats.channel_mean, stats.channel_std
+    return image_statistics(lambda a, b: array[a:b], height=array.shape[0], width=array.shape[1])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from alray.quality import channel_stats, image_quality, laplacian_variance, to_gray
+from alray.quality import laplacian_variance, statistics_of, to_gray
 
 
 def test_flat_image():
-    quality = image_quality(np.full((16, 20), 128, dtype=np.uint8))
+    quality = statistics_of(np.full((16, 20), 128, dtype=np.uint8)).quality
     assert quality["sharpness"] == 0.0
     assert quality["luminance"] == pytest.approx(128 / 255)
     assert quality["contrast"] == 0.0
@@ -23,7 +23,7 @@ def test_blur_lowers_sharpness():
     rng = np.random.default_rng(0)
     sharp = (rng.random((32, 32)) * 255).astype(np.uint8)
     blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(2)))
-    assert image_quality(sharp)["sharpness"] > 10 * image_quality(blurred)["sharpness"]
+    assert statistics_of(sharp).quality["sharpness"] > 10 * statistics_of(blurred).quality["sharpness"]
 
 
 def test_laplacian_of_a_single_bright_pixel():
@@ -38,7 +38,8 @@ def test_rgb_luma_and_channel_stats():
     red = np.zeros((4, 4, 3), dtype=np.uint8)
     red[..., 0] = 255
     assert to_gray(red)[0, 0] == pytest.approx(0.2126 * 255)
-    mean, std = channel_stats(red)
+    stats = statistics_of(red)
+    mean, std = stats.channel_mean, stats.channel_std
     assert mean == pytest.approx([1.0, 0.0, 0.0]) and std == pytest.approx([0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="pixels"):
         to_gray(np.zeros((2, 2, 4)))
