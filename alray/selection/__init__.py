@@ -1,0 +1,1 @@
+"""The selection core: pure NumPy rounds, partitions and ranking that every engine runs."""
