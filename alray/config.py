@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from alray.errors import ConfigError
 from alray.payloads import DEFAULT_MAX_IMAGE_PIXELS
+from alray.strategies.base import EMBEDDINGS
+from alray.strategies.registry import get_strategy, strategy_names
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -193,12 +195,12 @@ class FilterConfig(_Section):
         return f"{self.column} {self.op} {json.dumps(self.value, default=str)}"
 
 
-UNCERTAINTY_SCORES = ("bald", "entropy", "margin", "least_confidence", "variation_ratio", "mean_std", "pred_loss")
-EMBEDDINGS, PREDICTIONS = "embeddings", "predictions"
-StrategyName = Literal["diversity", "weights", "threshold", "balance", "similarity", "typicality"]
 ThresholdOperation = Literal["bigger", "bigger_equal", "smaller", "smaller_equal"]
-THRESHOLD_OPS: dict[str, str] = {"bigger": ">", "bigger_equal": ">=", "smaller": "<", "smaller_equal": "<="}
-_EMBEDDING_STRATEGIES = ("diversity", "similarity", "typicality")
+
+
+def _registered_strategies(schema: dict[str, Any]) -> None:
+    # The JSON schema lists what the registry holds when the schema is made, plugins included.
+    schema["enum"] = list(strategy_names())
 
 
 class QueryConfig(_Section):
@@ -213,7 +215,9 @@ class StrategyConfig(_Section):
     """One entry of ``selection.strategies``: an input and what to do with it."""
 
     input: str = Field(description="`embeddings`, `predictions`, a score (bald, entropy, ...) or a metadata column.")
-    strategy: StrategyName = Field(description="diversity | weights | threshold | balance | similarity | typicality.")
+    strategy: str = Field(
+        description="A strategy of alray.strategies.registry: " + " | ".join(strategy_names()) + ".",
+        json_schema_extra=_registered_strategies)
     strength: float = Field(1.0, gt=0, description="Exponent of this objective in the product of objectives.")
     min_distance: float | None = Field(
         None, ge=0, description="diversity: stop once every candidate is closer than this to a selected one.")
@@ -228,27 +232,26 @@ class StrategyConfig(_Section):
     reference_size: int = Field(4096, ge=2, description="typicality knn: candidates sampled as neighbours.")
     n_clusters: int = Field(32, ge=1, description="typicality kmeans: clusters.")
 
+    @field_validator("strategy")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        get_strategy(value)
+        return value
+
     @model_validator(mode="after")
     def _fields_fit_strategy(self) -> StrategyConfig:
+        strategy = get_strategy(self.strategy)
         name = self.strategy
-        if name in _EMBEDDING_STRATEGIES and self.input != EMBEDDINGS:
+        if strategy.inputs == "embeddings" and self.input != EMBEDDINGS:
             raise ValueError(f"strategy {name!r} needs input 'embeddings', got {self.input!r}")
-        if name not in _EMBEDDING_STRATEGIES and self.input == EMBEDDINGS:
+        if strategy.inputs != "embeddings" and self.input == EMBEDDINGS:
             raise ValueError(f"strategy {name!r} takes a score, a metadata column or predictions, not embeddings")
-        if name == "threshold" and (self.threshold is None or self.operation is None):
-            raise ValueError("strategy 'threshold' needs threshold and operation")
-        if name == "similarity" and (self.query is None or (self.query.path is None and not self.query.ids)):
-            raise ValueError("strategy 'similarity' needs query.path or query.ids")
-        if name == "balance" and isinstance(self.target, dict) and (
-                not self.target or any(v < 0 for v in self.target.values()) or sum(self.target.values()) <= 0):
-            raise ValueError("balance target: expected non-negative shares with a positive sum")
-        if name == "weights" and self.input == PREDICTIONS:
-            raise ValueError("strategy 'weights' takes a numeric score or column, not predictions")
+        strategy.check(self)
         return self
 
     def label(self) -> str:
         """Short name used in the ranking's parts, e.g. ``weights:bald``."""
-        return f"{self.strategy}:{self.input}" if self.input != EMBEDDINGS else self.strategy
+        return get_strategy(self.strategy).label(self)
 
 
 def _default_strategies() -> list[StrategyConfig]:
@@ -281,13 +284,14 @@ class SelectionConfig(_Section):
     def _consistent(self) -> SelectionConfig:
         if self.n_samples is not None and self.proportion_samples is not None:
             raise ValueError("give n_samples or proportion_samples, not both")
-        diversity = [s for s in self.strategies if s.strategy == "diversity"]
+        roles = [get_strategy(s.strategy).role for s in self.strategies]
+        diversity = [s for s, role in zip(self.strategies, roles, strict=True) if role == "diversity"]
         if len(diversity) > 1:
             raise ValueError("at most one diversity strategy")
         if self.n_samples is None and self.proportion_samples is None and not (
                 diversity and diversity[0].min_distance):
             raise ValueError("needs a stop: n_samples, proportion_samples or a diversity min_distance")
-        if len([s for s in self.strategies if s.strategy == "balance"]) > 1:
+        if roles.count("balance") > 1:
             raise ValueError("at most one balance strategy")
         if self.mode == "top_m" and (self.top_m is None or not diversity):
             raise ValueError("mode top_m needs top_m and a diversity strategy")

@@ -22,10 +22,8 @@ import pyarrow.compute as pc
 from alray.config import Config
 from alray.errors import InputError
 from alray.lake import Lake, parquet_dataset, read_ids, table_files
+from alray.tables import DRAWN_SCORES
 
-# Scores drawn as histograms, in this order, when the features table has them.
-SCORE_COLUMNS = ("entropy", "margin", "least_confidence", "variation_ratio", "bald", "mean_std", "pred_loss",
-                 "sharpness", "luminance", "contrast")
 FUNNEL = ("pool", "rejected", "filtered", "candidates", "selected")
 N_THUMBNAILS = 24
 
@@ -116,7 +114,7 @@ def funnel_figure(run: dict[str, Any]) -> str:
 def score_histograms(data: RunData) -> str | None:
     """One histogram per score: every scored row, with the selected overlaid (densities)."""
     plt = _pyplot()
-    columns = [c for c in SCORE_COLUMNS if c in data.features.schema.names
+    columns = [c for c in DRAWN_SCORES if c in data.features.schema.names
                and data.features.column(c).null_count < data.features.num_rows]
     if not columns:
         return None

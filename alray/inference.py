@@ -23,30 +23,8 @@ from alray.payloads import (
     read_uri,
     text_value,
 )
-from alray.quality import QUALITY_COLUMNS
 from alray.scoring import all_scores_torch
-
-SCORE_COLUMNS = ("entropy", "margin", "least_confidence", "variation_ratio", "bald", "mean_std")
-IMAGE_COLUMNS = (*QUALITY_COLUMNS, "size_in_bytes")
-REJECT_REASON = "_reject_reason"
-
-
-def features_schema(metadata: pa.Schema) -> pa.Schema:
-    """Schema of a scored batch: the features table of DESIGN.md, the pool metadata, a reject reason."""
-    floats = pa.list_(pa.float32())
-    fields = [
-        pa.field("run_id", pa.string()), pa.field("id", pa.string()),
-        pa.field("embedding", floats), pa.field("probs", floats), pa.field("pred", pa.int32()),
-        *[pa.field(name, pa.float64()) for name in SCORE_COLUMNS],
-        pa.field("pred_loss", pa.float64()),
-        *[pa.field(name, pa.float64()) for name in IMAGE_COLUMNS],
-        pa.field("channel_mean", floats), pa.field("channel_std", floats),
-    ]
-    return pa.schema([*fields, *metadata, pa.field(REJECT_REASON, pa.string())])
-
-
-RESERVED_COLUMNS = frozenset(features_schema(pa.schema([])).names)
-
+from alray.tables import IMAGE_COLUMNS, MC_SCORES, REJECT_REASON, features_schema
 
 # Which model input kind each payload column feeds.
 PAYLOAD_INPUT_KIND = {"image": "image", "uri": "image", "features": "features", "text": "text"}
@@ -226,7 +204,7 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         width = embedding.shape[1]
     else:
         embedding = np.zeros((0, width), dtype=np.float32)
-        scores = {name: np.zeros(0) for name in SCORE_COLUMNS}
+        scores = {name: np.zeros(0) for name in MC_SCORES}
         scores["probs"] = np.zeros((0, n_classes))
         scores["pred"] = np.zeros(0, dtype=np.int64)
     is_image = PAYLOAD_INPUT_KIND.get(options.payload) == "image"
@@ -239,7 +217,7 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         "embedding": _list_column(embedding, ok),
         "probs": _list_column(scores["probs"], ok),
         "pred": _column(scores["pred"].astype(np.int32), ok, pa.int32()),
-        **{name: _column(scores[name], ok, pa.float64()) for name in SCORE_COLUMNS},
+        **{name: _column(scores[name], ok, pa.float64()) for name in MC_SCORES},
         "pred_loss": (_column(pred_loss, ok, pa.float64()) if pred_loss is not None
                       else pa.nulls(len(ids), type=pa.float64())),
         **{name: _column(decoded.quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},

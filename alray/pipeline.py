@@ -17,17 +17,7 @@ from alray.config import Config, config_from_dict
 from alray.errors import AlrayError
 from alray.lake import Lake, ensure_dir
 from alray.progress import Progress
-
-RUNS_SCHEMA = pa.schema([
-    pa.field("run_id", pa.string()), pa.field("status", pa.string()),
-    pa.field("started_at", pa.timestamp("us", tz="UTC")), pa.field("finished_at", pa.timestamp("us", tz="UTC")),
-    pa.field("config", pa.string()), pa.field("config_hash", pa.string()),
-    pa.field("n_pool", pa.int64()), pa.field("n_rejected", pa.int64()), pa.field("n_filtered", pa.int64()),
-    pa.field("n_candidates", pa.int64()), pa.field("n_selected", pa.int64()),
-    pa.field("filtered_by_reason", pa.string()), pa.field("coverage_radius", pa.float64()),
-    pa.field("timings", pa.string()), pa.field("versions", pa.string()), pa.field("error", pa.string()),
-    pa.field("stages_completed", pa.string()),
-])
+from alray.tables import RUNS_SCHEMA
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:

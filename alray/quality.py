@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The image columns of alray.tables.SCORES that one decoded image measures (size_in_bytes aside).
 QUALITY_COLUMNS = ("sharpness", "luminance", "contrast", "snr", "uniform_row_ratio", "width", "height")
 
 # ITU-R BT.709 luma weights: the usual luminance of an RGB pixel.

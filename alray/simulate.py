@@ -5,12 +5,10 @@ back and a test set. From a random seed set, every round trains a model from scr
 labels revealed so far, measures its test accuracy, scores the rest of the pool with MC dropout
 and selects the next batch with each strategy, then reveals those labels.
 
-This is the single-machine path of the same algorithms ``alray run`` distributes: the scores are
-:func:`alray.scoring.all_scores` of :func:`alray.models.mc_predict` probabilities (masks from
-:func:`alray.models.dropout_masks_torch`, keyed by :func:`alray.models.id_keys`), and the picks
-are :func:`alray.strategies.select_local` with :func:`alray.strategies.minmax_objective` weights and
-:func:`alray.strategies.knn_typicality`, exactly what the Spark stage evaluates per partition. No
-Ray or Spark runs inside the loop.
+The scores are :func:`alray.scoring.all_scores` of :func:`alray.models.mc_predict` probabilities,
+and the picks come from :func:`alray.selection.local.select_table`: the registry's strategies
+and the selection core's rounds, with the Spark stage's partition hash, so a strategy picks here
+what ``alray run`` would pick from the same features. No Ray or Spark runs inside the loop.
 """
 
 from __future__ import annotations
@@ -26,13 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
+from alray.config import SelectionConfig
 from alray.errors import InputError
 from alray.models import FeatureMLP, id_keys, mc_predict
 from alray.scoring import all_scores
-from alray.simulate_config import SimulateConfig
-from alray.strategies import knn_typicality, minmax_objective, select_local
+from alray.selection.local import select_table
+from alray.selection.result import LABELED_REASON
+from alray.simulate_config import SimulateConfig, strategy_entries
+from alray.tables import MC_SCORES
 from alray.training import accuracy, train_classifier
 
 
@@ -47,32 +49,6 @@ class Dataset:
     y_test: np.ndarray
     ids: list[str]
     n_classes: int
-
-
-@dataclass(frozen=True)
-class SimStrategy:
-    """A strategy as the selection stage would run it: an objective and whether to diversify.
-
-    ``objective`` is a score of :func:`alray.scoring.all_scores` (a min-max scaled weight, as
-    ``strategy: weights``), ``"typicality"`` (knn typicality, as ``strategy: typicality``), or
-    None; ``diversity`` runs the weighted k-center with the labeled set as existing centres (as
-    ``strategy: diversity``), else the heaviest rows are taken by rank.
-    """
-
-    objective: str | None
-    diversity: bool
-
-
-# Config names to selections, in one place. The default of `alray run` is uncertainty_diversity.
-STRATEGIES: dict[str, SimStrategy | None] = {
-    "random": None,
-    "entropy": SimStrategy("entropy", diversity=False),
-    "margin": SimStrategy("margin", diversity=False),
-    "bald": SimStrategy("bald", diversity=False),
-    "coreset": SimStrategy(None, diversity=True),
-    "uncertainty_diversity": SimStrategy("bald", diversity=True),
-    "typicality": SimStrategy("typicality", diversity=True),
-}
 
 
 def _digits(config: SimulateConfig, seed: int) -> Dataset:
@@ -135,28 +111,37 @@ def _train(config: SimulateConfig, data: Dataset, labeled: np.ndarray, seed: int
 
 def select_batch(name: str, model: FeatureMLP, data: Dataset, keys: np.ndarray, labeled: np.ndarray,
                  n_select: int, *, config: SimulateConfig, seed: int) -> np.ndarray:
-    """Pool indices (n_select,) that strategy ``name`` picks among the unlabeled rows, in pick order."""
+    """Pool indices (n_select,) that strategy ``name`` picks among the unlabeled rows, in pick order.
+
+    The unlabeled rows become a features table (embeddings and every MC-dropout score), the
+    labeled rows its existing centres, and :func:`alray.selection.local.select_table` selects with
+    the strategies ``name`` stands for: the code path of ``alray run``'s selection stage.
+    """
     unlabeled = np.setdiff1d(np.arange(len(data.y_pool)), labeled)
-    strategy = STRATEGIES[name]
-    if strategy is None:
+    entries = strategy_entries(name, n_neighbors=config.n_neighbors)
+    if entries is None:
         return np.random.default_rng([seed, 7]).choice(unlabeled, size=n_select, replace=False)
     x = torch.as_tensor(data.x_pool[unlabeled])
     prediction = mc_predict(model, x, keys[unlabeled], n_samples=config.mc_samples, seed=seed)
-    embeddings = prediction.embedding.numpy().astype(np.float32)
-    objectives: list[tuple[np.ndarray, float]] = []
-    if strategy.objective == "typicality":
-        objectives.append((knn_typicality(embeddings, embeddings, n_neighbors=config.n_neighbors,
-                                          is_reference=np.ones(len(unlabeled), dtype=bool)), 1.0))
-    elif strategy.objective is not None:
-        values = all_scores(prediction.probs.numpy())[strategy.objective]
-        objectives.append((minmax_objective(values, float(values.min()), float(values.max())), 1.0))
-    labeled_embeddings = None
-    if strategy.diversity:
-        with torch.no_grad():
-            labeled_embeddings = model.embed(torch.as_tensor(data.x_pool[labeled])).numpy().astype(np.float32)
-    picks = select_local(embeddings, n_select, objectives=objectives, diversity=strategy.diversity,
-                         labeled=labeled_embeddings)
-    return unlabeled[picks.indices]
+    scores = all_scores(prediction.probs.numpy())
+    with torch.no_grad():
+        labeled_embeddings = model.embed(torch.as_tensor(data.x_pool[labeled])).numpy().astype(np.float32)
+    embeddings = np.vstack([prediction.embedding.numpy().astype(np.float32), labeled_embeddings])
+    rows = np.concatenate([unlabeled, labeled])
+    features = pa.table({
+        "id": pa.array([data.ids[i] for i in rows], pa.string()),
+        "embedding": pa.array(list(embeddings), pa.list_(pa.float32())),
+        "pred": pa.array(np.concatenate([scores["pred"], np.full(len(labeled), -1)]).astype(np.int32)),
+        **{score: pa.array(np.concatenate([scores[score], np.zeros(len(labeled))]), pa.float64())
+           for score in MC_SCORES},
+    })
+    selection = SelectionConfig(n_samples=n_select, strategies=entries, n_partitions=config.n_partitions,
+                                oversample=config.oversample)
+    excluded = {data.ids[i]: LABELED_REASON for i in labeled}
+    ranking, _ = select_table(features, selection, seed=seed, excluded=excluded)
+    picked = ranking.filter(ranking.column("selected")).column("id").to_pylist()
+    index = {data.ids[i]: i for i in unlabeled}
+    return np.array([index[i] for i in picked], dtype=np.int64)
 
 
 @dataclass

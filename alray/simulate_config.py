@@ -8,11 +8,39 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from alray.config import _format_validation_error, apply_override
+from alray.config import StrategyConfig, _format_validation_error, apply_override
 from alray.errors import ConfigError
+from alray.strategies.base import EMBEDDINGS
 
-# Every strategy the simulator knows; alray.simulate.STRATEGIES maps each name to its selection.
-STRATEGY_NAMES = ("random", "entropy", "margin", "bald", "coreset", "uncertainty_diversity", "typicality")
+# Named selections the simulator compares, as `selection.strategies` of `alray run` would hold
+# them. `random` is the baseline (no strategy). Any other name is read as registry strategies
+# joined by "+", each `strategy` (embeddings input) or `strategy:input`, e.g. diversity+weights:entropy.
+PRESETS: dict[str, str | None] = {
+    "random": None,
+    "entropy": "weights:entropy",
+    "margin": "weights:margin",
+    "bald": "weights:bald",
+    "coreset": "diversity",
+    "uncertainty_diversity": "diversity+weights:bald",
+    "typicality": "diversity+typicality",
+}
+STRATEGY_NAMES = tuple(PRESETS)
+
+
+def strategy_entries(name: str, *, n_neighbors: int = 20) -> list[StrategyConfig] | None:
+    """The ``selection.strategies`` entries a simulator strategy name stands for (None: random picks).
+
+    ValueError names the part that is no registered strategy or does not fit its input.
+    """
+    spelled = PRESETS.get(name, name)
+    if spelled is None:
+        return None
+    entries = []
+    for part in spelled.split("+"):
+        strategy, _, column = part.strip().partition(":")
+        options: dict[str, object] = {"n_neighbors": n_neighbors} if strategy == "typicality" else {}
+        entries.append(StrategyConfig(input=column or EMBEDDINGS, strategy=strategy, **options))  # type: ignore[arg-type]
+    return entries
 
 
 class _Section(BaseModel):
@@ -41,7 +69,10 @@ class SimulateConfig(_Section):
     batch_size: int = Field(20, ge=1, description="Labels revealed per round.")
     rounds: int = Field(20, ge=0, description="Selection rounds after the seed set.")
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1,
-                                  description=f"Strategies to compare: {', '.join(STRATEGY_NAMES)}.")
+                                  description=f"Strategies to compare: {', '.join(STRATEGY_NAMES)}, or registry "
+                                  "strategies joined by '+', e.g. diversity+weights:entropy.")
+    n_partitions: int = Field(4, ge=1, description="Partitions of the first coreset round (as selection's).")
+    oversample: float = Field(4.0, ge=1, description="Local centres per partition share (as selection's).")
     targets: list[float] = Field(default_factory=lambda: [0.90, 0.95],
                                  description="Test accuracies whose label cost is reported.")
     mc_samples: int = Field(20, ge=2, description="MC-dropout samples T for the uncertainty scores.")
@@ -53,9 +84,12 @@ class SimulateConfig(_Section):
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in STRATEGY_NAMES]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {list(STRATEGY_NAMES)}")
+        for name in value:
+            try:
+                strategy_entries(name)
+            except (ValueError, ValidationError) as exc:
+                raise ValueError(f"strategy {name!r}: not a preset ({', '.join(STRATEGY_NAMES)}) nor registry "
+                                 f"strategies joined by '+' ({_first_line(exc)})") from None
         if len(set(value)) != len(value):
             raise ValueError("a strategy is listed twice")
         return value
@@ -66,6 +100,12 @@ class SimulateConfig(_Section):
         if any(not 0.0 < t <= 1.0 for t in value):
             raise ValueError("expected accuracies in (0, 1]")
         return sorted(value)
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+    return str(exc).splitlines()[0]
 
 
 class SimulateFile(_Section):

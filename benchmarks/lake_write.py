@@ -45,17 +45,10 @@ RUN_ID = "bench-1"
 
 
 def ranking_schema() -> pa.Schema:
-    """The ranking table's schema (alray.stages.select.RANKING_SCHEMA; a copy when pyspark is missing)."""
-    try:
-        from alray.stages.select import RANKING_SCHEMA
+    """The ranking table's schema (alray.tables.RANKING_SCHEMA)."""
+    from alray.tables import RANKING_SCHEMA
 
-        return RANKING_SCHEMA
-    except ImportError:
-        return pa.schema([
-            ("run_id", pa.string()), ("id", pa.string()), ("rank", pa.int64()), ("selected", pa.bool_()),
-            ("score", pa.float64()), ("uncertainty", pa.float64()), ("weight", pa.float64()),
-            ("diversity", pa.float64()), ("strategy", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
-        ])
+    return RANKING_SCHEMA
 
 
 def _column(field: pa.Field, start: int, n: int, rng: np.random.Generator) -> pa.Array:

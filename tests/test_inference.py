@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alray.demo import png_bytes
-from alray.inference import REJECT_REASON, ScoringOptions, features_schema, score_batch
+from alray.inference import ScoringOptions, score_batch
 from alray.models import (
     FeatureMLP,
     SmallCNN,
@@ -20,6 +20,7 @@ from alray.models import (
 )
 from alray.payloads import load_text_encoder
 from alray.scoring import all_scores, all_scores_torch
+from alray.tables import REJECT_REASON, features_schema
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def _column(field: pa.Field, n: int, rng: np.random.Generator, run_id: str) -> p
 
 
 def _ranking(run_id: str, n: int, seed: int) -> pa.Table:
-    from alray.stages.select import RANKING_SCHEMA
+    from alray.tables import RANKING_SCHEMA
 
     rng = np.random.default_rng(seed)
     return pa.Table.from_arrays([_column(f, n, rng, run_id) for f in RANKING_SCHEMA], schema=RANKING_SCHEMA)

@@ -22,10 +22,11 @@ import yaml
 from alray.cli import main as alray_main
 from alray.config import ModelConfig
 from alray.image_samples import every_kind, large_jpeg, photo_crops, png_bomb
-from alray.inference import REJECT_REASON, ScoringOptions, score_batch
+from alray.inference import ScoringOptions, score_batch
 from alray.lake import Lake
 from alray.models import SmallCNN, save_checkpoint
 from alray.payloads import decode_image
+from alray.tables import REJECT_REASON
 
 pytestmark = pytest.mark.slow
 

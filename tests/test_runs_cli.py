@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from alray.lake import Lake
-from alray.pipeline import RUNS_SCHEMA
+from alray.tables import RUNS_SCHEMA
 
 
 def _row(run_id: str, status: str, hour: int, **fields) -> pa.Table:

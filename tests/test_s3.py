@@ -115,7 +115,7 @@ def test_runs_table_and_exclusions_on_s3(s3, capsys):
 def _runs_row(run_id: str, status: str) -> pa.Table:
     import datetime as dt
 
-    from alray.pipeline import RUNS_SCHEMA
+    from alray.tables import RUNS_SCHEMA
 
     started = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(hours=int(run_id[1:]))
     row = {name: None for name in RUNS_SCHEMA.names}
@@ -157,10 +157,11 @@ def test_the_whole_pipeline_with_pool_and_lake_on_s3(s3, ray_session, spark, dem
 
 def test_similarity_query_table_on_s3(s3):
     from alray.config import StrategyConfig
-    from alray.stages.select import _query_embeddings
+    from alray.selection.local import read_query_embeddings
 
     pq.write_table(pa.table({"embedding": [[1.0, 2.0], [3.0, 4.0]]}), "lake/queries/part-0.parquet",
                    filesystem=s3_filesystem(s3))
     entry = StrategyConfig(input="embeddings", strategy="similarity",
                            query={"path": "s3://lake/queries", "storage_options": s3})
-    assert _query_embeddings(entry, features=None).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    found = read_query_embeddings(entry.query, features=lambda ids: pa.table({"embedding": []}))
+    assert found.tolist() == [[1.0, 2.0], [3.0, 4.0]]

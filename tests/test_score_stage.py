@@ -11,12 +11,13 @@ import torch
 from alray.config import config_from_dict
 from alray.demo import png_bytes
 from alray.errors import ConfigError, InputError
-from alray.inference import REJECT_REASON, ScoringOptions, score_batch
+from alray.inference import ScoringOptions, score_batch
 from alray.lake import Lake
 from alray.models import SmallCNN, load_checkpoint, save_checkpoint
 from alray.pipeline import run_pipeline
 from alray.progress import Progress
 from alray.stages.score import check_inputs
+from alray.tables import REJECT_REASON
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import pytest
 
 from alray.cli import main
 from alray.errors import ConfigError
-from alray.simulate import STRATEGIES, labels_to_reach, simulate
-from alray.simulate_config import STRATEGY_NAMES, SimulateConfig, load_simulate_config
+from alray.simulate import labels_to_reach, simulate
+from alray.simulate_config import STRATEGY_NAMES, SimulateConfig, load_simulate_config, strategy_entries
+from alray.strategies import strategy_names
 
 
 def tiny(tmp_path, **overrides) -> SimulateConfig:
@@ -28,8 +29,16 @@ def result(tmp_path_factory):
     return simulate(tiny(tmp_path_factory.mktemp("sim")))
 
 
-def test_every_configured_name_has_a_strategy():
-    assert set(STRATEGY_NAMES) == set(STRATEGIES)
+def test_every_preset_is_made_of_registry_strategies():
+    for name in STRATEGY_NAMES:
+        entries = strategy_entries(name)
+        if name == "random":
+            assert entries is None
+            continue
+        assert entries and all(entry.strategy in strategy_names() for entry in entries)
+    assert [e.label() for e in strategy_entries("diversity+weights:entropy")] == ["diversity", "weights:entropy"]
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        strategy_entries("diversity+nope:bald")
 
 
 def test_curves_grow_by_the_batch_and_the_model_learns(result):

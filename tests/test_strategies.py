@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alray.coreset import k_center_greedy, nearest_centre_distances
+from alray.selection.greedy import select_by_rank, select_local
 from alray.strategies import (
     OBJECTIVE_FLOOR,
     balance_quotas,
@@ -16,8 +17,6 @@ from alray.strategies import (
     knn_typicality,
     local_quotas,
     minmax_objective,
-    select_by_rank,
-    select_local,
     similarity_objective,
 )
 

@@ -13,11 +13,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from alray.lake import Lake, filesystem_for, list_parquet, reshape_parquet
-
-REJECTS_SCHEMA = pa.schema([
-    pa.field("run_id", pa.string()), pa.field("id", pa.string()),
-    pa.field("stage", pa.string()), pa.field("reason", pa.string()),
-])
+from alray.tables import REJECTS_SCHEMA
 
 
 @dataclass(frozen=True)

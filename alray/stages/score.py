@@ -14,19 +14,14 @@ from alray.config import Config, ModelConfig
 from alray.engines import ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
-from alray.inference import (
-    REJECT_REASON,
-    RESERVED_COLUMNS,
-    ScoringOptions,
-    check_payload_fits,
-    score_batch,
-)
+from alray.inference import ScoringOptions, check_payload_fits, score_batch
 from alray.lake import Lake, ensure_dir, filesystem_for
 from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder, load_text_encoder
 from alray.progress import Progress
 from alray.stages.commit import ScoreResult, commit_features
 from alray.stages.pool_source import PoolSource, block_rows_for, check_pool_ids, open_pool, read_pool
+from alray.tables import REJECT_REASON, RESERVED_COLUMNS
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.

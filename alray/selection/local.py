@@ -1,0 +1,264 @@
+"""The selection on one machine: the Spark stage's plan, strategies and rounds, over an Arrow table.
+
+Every step calls the functions the Spark stage calls, with the same partition hash
+(:func:`alray.selection.partitions.partition_of`), so for the same features and config the
+picks are the Spark stage's, pick for pick. Only the k-means of ``typicality: kmeans`` differs
+(scikit-learn here, Spark ML there). Used by :func:`alray.select`, the simulator and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from alray.config import QueryConfig, SelectionConfig
+from alray.coreset import nearest_centre_distances
+from alray.errors import InputError
+from alray.selection.filters import rejection_reasons
+from alray.selection.greedy import select_by_rank
+from alray.selection.partitions import partition_of, spark_xxhash64
+from alray.selection.plan import Plan, PlannedObjective, plan_selection, target_count
+from alray.selection.ranking import first_pick_reach, other_scores, pick_scores
+from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
+from alray.selection.rounds import GreedySpec, local_centres, merge_round, pick_distances, reduce_levels, sorted_by_id
+from alray.strategies.base import CandidateBatch, combine, embedding_matrix
+from alray.strategies.registry import get_strategy
+from alray.tables import RANKING_SCHEMA
+
+
+def read_query_embeddings(query: QueryConfig, features: pa.Table | Callable[[list[str]], pa.Table]) -> np.ndarray:
+    """Embeddings of a similarity query: a table's ``embedding`` column, or the features rows of ``query.ids``."""
+    if query.path:
+        from alray.lake import read_column
+
+        table = pa.table({"embedding": read_column(query.path, query.format, "embedding", name="query.path",
+                                                   storage_options=query.storage_options or None)})
+    elif callable(features):
+        table = features(list(query.ids))
+    else:
+        table = sorted_by_id(features.filter(pc.is_in(features.column("id"), value_set=pa.array(query.ids))))
+    if table.num_rows == 0:
+        raise InputError("query: no query embeddings found (check query.path or query.ids)")
+    return embedding_matrix(table)
+
+
+@dataclass
+class TableCandidates:
+    """:class:`~alray.strategies.base.Candidates` over an in-memory table of candidates."""
+
+    table: pa.Table
+    features: pa.Table
+    seed: int
+
+    def column_range(self, column: str) -> tuple[float | None, float | None]:
+        values = pc.cast(self.table.column(column), pa.float64())
+        stats = pc.min_max(values)
+        return stats["min"].as_py(), stats["max"].as_py()
+
+    def reference(self, size: int, seed: int) -> CandidateBatch:
+        ids = [str(i) for i in self.table.column("id").to_pylist()]
+        order = np.lexsort((np.array(ids, dtype=object), spark_xxhash64(ids, seed)))[:size]
+        return CandidateBatch.of(self.table.take(pa.array(order, pa.int64())))
+
+    def query_embeddings(self, query: QueryConfig) -> np.ndarray:
+        return read_query_embeddings(query, self.features)
+
+    def kmeans_centroids(self, n_clusters: int, seed: int) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
+        x = embedding_matrix(self.table)
+        model = KMeans(n_clusters=min(n_clusters, len(x)), random_state=seed, n_init=1, max_iter=20).fit(x)
+        return np.asarray(model.cluster_centers_, dtype=np.float32)
+
+    def batch_sum(self, fn: Callable[[CandidateBatch], np.ndarray]) -> np.ndarray:
+        return np.asarray(fn(CandidateBatch.of(self.table)))
+
+
+def with_objectives(candidates: pa.Table, plan: Plan, source: TableCandidates | None = None) -> pa.Table:
+    """``candidates`` with one float64 column per objective, ``_weight`` and ``_greedy_weight``."""
+    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives] if source else []
+    batch = CandidateBatch.of(candidates)
+    return add_objective_columns(candidates, batch, plan, states)
+
+
+def add_objective_columns(table: pa.Table | pa.RecordBatch, batch: CandidateBatch, plan: Plan,
+                          states: Sequence[tuple[PlannedObjective, Any]]) -> pa.Table | pa.RecordBatch:
+    """One batch with its objective values, the weight (their product) and the greedy weight.
+
+    The greedy maximises weight x distance^strength, i.e. weight^(1/strength) x distance; in
+    top_m mode the greedy is unweighted among the top_m rows.
+    """
+    values = [(o.strategy.evaluate(o.entry, o.column, state, batch), o.entry.strength) for o, state in states]
+    weight = combine(values, len(batch))
+    greedy = np.ones(len(batch)) if plan.top_m is not None else np.power(weight, 1.0 / plan.diversity_strength)
+    columns = [*table.columns, *[pa.array(v, pa.float64()) for v, _ in values],
+               pa.array(weight, pa.float64()), pa.array(greedy, pa.float64())]
+    names = [*table.schema.names, *[o.name for o, _ in states], "_weight", "_greedy_weight"]
+    if isinstance(table, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, names=names)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def quotas_for(plan: Plan, available: Mapping[str, int], n_select: int) -> tuple[dict[str, int], np.ndarray] | None:
+    """Class index per label and quota per class, when a balance strategy is configured."""
+    if plan.balance is None:
+        return None
+    quotas = get_strategy(plan.balance.strategy).quotas(plan.balance, available, n_select)  # type: ignore[attr-defined]
+    labels = sorted(quotas)
+    return {label: i for i, label in enumerate(labels)}, np.array([quotas[label] for label in labels])
+
+
+def greedy_table(candidates: pa.Table, plan: Plan) -> pa.Table:
+    """The columns the rounds read: id, embedding, the greedy weight and the class."""
+    columns = {"id": candidates.column("id"), "embedding": candidates.column("embedding"),
+               "weight": candidates.column("_greedy_weight")}
+    if plan.balance_column is not None:
+        columns["_group"] = pc.cast(candidates.column(plan.balance_column), pa.string())
+    return pa.table(columns)
+
+
+def two_stage(rows: pa.Table, n_partitions: int, spec: GreedySpec) -> tuple[list[str], np.ndarray]:
+    """The distributed two-stage k-center, partition by partition: the picks' ids and embeddings."""
+    ids = [str(i) for i in rows.column("id").to_pylist()]
+    union_parts = []
+    part = partition_of(ids, n_partitions, spec.seed)
+    for p in range(n_partitions):
+        union_parts.append(local_centres(rows.filter(pa.array(part == p)), n_partitions, spec))
+    union = pa.concat_tables(union_parts)
+    for level, partitions in enumerate(reduce_levels(spec.n_select, n_partitions, spec.oversample), start=1):
+        part = partition_of([str(i) for i in union.column("id").to_pylist()], partitions, spec.seed + level)
+        union = pa.concat_tables([local_centres(union.filter(pa.array(part == p)), partitions, spec)
+                                  for p in range(partitions)])
+    return merge_round(union, spec)
+
+
+def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 0,
+                 excluded: Mapping[str, str] | None = None, run_id: str | None = None,
+                 run_time: dt.datetime | None = None) -> tuple[pa.Table, SelectResult]:
+    """Select from a features table on this machine: the ranking (RANKING_SCHEMA) and the counts.
+
+    ``excluded`` maps ids to the reason they are not candidates (``labeled``, ``selected_before``);
+    those in ``features`` are existing centres.
+    """
+    run_time = run_time or dt.datetime.now(dt.timezone.utc)
+    ids = np.array([str(i) for i in features.column("id").to_pylist()], dtype=object)
+    if len(set(ids)) != len(ids):
+        raise InputError("features: duplicate ids; ids must be unique")
+    plan = plan_selection(selection, features.column_names)
+    before = []
+    if excluded:
+        marks = np.array([excluded.get(i) for i in ids], dtype=object)
+        before = [(marks == reason, reason) for reason in (LABELED_REASON, PREVIOUS_REASON)]
+    reasons = rejection_reasons(features, plan.filters, run_time, before=before)
+    is_candidate = reasons == None  # noqa: E711
+    counts: dict[str, int] = {}
+    for reason in reasons[~is_candidate]:
+        counts[str(reason)] = counts.get(str(reason), 0) + 1
+    candidates = sorted_by_id(features.filter(pa.array(is_candidate)))
+    centre_rows = sorted_by_id(features.filter(pa.array(np.isin(reasons, [LABELED_REASON, PREVIOUS_REASON]))))
+    labeled = embedding_matrix(centre_rows) if centre_rows.num_rows else None
+    n_select = target_count(selection, candidates.num_rows)
+    result = SelectResult(n_features=features.num_rows, n_candidates=candidates.num_rows, n_selected=0,
+                          n_filtered=int((~is_candidate).sum()), filtered_by_reason=counts,
+                          n_labeled_in_pool=counts.get(LABELED_REASON, 0), strategy=plan.label)
+    candidates = with_objectives(candidates, plan, TableCandidates(candidates, features, seed))
+    available: dict[str, int] = {}
+    if plan.balance_column is not None:
+        for value in pc.cast(candidates.column(plan.balance_column), pa.string()).to_pylist():
+            available[str(value)] = available.get(str(value), 0) + 1
+    quotas = quotas_for(plan, available, n_select)
+    spec = GreedySpec(n_select=n_select, oversample=selection.oversample, seed=seed, labeled=labeled,
+                      group_index=quotas[0] if quotas else None, quotas=quotas[1] if quotas else None,
+                      min_distance=plan.min_distance or None)
+    embeddings = embedding_matrix(candidates)
+    position = {i: j for j, i in enumerate(candidates.column("id").to_pylist())}
+    if plan.diversity is not None and n_select:
+        rows = greedy_table(candidates, plan)
+        if plan.top_m is not None:
+            weight = candidates.column("_weight").to_numpy()
+            keep = np.lexsort((np.arange(len(weight)), -weight))[: plan.top_m]
+            rows = rows.take(pa.array(np.sort(keep), pa.int64()))
+        picked_ids, picked = two_stage(rows, selection.n_partitions, spec)
+    elif n_select:
+        ordered = np.lexsort((np.arange(candidates.num_rows), -candidates.column("_weight").to_numpy()))
+        table = candidates.take(pa.array(ordered, pa.int64()))
+        groups = None
+        if quotas is not None:
+            groups = np.array([quotas[0][str(v)] for v in pc.cast(table.column(plan.balance_column), pa.string())
+                               .to_pylist()], dtype=np.int64)
+        chosen = select_by_rank(embedding_matrix(table), table.column("_weight").to_numpy(), n_select,
+                                groups=groups, quotas=spec.quotas, min_distance=plan.min_distance, labeled=labeled)
+        picked_ids = [str(table.column("id")[i].as_py()) for i in chosen]
+        picked = embedding_matrix(table)[chosen] if chosen else np.zeros((0, 0), dtype=np.float32)
+    else:
+        picked_ids, picked = [], np.zeros((0, 0), dtype=np.float32)
+    result.n_selected = len(picked_ids)
+    if len(picked_ids) < n_select:
+        result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
+    pick_rows = np.array([position[i] for i in picked_ids], dtype=np.int64)
+    ranking, result.coverage_radius = rank_candidates(candidates, embeddings, pick_rows, picked, labeled, plan)
+    return ranking_table(ranking, run_id, plan.label, run_time), result
+
+
+def rank_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,
+                    labeled: np.ndarray | None, plan: Plan) -> tuple[pa.Table, float | None]:
+    """Every candidate's score, weight, diversity and parts, in ranking order; and the coverage radius."""
+    n = candidates.num_rows
+    greedy = candidates.column("_greedy_weight").to_numpy()
+    weight = candidates.column("_weight").to_numpy()
+    diversity = plan.diversity is not None
+    pick_embeddings = embeddings[pick_rows] if len(pick_rows) else np.zeros((0, embeddings.shape[1] if n else 0))
+    if diversity:
+        distances = pick_distances(pick_embeddings, labeled)
+        reach = first_pick_reach(embeddings, pick_embeddings[0]) if len(pick_rows) else None
+        scores_picked, diversity_picked = pick_scores(greedy[pick_rows], distances, reach)
+    else:
+        scores_picked, diversity_picked = pick_scores(weight[pick_rows], None, None)
+    centres = [m for m in (labeled, sorted_rows(candidates, pick_rows)) if m is not None and len(m)]
+    nearest = (nearest_centre_distances(embeddings, np.vstack(centres)).astype(np.float64)
+               if centres and n else np.full(n, np.nan))
+    cap = float(scores_picked[-1]) if len(pick_rows) else None
+    score = other_scores(greedy if diversity else weight, nearest, diversity=diversity, cap=cap)
+    div = nearest.copy()
+    score[pick_rows] = scores_picked
+    if diversity:
+        div[pick_rows] = diversity_picked
+    pick_rank = np.full(n, np.iinfo(np.int64).max)
+    pick_rank[pick_rows] = np.arange(1, len(pick_rows) + 1)
+    ids = np.array(candidates.column("id").to_pylist(), dtype=object)
+    order = np.lexsort((ids, -score, pick_rank))
+    parts = [[(o.label, float(v)) for o in plan.objectives for v in [candidates.column(o.name)[i].as_py()]]
+             for i in range(n)]
+    selected = np.zeros(n, dtype=bool)
+    selected[pick_rows] = True
+    radius = float(np.nanmax(nearest)) if n and not np.isnan(nearest).all() else None
+    table = pa.table({
+        "id": pa.array(ids[order].tolist(), pa.string()), "rank": pa.array(np.arange(1, n + 1), pa.int64()),
+        "selected": pa.array(selected[order]), "score": pa.array(score[order], pa.float64()),
+        "weight": pa.array(weight[order], pa.float64()),
+        "diversity": pa.array(div[order], pa.float64(), from_pandas=True),
+        "parts": pa.array([parts[i] for i in order], pa.map_(pa.string(), pa.float64())),
+    })
+    return table, radius
+
+
+def sorted_rows(candidates: pa.Table, rows: np.ndarray) -> np.ndarray | None:
+    """Embeddings of ``rows`` of ``candidates`` in id order (the centres' order in the Spark stage)."""
+    if not len(rows):
+        return None
+    return embedding_matrix(sorted_by_id(candidates.take(pa.array(rows, pa.int64()))))
+
+
+def ranking_table(ranking: pa.Table, run_id: str | None, strategy: str, run_time: dt.datetime) -> pa.Table:
+    """The ranking with the constant columns, in RANKING_SCHEMA's order."""
+    n = ranking.num_rows
+    constants = {"run_id": pa.array([run_id] * n, pa.string()), "strategy": pa.array([strategy] * n, pa.string()),
+                 "created_at": pa.array([run_time] * n, pa.timestamp("us", tz="UTC"))}
+    return pa.table({f.name: constants[f.name] if f.name in constants else ranking.column(f.name).cast(f.type)
+                     for f in RANKING_SCHEMA}, schema=RANKING_SCHEMA)

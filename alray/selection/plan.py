@@ -1,0 +1,102 @@
+"""A selection config resolved against a features table: which strategy plays which role, on which column.
+
+Both engines start from a :class:`Plan`; its checks name the config key at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from alray.config import FilterConfig, SelectionConfig, StrategyConfig
+from alray.errors import ConfigError
+from alray.strategies.base import EMBEDDINGS, PREDICTION_COLUMN, PREDICTIONS, Filter, Objective, Strategy
+from alray.strategies.registry import get_strategy
+
+
+@dataclass(frozen=True)
+class PlannedObjective:
+    """An objective entry, the column it reads (None for embeddings) and the features column holding its value."""
+
+    entry: StrategyConfig
+    strategy: Objective
+    column: str | None
+    name: str
+
+    @property
+    def label(self) -> str:
+        """The objective's key in the ranking's parts."""
+        return self.strategy.label(self.entry)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the strategies ask of the selection."""
+
+    selection: SelectionConfig
+    diversity: StrategyConfig | None
+    objectives: list[PlannedObjective]
+    filters: list[tuple[FilterConfig, str]]  # (filter, dotted config key), metadata filters then thresholds
+    balance: StrategyConfig | None
+    balance_column: str | None
+    min_distance: float
+    label: str
+
+    @property
+    def diversity_strength(self) -> float:
+        """Exponent of the distance in the greedy's weight x distance^strength."""
+        return self.diversity.strength if self.diversity is not None else 1.0
+
+    @property
+    def top_m(self) -> int | None:
+        """Candidates kept by weight before an unweighted diversity (top_m mode), else None."""
+        return self.selection.top_m if self.selection.mode == "top_m" else None
+
+
+def input_column(entry: StrategyConfig, key: str, columns: Sequence[str]) -> str:
+    """The features column an entry reads; ConfigError naming ``key`` when the table lacks it."""
+    column = PREDICTION_COLUMN if entry.input == PREDICTIONS else entry.input
+    if column not in columns:
+        raise ConfigError(f"{key}: no column {entry.input!r} in the features table")
+    return column
+
+
+def strategy_label(selection: SelectionConfig) -> str:
+    """The ranking's strategy label, e.g. ``diversity^1+weights:bald^1``."""
+    parts = [get_strategy(s.strategy).describe(s) for s in selection.strategies]
+    prefix = f"top_m({selection.top_m})+" if selection.mode == "top_m" else ""
+    return prefix + "+".join(parts)
+
+
+def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
+    """Resolve ``selection`` against the features ``columns``; ConfigError names a missing column's entry."""
+    diversity = balance = None
+    balance_column: str | None = None
+    objectives: list[PlannedObjective] = []
+    filters = [(spec, f"selection.filters.{i}") for i, spec in enumerate(selection.filters)]
+    for i, entry in enumerate(selection.strategies):
+        key = f"selection.strategies.{i}"
+        strategy: Strategy = get_strategy(entry.strategy)
+        column = None if entry.input == EMBEDDINGS else input_column(entry, key, columns)
+        if isinstance(strategy, Filter):
+            assert column is not None
+            filters.append((strategy.as_filter(entry, column), key))
+        elif isinstance(strategy, Objective):
+            objectives.append(PlannedObjective(entry, strategy, column, f"_objective_{i}"))
+        elif strategy.role == "diversity":
+            diversity = entry
+        elif strategy.role == "balance":
+            balance, balance_column = entry, column
+    min_distance = max(selection.near_duplicate_distance, (diversity.min_distance or 0.0) if diversity else 0.0)
+    return Plan(selection=selection, diversity=diversity, objectives=objectives, filters=filters, balance=balance,
+                balance_column=balance_column, min_distance=min_distance, label=strategy_label(selection))
+
+
+def target_count(selection: SelectionConfig, n_candidates: int) -> int:
+    """How many to select among ``n_candidates``: n_samples, a proportion, or all (a min_distance stops)."""
+    if selection.n_samples is not None:
+        return min(selection.n_samples, n_candidates)
+    if selection.proportion_samples is not None:
+        return min(n_candidates, math.ceil(selection.proportion_samples * n_candidates))
+    return n_candidates

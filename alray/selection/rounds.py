@@ -1,0 +1,108 @@
+"""The rounds of the distributed two-stage k-center, on Arrow tables of candidates.
+
+A candidate table holds ``id``, ``embedding`` and ``weight`` (the greedy weight), and
+``_group`` (the class, as a string) when quotas apply. Round one, :func:`local_centres`, runs
+in every partition and keeps :func:`~alray.coreset.local_k` centres; :func:`reduce_levels`
+says how many further partitioned rounds keep the union small; :func:`merge_round` picks the
+final centres from the union (Malkomes et al., NeurIPS 2015). The Spark stage calls these in
+``mapInArrow`` tasks and on the driver; :mod:`alray.selection.local` calls them in a loop.
+Rows are sorted by id inside every round, so a round's result depends on which rows it got,
+never on the order they arrived in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from alray.coreset import UNION_CAP, local_k, nearest_centre_distances
+from alray.selection.greedy import greedy_picks
+from alray.strategies.balance import local_quotas
+from alray.strategies.base import embedding_matrix
+
+# Reduce levels after the first round, at most.
+MAX_REDUCE_LEVELS = 3
+
+
+@dataclass(frozen=True)
+class GreedySpec:
+    """What every round shares: the labeled centres (M, D), class quotas and the minimum distance."""
+
+    n_select: int
+    oversample: float
+    seed: int
+    labeled: np.ndarray | None = None
+    group_index: dict[str, int] | None = None
+    quotas: np.ndarray | None = None
+    min_distance: float | None = None
+
+
+def sorted_by_id(table: pa.Table) -> pa.Table:
+    """``table`` in id order (Arrow's byte order of UTF-8, as Spark sorts strings)."""
+    return table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+
+
+def _groups(table: pa.Table, index: dict[str, int]) -> np.ndarray:
+    return np.array([index[str(v)] for v in table.column("_group").to_pylist()], dtype=np.int64)
+
+
+def _greedy(table: pa.Table, k: int, quotas: np.ndarray | None, spec: GreedySpec) -> np.ndarray:
+    groups = _groups(table, spec.group_index) if spec.group_index is not None else None
+    weights = pc.cast(table.column("weight"), pa.float64()).to_numpy()
+    return greedy_picks(embedding_matrix(table), weights, k, labeled=spec.labeled, groups=groups, quotas=quotas,
+                        min_distance=spec.min_distance, seed=spec.seed)
+
+
+def local_centres(table: pa.Table, n_partitions: int, spec: GreedySpec) -> pa.Table:
+    """One partition's round: its :func:`~alray.coreset.local_k` weighted k-center picks (rows of ``table``)."""
+    if table.num_rows == 0 or spec.n_select == 0:
+        return table.slice(0, 0)
+    table = sorted_by_id(table)
+    k = local_k(spec.n_select, n_partitions, spec.oversample, table.num_rows)
+    quotas = local_quotas(spec.quotas, k, spec.n_select) if spec.quotas is not None else None
+    return table.take(pa.array(_greedy(table, k, quotas, spec), pa.int64()))
+
+
+def reduce_levels(n_select: int, n_partitions: int, oversample: float, *, union_cap: int = UNION_CAP) -> list[int]:
+    """Partition counts of the reduce levels after round one (often none).
+
+    A level runs while the bound on the union (partitions x local k) exceeds ``union_cap``
+    and the level shrinks that bound; at most :data:`MAX_REDUCE_LEVELS`.
+    """
+    bound = n_partitions * local_k(n_select, n_partitions, oversample, 2**62)
+    levels: list[int] = []
+    for _ in range(MAX_REDUCE_LEVELS):
+        partitions = math.ceil(bound / union_cap)
+        next_bound = partitions * local_k(n_select, partitions, oversample, 2**62)
+        if bound <= union_cap or next_bound >= bound:
+            break
+        levels.append(partitions)
+        bound = next_bound
+    return levels
+
+
+def merge_round(union: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray]:
+    """The final round over the union of local centres: ids of the picks in order and their embeddings."""
+    if union.num_rows == 0 or spec.n_select == 0:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    union = sorted_by_id(union)
+    picks = _greedy(union, spec.n_select, spec.quotas, spec)
+    ids = union.column("id").to_pylist()
+    return [str(ids[i]) for i in picks], embedding_matrix(union)[picks]
+
+
+def pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> np.ndarray:
+    """Distance (K,) of each pick (K, D) to the centres before it and the labeled set; NaN: no centre yet."""
+    if labeled is not None and len(labeled):
+        running = nearest_centre_distances(picked, labeled).astype(np.float64)
+    else:
+        running = np.full(len(picked), np.inf)
+    distances = np.empty(len(picked))
+    for j in range(len(picked)):
+        distances[j] = running[j] if np.isfinite(running[j]) else np.nan
+        running = np.minimum(running, nearest_centre_distances(picked, picked[j : j + 1]))
+    return distances

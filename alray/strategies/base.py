@@ -1,0 +1,158 @@
+"""What a selection strategy is: one class with a role, its config checks, its label and its arithmetic.
+
+A strategy reads one entry of ``selection.strategies`` (a :class:`~alray.config.StrategyConfig`).
+Its role says where the selection uses it:
+
+- ``filter``: a condition a candidate must meet (run before anything else);
+- ``objective``: a per-candidate value (N,); the objectives multiply into one weight, each
+  raised to its strength;
+- ``diversity``: the weighted k-center over the embeddings;
+- ``balance``: class quotas over a column.
+
+Objectives are evaluated in two steps so that every engine can run them: :meth:`Objective.prepare`
+asks the engine's :class:`Candidates` for what needs the whole candidate set (a column's range,
+a reference sample, centroids), then :meth:`Objective.evaluate` maps one batch of candidates to
+values with NumPy. Spark evaluates batch by batch on its executors; the single-machine path
+evaluates the whole table as one batch. Nothing here knows an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from alray.config import FilterConfig, QueryConfig, StrategyConfig
+
+EMBEDDINGS, PREDICTIONS = "embeddings", "predictions"
+# The features column a ``predictions`` input reads.
+PREDICTION_COLUMN = "pred"
+
+# Keeps every candidate selectable: an objective scales a candidate's chances, never erases them.
+OBJECTIVE_FLOOR = 1e-6
+# Distances below this count as zero in the inverse-distance objectives.
+DISTANCE_EPSILON = 1e-6
+
+ROLES = ("filter", "objective", "diversity", "balance")
+# What an entry's ``input`` may name: the embeddings, a numeric column (a score or metadata),
+# or a column or the model's predictions.
+INPUT_KINDS = ("embeddings", "column", "column_or_predictions")
+
+
+def embedding_matrix(batch: pa.RecordBatch | pa.Table, column: str = "embedding") -> np.ndarray:
+    """The list<float> column ``column`` as a float32 matrix (N, D); (0, 0) for no rows."""
+    values = batch.column(column)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    n = len(values)
+    flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(n, -1) if n else np.zeros((0, 0), dtype=np.float32)
+
+
+@dataclass
+class CandidateBatch:
+    """Some candidates: their ids (N,), embeddings (N, D) and every other column of the features."""
+
+    table: pa.RecordBatch | pa.Table
+    embeddings: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.RecordBatch | pa.Table) -> CandidateBatch:
+        """A batch over ``table`` (it must hold ``id`` and ``embedding``)."""
+        return cls(table, embedding_matrix(table))
+
+    @property
+    def ids(self) -> list[str]:
+        """The candidates' ids, in batch order."""
+        return [str(i) for i in self.table.column("id").to_pylist()]
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` as float64 (N,); nulls become NaN."""
+        values = pc.cast(self.table.column(name), pa.float64())
+        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+class Candidates(Protocol):
+    """What an engine answers about the whole candidate set (after filters)."""
+
+    seed: int
+
+    def column_range(self, column: str) -> tuple[float | None, float | None]:
+        """Smallest and largest non-null value of a numeric column (None, None without one)."""
+        ...
+
+    def reference(self, size: int, seed: int) -> CandidateBatch:
+        """The first ``size`` candidates in the order of Spark's ``xxhash64(id, seed)``, then id."""
+        ...
+
+    def query_embeddings(self, query: QueryConfig) -> np.ndarray:
+        """The embeddings (Q, D) a similarity query names: a table's, or those of ids of the features."""
+        ...
+
+    def kmeans_centroids(self, n_clusters: int, seed: int) -> np.ndarray:
+        """Centroids (K, D) of a k-means clustering of the candidates' embeddings."""
+        ...
+
+    def batch_sum(self, fn: Callable[[CandidateBatch], np.ndarray]) -> np.ndarray:
+        """The sum over all candidate batches of ``fn(batch)`` (arrays of one shape)."""
+        ...
+
+
+class Strategy:
+    """Base of every strategy: a name, a role, the inputs it takes, its checks and its label."""
+
+    name: ClassVar[str]
+    role: ClassVar[str]
+    inputs: ClassVar[str]
+    summary: ClassVar[str]
+
+    def check(self, entry: StrategyConfig) -> None:
+        """Raise ValueError when the entry's fields do not fit this strategy (its input is checked already)."""
+
+    def label(self, entry: StrategyConfig) -> str:
+        """Short name used in the ranking's parts, e.g. ``weights:bald``."""
+        return f"{self.name}:{entry.input}" if entry.input != EMBEDDINGS else self.name
+
+    def describe(self, entry: StrategyConfig) -> str:
+        """The entry in the ranking's strategy label, e.g. ``weights:bald^1``."""
+        return f"{self.label(entry)}^{entry.strength:g}"
+
+
+class Objective(Strategy):
+    """A strategy that gives every candidate a value; the values of all objectives multiply."""
+
+    role = "objective"
+
+    def prepare(self, entry: StrategyConfig, column: str | None, candidates: Candidates) -> Any:
+        """What :meth:`evaluate` needs of the whole candidate set (default: nothing)."""
+        return None
+
+    def evaluate(self, entry: StrategyConfig, column: str | None, state: Any, batch: CandidateBatch) -> np.ndarray:
+        """The objective's value for each candidate of ``batch``, shape (N,), >= 0."""
+        raise NotImplementedError
+
+
+class Filter(Strategy):
+    """A strategy that removes candidates: a condition on a column."""
+
+    role = "filter"
+
+    def as_filter(self, entry: StrategyConfig, column: str) -> FilterConfig:
+        """The condition as a metadata filter on ``column``."""
+        raise NotImplementedError
+
+
+def combine(objectives: Sequence[tuple[np.ndarray, float]], n_rows: int) -> np.ndarray:
+    """Product of each objective (N,) raised to its strength; ones when there is none."""
+    combined = np.ones(n_rows)
+    for values, strength in objectives:
+        combined *= np.power(np.maximum(np.asarray(values, dtype=np.float64), 0.0), strength)
+    return combined

@@ -1,0 +1,52 @@
+"""The one registry of selection strategies: config names to strategy objects.
+
+The config's schema and checks, the Spark stage, the single-machine path, the Python API and
+the simulator all look strategies up here. Adding a strategy is one module holding its class
+and one line in ``_BUILT_IN`` (or a :func:`register` call from outside the package).
+"""
+
+from __future__ import annotations
+
+from alray.strategies.balance import Balance
+from alray.strategies.base import INPUT_KINDS, ROLES, Strategy
+from alray.strategies.diversity import Diversity
+from alray.strategies.similarity import Similarity
+from alray.strategies.threshold import Threshold
+from alray.strategies.typicality import Typicality
+from alray.strategies.weights import Weights
+
+_BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), Similarity(), Typicality())
+
+_REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in _BUILT_IN}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add a strategy under its ``name``; ValueError when the name is taken or its role is unknown."""
+    if strategy.name in _REGISTRY:
+        raise ValueError(f"strategy {strategy.name!r} is registered already")
+    if strategy.role not in ROLES:
+        raise ValueError(f"strategy {strategy.name!r}: role must be one of {list(ROLES)}, got {strategy.role!r}")
+    if strategy.inputs not in INPUT_KINDS:
+        raise ValueError(f"strategy {strategy.name!r}: inputs must be one of {list(INPUT_KINDS)}")
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def unregister(name: str) -> None:
+    """Remove a strategy added with :func:`register` (built-in strategies stay)."""
+    if any(s.name == name for s in _BUILT_IN):
+        raise ValueError(f"strategy {name!r} is built in")
+    _REGISTRY.pop(name, None)
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every registered strategy name, built-in ones first."""
+    return tuple(_REGISTRY)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``; ValueError listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(_REGISTRY)}") from None
