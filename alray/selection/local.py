@@ -9,6 +9,7 @@ picks are the Spark stage's, pick for pick. Only the k-means of ``typicality: km
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,11 +81,29 @@ class TableCandidates:
         return np.asarray(fn(CandidateBatch.of(self.table)))
 
 
-def with_objectives(candidates: pa.Table, plan: Plan, source: TableCandidates | None = None) -> pa.Table:
-    """``candidates`` with one float64 column per objective, ``_weight`` and ``_greedy_weight``."""
-    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives] if source else []
-    batch = CandidateBatch.of(candidates)
-    return add_objective_columns(candidates, batch, plan, states)
+# Spark's default spark.sql.execution.arrow.maxRecordsPerBatch: the rows of one Arrow batch.
+ARROW_BATCH_ROWS = 10_000
+
+
+def spark_batches(table: pa.Table, n_partitions: int, seed: int, *,
+                  batch_rows: int = ARROW_BATCH_ROWS) -> list[pa.Table]:
+    """``table`` cut as the Spark stage's Arrow tasks see it: hash partitions, id order, batches of ``batch_rows``.
+
+    Per-batch arithmetic (the distance kernels centre each batch) then rounds exactly as on Spark.
+    """
+    ids = [str(i) for i in table.column("id").to_pylist()]
+    part = partition_of(ids, n_partitions, seed)
+    batches: list[pa.Table] = []
+    for p in range(n_partitions):
+        rows = sorted_by_id(table.filter(pa.array(part == p)))
+        batches.extend(rows.slice(start, batch_rows) for start in range(0, rows.num_rows, batch_rows))
+    return batches
+
+
+def with_objectives(batches: list[pa.Table], plan: Plan, source: TableCandidates) -> list[pa.Table]:
+    """Each batch with one float64 column per objective, ``_weight`` and ``_greedy_weight``."""
+    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
+    return [pa.table(add_objective_columns(b, CandidateBatch.of(b), plan, states)) for b in batches]
 
 
 def add_objective_columns(table: pa.Table | pa.RecordBatch, batch: CandidateBatch, plan: Plan,
@@ -167,7 +186,10 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     result = SelectResult(n_features=features.num_rows, n_candidates=candidates.num_rows, n_selected=0,
                           n_filtered=int((~is_candidate).sum()), filtered_by_reason=counts,
                           n_labeled_in_pool=counts.get(LABELED_REASON, 0), strategy=plan.label)
-    candidates = with_objectives(candidates, plan, TableCandidates(candidates, features, seed))
+    batches = with_objectives(spark_batches(candidates, selection.n_partitions, seed), plan,
+                              TableCandidates(candidates, features, seed))
+    candidates = pa.concat_tables(batches) if batches else with_objectives([candidates], plan, TableCandidates(
+        candidates, features, seed))[0]
     available: dict[str, int] = {}
     if plan.balance_column is not None:
         for value in pc.cast(candidates.column(plan.balance_column), pa.string()).to_pylist():
@@ -182,11 +204,13 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
         rows = greedy_table(candidates, plan)
         if plan.top_m is not None:
             weight = candidates.column("_weight").to_numpy()
-            keep = np.lexsort((np.arange(len(weight)), -weight))[: plan.top_m]
+            by_id = np.array(candidates.column("id").to_pylist(), dtype=object)
+            keep = np.lexsort((by_id, -weight))[: plan.top_m]
             rows = rows.take(pa.array(np.sort(keep), pa.int64()))
         picked_ids, picked = two_stage(rows, selection.n_partitions, spec)
     elif n_select:
-        ordered = np.lexsort((np.arange(candidates.num_rows), -candidates.column("_weight").to_numpy()))
+        by_id = np.array(candidates.column("id").to_pylist(), dtype=object)
+        ordered = np.lexsort((by_id, -candidates.column("_weight").to_numpy()))
         table = candidates.take(pa.array(ordered, pa.int64()))
         groups = None
         if quotas is not None:
@@ -202,13 +226,19 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     if len(picked_ids) < n_select:
         result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
     pick_rows = np.array([position[i] for i in picked_ids], dtype=np.int64)
-    ranking, result.coverage_radius = rank_candidates(candidates, embeddings, pick_rows, picked, labeled, plan)
+    ranking, result.coverage_radius = rank_candidates(candidates, embeddings, pick_rows, picked, labeled, plan,
+                                                      batch_sizes=[b.num_rows for b in batches])
     return ranking_table(ranking, run_id, plan.label, run_time), result
 
 
 def rank_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,
-                    labeled: np.ndarray | None, plan: Plan) -> tuple[pa.Table, float | None]:
-    """Every candidate's score, weight, diversity and parts, in ranking order; and the coverage radius."""
+                    labeled: np.ndarray | None, plan: Plan, *, batch_sizes: Sequence[int] = ()
+                    ) -> tuple[pa.Table, float | None]:
+    """Every candidate's score, weight, diversity and parts, in ranking order; and the coverage radius.
+
+    Distances to the centres are measured batch by batch (``batch_sizes``, the whole table when
+    empty), as the Spark stage's ranking pass measures them.
+    """
     n = candidates.num_rows
     greedy = candidates.column("_greedy_weight").to_numpy()
     weight = candidates.column("_weight").to_numpy()
@@ -221,8 +251,13 @@ def rank_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.
     else:
         scores_picked, diversity_picked = pick_scores(weight[pick_rows], None, None)
     centres = [m for m in (labeled, sorted_rows(candidates, pick_rows)) if m is not None and len(m)]
-    nearest = (nearest_centre_distances(embeddings, np.vstack(centres)).astype(np.float64)
-               if centres and n else np.full(n, np.nan))
+    nearest = np.full(n, np.nan)
+    if centres and n:
+        stacked = np.vstack(centres)
+        bounds = np.cumsum([0, *(batch_sizes or [n])])
+        for start, stop in itertools.pairwise(bounds):
+            if stop > start:
+                nearest[start:stop] = nearest_centre_distances(embeddings[start:stop], stacked)
     cap = float(scores_picked[-1]) if len(pick_rows) else None
     score = other_scores(greedy if diversity else weight, nearest, diversity=diversity, cap=cap)
     div = nearest.copy()

@@ -7,10 +7,11 @@ wrote into the features and rejects tables; no pool-sized data passes through it
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pyarrow as pa
 
-from alray.config import Config, ModelConfig
+from alray.config import Config, ModelConfig, ScoreConfig
 from alray.engines import ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
@@ -93,10 +94,32 @@ def check_actor_cpus(config: Config) -> None:
         )
 
 
-def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
-    """Score the pool on Ray and replace this run's rows of the features and rejects tables."""
+def score_dataset(dataset: Any, model: ModelConfig, score: ScoreConfig, options: ScoringOptions) -> Any:
+    """A Ray Dataset of pool rows scored by an actor pool: the features rows (with a reject reason column).
+
+    ``model`` and ``score`` are the config's sections; ``options`` says which payload column to
+    decode, the seed and the run id. Lazy, as Ray Datasets are: nothing runs until it is consumed.
+    """
     from ray.data import ActorPoolStrategy
 
+    return dataset.map_batches(
+        PoolScorer,
+        fn_constructor_kwargs={
+            "model": model.model_copy(update={"checkpoint": _absolute(model.checkpoint)}),
+            "device": model.device if score.gpus_per_actor > 0 else "cpu",
+            "options": options,
+            "n_threads": int(max(1, score.cpus_per_actor)),
+        },
+        batch_size=score.batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=score.num_actors),
+        num_cpus=score.cpus_per_actor,
+        num_gpus=score.gpus_per_actor or None,
+    )
+
+
+def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
+    """Score the pool on Ray and replace this run's rows of the features and rejects tables."""
     source, payload = check_inputs(config)
     ensure_ray(config.ray)
     score = config.score
@@ -111,20 +134,7 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
     dataset = read_pool(source, rows_per_block=block_rows)
-    scored = dataset.map_batches(
-        PoolScorer,
-        fn_constructor_kwargs={
-            "model": config.model.model_copy(update={"checkpoint": _absolute(config.model.checkpoint)}),
-            "device": config.model.device if score.gpus_per_actor > 0 else "cpu",
-            "options": options,
-            "n_threads": int(max(1, score.cpus_per_actor)),
-        },
-        batch_size=score.batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=score.num_actors),
-        num_cpus=score.cpus_per_actor,
-        num_gpus=score.gpus_per_actor or None,
-    )
+    scored = score_dataset(dataset, config.model, score, options)
     # Without a floor, Ray writes one file per block: thousands of files for a million rows,
     # each then split and committed on its own. Without a ceiling, a file grows with the pool,
     # and so does the memory of the task that splits it.

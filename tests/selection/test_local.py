@@ -1,0 +1,97 @@
+"""The single-machine selection agrees with the Spark stage pick for pick, and its ranking means one thing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import alray
+from alray.api import selection_config
+from alray.stages.select import select_dataframe
+from tests.selection.features import clustered_features
+
+DIVERSITY = {"input": "embeddings", "strategy": "diversity"}
+BALD = {"input": "bald", "strategy": "weights"}
+
+CONFIGS = {
+    "weighted diversity, 4 partitions": dict(n_samples=40, strategies=[DIVERSITY, BALD], n_partitions=4),
+    "weighted diversity, 7 partitions, oversample 1.5": dict(
+        n_samples=60, strategies=[DIVERSITY, {**BALD, "strength": 2.0}], n_partitions=7, oversample=1.5),
+    "diversity strength 0.5 with entropy": dict(
+        n_samples=30, strategies=[{**DIVERSITY, "strength": 0.5}, {"input": "entropy", "strategy": "weights"}],
+        n_partitions=3),
+    "class quotas": dict(n_samples=40, strategies=[DIVERSITY, BALD, {"input": "predictions", "strategy": "balance",
+                                                                   "target": {"0": 0.5, "1": 0.3, "2": 0.2}}],
+                         n_partitions=5),
+    "threshold, filter and min distance": dict(
+        n_samples=50, strategies=[{**DIVERSITY, "min_distance": 1.5}, BALD,
+                                  {"input": "bald", "strategy": "threshold", "threshold": 0.05,
+                                   "operation": "bigger"}],
+        filters=[{"column": "size", "op": ">=", "value": 10}], n_partitions=2),
+    "knn typicality": dict(n_samples=25, strategies=[DIVERSITY, {"input": "embeddings", "strategy": "typicality",
+                                                                 "reference_size": 300}], n_partitions=4),
+    "similarity to ids": dict(n_samples=20, strategies=[DIVERSITY, {"input": "embeddings", "strategy": "similarity",
+                                                                    "query": {"ids": ["row-00003"]}}]),
+    "top_m then diversify": dict(n_samples=20, strategies=[DIVERSITY, BALD], mode="top_m", top_m=120,
+                                 n_partitions=3),
+    "by weight, quotas, near duplicates": dict(
+        n_samples=35, strategies=[BALD, {"input": "predictions", "strategy": "balance"}],
+        near_duplicate_distance=1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def features() -> pa.Table:
+    table = clustered_features()
+    # similarity queries name an id of the table
+    ids = table.column("id").to_pylist()
+    ids[3] = "row-00003"
+    return table.set_column(0, "id", pa.array(ids, pa.string()))
+
+
+def _spark_ranking(spark, features: pa.Table, labeled: list[str], seed: int, **selection) -> pa.Table:
+    excluded = pa.table({"id": labeled, "_excluded": ["labeled"] * len(labeled)}) if labeled else None
+    with select_dataframe(spark.createDataFrame(features), selection_config(**selection), seed=seed,
+                          excluded=excluded) as result:
+        ranking = result.ranking.toArrow()
+    return ranking.sort_by("rank")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("labeled", [False, True], ids=["no labeled", "labeled centres"])
+def test_python_api_and_spark_stage_agree_pick_for_pick(spark, features, name, labeled):
+    seed = 3 if labeled else 0
+    labeled_ids = features.column("id").to_pylist()[100:130] if labeled else []
+    ours = alray.select(features, labeled=labeled_ids or None, seed=seed, **CONFIGS[name])
+    theirs = _spark_ranking(spark, features, labeled_ids, seed, **CONFIGS[name])
+    picks = ours[ours.selected].id.tolist()
+    assert picks, "the config must select something"
+    assert picks == [i for i, s in zip(theirs.column("id").to_pylist(), theirs.column("selected").to_pylist(),
+                                       strict=True) if s]
+    assert ours.id.tolist() == theirs.column("id").to_pylist()
+    np.testing.assert_allclose(ours.score.to_numpy(), theirs.column("score").to_numpy(), rtol=1e-12)
+    diversity = theirs.column("diversity").to_numpy(zero_copy_only=False)
+    np.testing.assert_allclose(ours.diversity.to_numpy(dtype=float), diversity.astype(float), rtol=1e-12)
+    assert set(ours.id).isdisjoint(labeled_ids)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_score_never_increases_with_rank(features, name):
+    ranking = alray.select(features, **CONFIGS[name])
+    scores = ranking.score.to_numpy()
+    assert (np.diff(scores) <= 0).all(), f"rank {int(np.argmax(np.diff(scores) > 0)) + 2} scores above its elder"
+    assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
+    n_selected = int(ranking.selected.sum())
+    assert ranking.selected.tolist() == [True] * n_selected + [False] * (len(ranking) - n_selected)
+
+
+def test_the_first_pick_scores_its_reach_not_its_weight(features):
+    ranking = alray.select(features, n_samples=10, strategies=["diversity", "weights:bald"])
+    first, second = ranking.iloc[0], ranking.iloc[1]
+    embeddings = np.stack(features.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    ids = features.column("id").to_pylist()
+    reach = np.linalg.norm(embeddings - embeddings[ids.index(first.id)], axis=1).max()
+    assert first.diversity == pytest.approx(reach, rel=1e-5)
+    assert first.score == pytest.approx(first.diversity * first.weight, rel=1e-9)  # strength 1: greedy weight
+    assert first.score >= second.score > 0
