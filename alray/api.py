@@ -44,17 +44,10 @@ def _arrow(table: Any, name: str) -> pa.Table:
     raise InputError(f"{name}: expected a pandas DataFrame or a pyarrow Table, got {type(table).__name__}")
 
 
-def strategy_entry(spec: str | dict[str, Any] | StrategyConfig) -> StrategyConfig:
-    """A strategy entry from a config mapping, a StrategyConfig, or a short form such as ``"weights:bald"``.
-
-    The short form is ``strategy`` (embeddings input) or ``strategy:input``.
-    """
-    if isinstance(spec, StrategyConfig):
-        return spec
-    if isinstance(spec, str):
-        strategy, _, column = spec.partition(":")
-        spec = {"strategy": strategy, "input": column or EMBEDDINGS}
-    return StrategyConfig.model_validate(spec)
+def _short_form(spec: str) -> dict[str, str]:
+    """``"weights:bald"`` as an entry mapping; a bare ``"diversity"`` reads the embeddings."""
+    strategy, _, column = spec.partition(":")
+    return {"strategy": strategy, "input": column or EMBEDDINGS}
 
 
 def selection_config(*, n_samples: int | None = None,
@@ -64,7 +57,7 @@ def selection_config(*, n_samples: int | None = None,
     try:
         data: dict[str, Any] = {"n_samples": n_samples, **selection}
         if strategies is not None:
-            data["strategies"] = [strategy_entry(s) for s in strategies]
+            data["strategies"] = [_short_form(s) if isinstance(s, str) else s for s in strategies]
         return SelectionConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, "selection")) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def test_validate_prints_the_resolved_config(tmp_path):
     result = alray("validate", write_config(tmp_path), "--set", "selection.n_samples=7")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["selection"]["n_samples"] == 7
-    assert "valid" in result.stderr
+    assert re.fullmatch(r".*job\.yaml: valid \(config hash [0-9a-f]{16}\)\n", result.stderr), result.stderr
 
 
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path):

@@ -294,8 +294,19 @@ def test_top_m_then_diversify(spark, tmp_path, features):
     result, ranking = select(tmp_path, features, n_samples=6, mode="top_m", top_m=30, strategies=[
         {"input": "embeddings", "strategy": "diversity"}, {"input": "entropy", "strategy": "weights"}])
     entropy = features.column("entropy").to_numpy()
-    top30 = {features.column("id")[int(i)].as_py() for i in np.argsort(-entropy)[:30]}
-    assert set(selected_ids(ranking)) <= top30 and result.n_selected == 6
+    by_entropy = [features.column("id")[int(i)].as_py() for i in np.argsort(-entropy)]
+    picks = selected_ids(ranking)
+    assert set(picks) <= set(by_entropy[:30]) and result.n_selected == 6
+    # diversified, not the plain top 6: the picks lie farther apart than the six most uncertain rows
+    x = embeddings(features)
+
+    def closest_pair(ids: list[str]) -> float:
+        rows = x[rows_of(features, ids)]
+        gaps = np.linalg.norm(rows[:, None] - rows[None], axis=2)
+        return float(gaps[np.triu_indices(len(rows), 1)].min())
+
+    assert set(picks) != set(by_entropy[:6])
+    assert closest_pair(picks) > 2 * closest_pair(by_entropy[:6])
 
 
 @pytest.mark.parametrize("method", ["knn", "kmeans"])
@@ -309,6 +320,16 @@ def test_typicality_prefers_dense_samples(spark, tmp_path, method):
         {"input": "embeddings", "strategy": "typicality", "method": method, "n_neighbors": 5, "n_clusters": 6}])
     chosen = rows_of(features, selected_ids(ranking))
     assert (chosen < 20).sum() == 0  # no outlier is typical
+    # the picks are the densest rows: mean distance to the 5 nearest other rows, measured here
+    gaps = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    spread = np.sort(gaps, axis=1)[:, :5].mean(axis=1)
+    if method == "knn":  # exactly the measure ranked: the 10 densest rows
+        assert set(chosen.tolist()) == set(np.argsort(spread)[:10].tolist())
+    else:  # small clusters far from their centroid rank last: no outlier among half the rows (random: ~1e-6)
+        _result, ranking = select(tmp_path, features, n_samples=100, strategies=[
+            {"input": "embeddings", "strategy": "typicality", "method": method, "n_clusters": 6}])
+        assert (rows_of(features, selected_ids(ranking)) >= 20).all()
 
 
 def test_similarity_to_query_ids(spark, tmp_path, features):
