@@ -1,4 +1,4 @@
-"""Iceberg through pyiceberg and an embedded sqlite SQL catalog: pools read, output tables written."""
+"""Iceberg output tables through pyiceberg and an embedded sqlite SQL catalog."""
 
 from __future__ import annotations
 
@@ -8,58 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from alray.config import PoolConfig
 from alray.errors import InputError
 from alray.lake import IcebergCatalog, Lake, previously_selected_ids, refuse_delete_files
-from alray.stages.pool_source import open_pool
 
 pytest.importorskip("pyiceberg")
-
-
-def _catalog(tmp_path):
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    catalog = SqlCatalog("pools", uri=f"sqlite:///{tmp_path}/pools.db", warehouse=f"file://{tmp_path}/warehouse")
-    catalog.create_namespace_if_not_exists("raw")
-    return catalog
-
-
-def _pool_config(tmp_path, name: str, **extra) -> PoolConfig:
-    catalog = {"uri": f"sqlite:///{tmp_path}/pools.db", "name": "pools"}
-    return PoolConfig(path=name, format="iceberg", catalog=catalog, **extra)
-
-
-def test_iceberg_pool_resolves_to_its_snapshot_files(tmp_path):
-    catalog = _catalog(tmp_path)
-    data = pa.table({"id": ["a", "b", "c"], "features": [[1.0], [2.0], [3.0]], "camera": ["x", "y", "x"]})
-    table = catalog.create_table("raw.pool", schema=data.schema)
-    table.append(data.slice(0, 2))
-    first = table.current_snapshot().snapshot_id
-    table.append(data.slice(2))
-    latest = open_pool(_pool_config(tmp_path, "raw.pool"))
-    assert latest.payload == "features" and len(latest.files) == 2
-    # what Ray's read_parquet gets (read_pool hands it exactly these files)
-    assert sorted(pq.read_table(latest.files[0]).column("id").to_pylist()
-                  + pq.read_table(latest.files[1]).column("id").to_pylist()) == ["a", "b", "c"]
-    pinned = open_pool(_pool_config(tmp_path, "raw.pool", version=first))
-    assert pq.read_table(pinned.files[0]).column("id").to_pylist() == ["a", "b"]
-
-
-def test_iceberg_pool_errors_name_the_table_and_column(tmp_path):
-    catalog = _catalog(tmp_path)
-    catalog.create_table("raw.noid", schema=pa.schema([("key", pa.string()), ("uri", pa.string())]))
-    with pytest.raises(InputError, match=r"pool raw.noid: missing required column 'id'"):
-        open_pool(_pool_config(tmp_path, "raw.noid"))
-    with pytest.raises(InputError, match=r"raw.nothere: no Iceberg table"):
-        open_pool(_pool_config(tmp_path, "raw.nothere"))
-    renamed = catalog.create_table("raw.renamed", schema=pa.schema([("id", pa.string()), ("path", pa.string())]))
-    renamed.append(pa.table({"id": ["a"], "path": ["a.png"]}))
-    with renamed.update_schema() as update:
-        update.rename_column("path", "uri")
-    with pytest.raises(InputError, match=r"column 'uri' was renamed from 'path'"):
-        open_pool(_pool_config(tmp_path, "raw.renamed"))
-    with pytest.raises(ValueError, match=r"needs catalog\.uri"):
-        PoolConfig(path="raw.pool", format="iceberg")
 
 
 def test_tables_with_delete_files_are_refused():

@@ -1,0 +1,34 @@
+"""Earlier selections: the ids that other succeeded runs of a lake already picked."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from alray.errors import InputError
+from alray.lake.outputs import Lake
+
+
+def previously_selected_ids(lake: Lake, run_id: str) -> pa.Array:
+    """Distinct ids selected by the other succeeded runs of the lake's ranking table.
+
+    A run that has not succeeded (running, failed) does not count, nor does ``run_id`` itself,
+    so a rerun sees the same exclusions as the first try. Empty when the table does not exist.
+    """
+    ranking = _read_all(lake, "ranking", ["run_id", "id", "selected"])
+    if ranking.num_rows == 0:
+        return pa.array([], pa.string())
+    ranking = ranking.filter(pc.and_(pc.equal(ranking.column("selected"), True),
+                                     pc.not_equal(ranking.column("run_id"), run_id)))
+    runs = _read_all(lake, "runs", ["run_id", "status"])
+    if runs.num_rows:
+        succeeded = runs.filter(pc.equal(runs.column("status"), "succeeded")).column("run_id")
+        ranking = ranking.filter(pc.is_in(ranking.column("run_id"), value_set=succeeded.combine_chunks()))
+    return pc.unique(ranking.column("id").combine_chunks().cast(pa.string()))
+
+
+def _read_all(lake: Lake, name: str, columns: list[str]) -> pa.Table:
+    try:
+        return lake.read_table(name, columns=columns)
+    except InputError:
+        return pa.table({})
