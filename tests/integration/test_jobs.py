@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JOBS = ROOT / "jobs"
 sys.path.append(str(JOBS))  # after the standard library: jobs/select.py must not shadow `select`
 

@@ -26,9 +26,9 @@ from alray.config import config_from_dict
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-SCHEMAS = Path(__file__).parent / "data"
+SCHEMAS = Path(__file__).parents[1] / "data"
 KUBERNETES_VERSION = "1.32"
 OVERLAYS = ("dev", "prod")
 CUSTOM_SCHEMAS = {

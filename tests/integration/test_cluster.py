@@ -36,7 +36,7 @@ from tests.conftest import demo_config
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY_HOST = "127.0.0.2"
 SPARK_HOST = "127.0.0.1"
 START_TIMEOUT_S = 150
