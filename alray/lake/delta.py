@@ -247,10 +247,11 @@ class DeltaBackend:
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """See :meth:`TableBackend.read_table`."""
+        path = self.lake.table(name)
         try:
-            table = delta_table(self.lake.table(name), self.lake.storage_options)
+            table = delta_table(path, self.lake.storage_options)
         except TableNotFoundError:
-            raise InputError(f"{name} table {self.lake.table(name)}: not found") from None
+            raise InputError(f"{name} table {path}: not found") from None
         return table.to_pyarrow_dataset().to_table(columns=columns)
 
     def run_files(self, name: str, run_id: str) -> list[str]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import get_args
 
-import pyarrow.parquet as pq
 import pytest
 
 from alray.config import OutputConfig
 from alray.errors import InputError
 from alray.lake import BACKENDS, IcebergCatalog, Lake, parquet_dataset
-from tests.lake.conftest import run_rows
+from tests.lake.conftest import run_rows, staged_file
 
 FORMATS = ("delta", "parquet", "iceberg")
 
@@ -27,13 +26,8 @@ def _rows_of(lake: Lake, run_id: str) -> list[dict]:
 
 def _worker_file(lake: Lake, folder, run_id: str, ids: list[str], value: float) -> str:
     """A parquet file as the stages write it: with the run_id column only where the format keeps it."""
-    rows = run_rows(run_id, ids, value)
-    if not lake.keeps_run_id_in_files():
-        rows = rows.drop_columns(["run_id"])
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"part-{len(list(folder.iterdir()))}.parquet"
-    pq.write_table(rows, path)
-    return str(path)
+    extra = {"run_id": [run_id] * len(ids)} if lake.keeps_run_id_in_files() else {}
+    return staged_file(folder, ids, value, **extra)
 
 
 def test_every_output_format_of_the_config_has_a_backend():
