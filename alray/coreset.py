@@ -18,7 +18,6 @@ __all__ = [
     "k_center_greedy",
     "local_k",
     "nearest_centre_distances",
-    "two_stage_k_center",
 ]
 
 _DEFAULT_CHUNK_ROWS = 65536
@@ -487,100 +486,3 @@ def local_k(k: int, n_partitions: int, oversample: float, partition_size: int, *
     share = math.ceil(oversample * k / n_partitions - _CEIL_SLACK)
     wanted = max(share, min(k, union_cap // n_partitions))
     return max(0, min(partition_size, wanted))
-
-
-def two_stage_k_center(
-    X: npt.ArrayLike,
-    k: int,
-    n_partitions: int,
-    *,
-    oversample: float = 4.0,
-    weights: npt.ArrayLike | None = None,
-    already_selected: npt.ArrayLike | None = None,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two-round (partitioned, then global) greedy k-center, as the Spark stage runs it.
-
-    Round 1 assigns rows to ``n_partitions`` partitions uniformly at random (from ``seed``) and
-    runs :func:`k_center_greedy` in each, picking :func:`local_k` centres with the partition's
-    weights and the same ``already_selected``; its first pick is the partition's highest-weight
-    row (random without weights). Round 2 runs :func:`k_center_greedy` for ``k`` centres over
-    the union of the local centres, first pick the union's highest-weight row (random without
-    weights), unless ``already_selected`` is given, in which case both rounds start from the
-    row farthest from the existing centres.
-
-    Parameters
-    ----------
-    X : array_like of shape (n_rows, n_features)
-        Candidate embeddings; converted to float32.
-    k : int
-        Number of new centres; fewer come back when the local centres run out.
-    n_partitions : int
-        Number of first-round partitions (>= 1).
-    oversample : float, default 4.0
-        First-round centres over all partitions divided by ``k``; see :func:`local_k`.
-    weights : array_like of shape (n_rows,), optional
-        Non-negative per-row weights; see :func:`k_center_greedy`.
-    already_selected : array_like of shape (n_centres, n_features), optional
-        Embeddings of existing centres.
-    seed : int, default 0
-        Seeds the partition assignment and the random first picks.
-
-    Returns
-    -------
-    indices : ndarray of shape (n_picked,), int64
-        Rows of ``X`` in global selection order, ``n_picked <= min(k, n_rows)``.
-    min_distances : ndarray of shape (n_rows,), float32
-        Distance of every row of ``X`` to its nearest final centre or existing centre.
-    """
-    points = _as_matrix("X", X)
-    n_rows, n_features = points.shape
-    k = _check_count("k", k, minimum=0)
-    n_partitions = _check_count("n_partitions", n_partitions, minimum=1)
-    local_k(k, n_partitions, oversample, 0)  # validates oversample before any work
-    w = _check_weights(weights, n_rows)
-    existing = _check_already_selected(already_selected, n_features)
-
-    rng = np.random.default_rng(seed)
-    partition_of_row = rng.integers(n_partitions, size=n_rows)
-    # A stable sort groups each partition's rows in increasing index order, so local
-    # tie-breaking by lowest position is tie-breaking by lowest original index.
-    order = np.argsort(partition_of_row, kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(partition_of_row, minlength=n_partitions))))
-
-    local_centres = []
-    for part in range(n_partitions):
-        members = order[bounds[part] : bounds[part + 1]]
-        n_local = local_k(k, n_partitions, oversample, members.size)
-        if n_local == 0:
-            continue
-        part_w = None if w is None else w[members]
-        part_first = None
-        if existing is None:
-            part_first = (
-                int(np.argmax(part_w)) if part_w is not None else int(rng.integers(members.size))
-            )
-        picked, _ = k_center_greedy(
-            points[members], n_local, part_w, existing, part_first, seed=seed
-        )
-        local_centres.append(members[picked])
-
-    if not local_centres:
-        return np.empty(0, dtype=np.int64), nearest_centre_distances(
-            points, existing if existing is not None else np.empty((0, n_features))
-        )
-    union = np.sort(np.concatenate(local_centres))
-    union_w = None if w is None else w[union]
-    global_first = None
-    if existing is None and union_w is not None:
-        global_first = int(np.argmax(union_w))
-    picked, _ = k_center_greedy(points[union], k, union_w, existing, global_first, seed=seed)
-    indices = union[picked]
-
-    final_centres = points[indices]
-    if existing is not None:
-        final_centres = np.concatenate([existing, final_centres])
-    min_distances = nearest_centre_distances(points, final_centres)
-    # A picked row is a centre: make that exact rather than within float32 noise of 0.
-    min_distances[indices] = 0.0
-    return indices.astype(np.int64), min_distances

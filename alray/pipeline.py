@@ -107,7 +107,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
                          f"({previous['pool'] - previous['rejected']} scored, {previous['rejected']} rejected)")
         elif "score" in stages:
             with progress.stage("score"):
-                scored = run_score(config, run_id, lake, progress)
+                scored = run_score(config.pool, config.model, config.score, config.ray, seed=config.run.seed,
+                                   run_id=run_id, lake=lake, progress=progress)
             summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
             summary.stages_completed.append("score")
             # recorded now, so that a run killed later can resume after the scoring
@@ -117,7 +118,10 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.stages_completed.append("score")  # by an earlier `alray score` of this run
         if "select" in stages:
             with progress.stage("select"):
-                selected = run_select(config, run_id, lake, progress, run_time=started)
+                selected = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed,
+                                      run_id=run_id, lake=lake, progress=progress, run_time=started,
+                                      labeled_storage_options=config.labeled_storage_options(),
+                                      source=f"pool {config.pool.path}")
             summary.counts.update(filtered=selected.n_filtered, candidates=selected.n_candidates,
                                   selected=selected.n_selected)
             summary.filtered_by_reason = selected.filtered_by_reason

@@ -22,10 +22,12 @@ from _measure import PeakMemory, write_results
 from sklearn.metrics import pairwise_distances
 
 try:
-    from alray.coreset import k_center_greedy, local_k, nearest_centre_distances
+    from alray.coreset import k_center_greedy, local_k
+    from alray.selection.local import two_stage_k_center
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from alray.coreset import k_center_greedy, local_k, nearest_centre_distances
+    from alray.coreset import k_center_greedy, local_k
+    from alray.selection.local import two_stage_k_center
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -168,29 +170,6 @@ def bench_greedy_vs_sklearn(
     }
 
 
-def stage_two_stage(pool: np.ndarray, k: int, n_partitions: int, oversample: float, seed: int
-                    ) -> tuple[np.ndarray, float]:
-    """The Spark stage's two-stage k-center on one machine: its rounds, its partition hash, no weights.
-
-    Runs :func:`alray.selection.local.two_stage` (the functions the stage's ``mapInArrow`` tasks
-    and driver call) over ids ``p0000000...``; returns the picked rows and the coverage radius.
-    """
-    import pyarrow as pa
-
-    from alray.selection.local import two_stage
-    from alray.selection.rounds import GreedySpec
-
-    n = len(pool)
-    ids = [f"p{i:07d}" for i in range(n)]
-    flat = pa.array(np.ascontiguousarray(pool, dtype=np.float32).ravel(), pa.float32())
-    offsets = pa.array(np.arange(0, (n + 1) * pool.shape[1], pool.shape[1], dtype=np.int32))
-    rows = pa.table({"id": ids, "embedding": pa.ListArray.from_arrays(offsets, flat),
-                     "weight": pa.array(np.ones(n))})
-    picked_ids, picked = two_stage(rows, n_partitions, GreedySpec(n_select=k, oversample=oversample, seed=seed))
-    indices = np.array([int(i[1:]) for i in picked_ids], dtype=np.int64)
-    return indices, float(nearest_centre_distances(pool, picked).max())
-
-
 def bench_two_stage_radius(
     *,
     n_rows: int,
@@ -227,7 +206,10 @@ def bench_two_stage_radius(
     single_radius = float(single_distances.max())
     two_stage = []
     for oversample in oversamples:
-        (indices, radius), seconds = _timed(stage_two_stage, pool, k, n_partitions, oversample, seed)
+        (indices, distances), seconds = _timed(
+            two_stage_k_center, pool, k, n_partitions, oversample=oversample, seed=seed
+        )
+        radius = float(distances.max())
         two_stage.append(
             {
                 "oversample": oversample,
@@ -299,7 +281,8 @@ def bench_spark_stage(
         })
         with PeakMemory() as memory:
             start = time.perf_counter()
-            result = run_select(config, "bench", lake, Progress(quiet=True))
+            result = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed,
+                                run_id="bench", lake=lake, progress=Progress(quiet=True))
             seconds = time.perf_counter() - start
         figures: dict[str, Any] = {
             "n_rows": n_rows, "n_features": n_features, "k": k, "n_partitions": n_partitions,

@@ -47,7 +47,7 @@ def write_frame(path: Path, n_rows: int, *, seed: int = 0) -> None:
         "diversity": pa.array(rng.random(n_rows)),
         "parts": pa.array([[("weights:bald", float(s))] for s in scores], pa.map_(pa.string(), pa.float64())),
         "_nearest": pa.array(rng.random(n_rows)),
-        "pick_rank": pa.array([int(p) if p > 0 else None for p in pick], pa.int32()),
+        "pick_order": pa.array([int(p) if p > 0 else None for p in pick], pa.int32()),
     })
     path.mkdir(parents=True)
     for i, start in enumerate(range(0, n_rows, 100_000)):
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_frame(root / "frame", args.rows)
         spark = spark_session(SparkConfig(master=args.master, conf={"spark.driver.memory": "4g"}))
         frame = spark.read.parquet(str(root / "frame"))
-        order = [F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id")]
+        order = [F.col("pick_order").asc_nulls_last(), F.desc("score"), F.asc("id")]
         ways = {
             "window": lambda: contextlib.nullcontext(
                 frame.withColumn("rank", F.row_number().over(Window.orderBy(*order)).cast("long"))),

@@ -1,7 +1,7 @@
 """One round of selection over arrays: the weighted k-center greedy with quotas, or picks by weight.
 
 Every round of the two-stage coreset (:mod:`alray.selection.rounds`) is :func:`greedy_picks`;
-a selection without diversity is :func:`select_by_rank`.
+a selection without diversity is :func:`select_by_weight`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def greedy_picks(embeddings: np.ndarray, weights: np.ndarray, k: int, *, labeled
     return picks
 
 
-def select_by_rank(embeddings: np.ndarray, weights: np.ndarray, n_select: int, *,
+def select_by_weight(embeddings: np.ndarray, weights: np.ndarray, n_select: int, *,
                    groups: np.ndarray | None = None, quotas: np.ndarray | None = None,
                    min_distance: float = 0.0, labeled: np.ndarray | None = None) -> list[int]:
     """Pick rows by descending weight (no diversity), honouring class quotas and a minimum distance.
@@ -100,7 +100,7 @@ def select_local(embeddings: np.ndarray, n_select: int, *, objectives: Sequence[
     n = len(embeddings)
     weights = combine(objectives, n)
     if not diversity:
-        ranked = select_by_rank(embeddings, weights, n_select, groups=groups, quotas=quotas,
+        ranked = select_by_weight(embeddings, weights, n_select, groups=groups, quotas=quotas,
                                 min_distance=min_distance, labeled=labeled)
         return LocalSelection(np.asarray(ranked, dtype=np.int64), weights)
     pool = np.arange(n)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,7 +23,7 @@ from alray.config import QueryConfig, SelectionConfig
 from alray.coreset import nearest_centre_distances
 from alray.errors import InputError
 from alray.selection.filters import rejection_reasons
-from alray.selection.greedy import select_by_rank
+from alray.selection.greedy import select_by_weight
 from alray.selection.partitions import partition_of, spark_xxhash64
 from alray.selection.plan import Plan, PlannedObjective, plan_selection, target_count
 from alray.selection.ranking import first_pick_reach, other_scores, pick_scores
@@ -157,6 +158,53 @@ def two_stage(rows: pa.Table, n_partitions: int, spec: GreedySpec) -> tuple[list
     return merge_round(union, spec)
 
 
+def two_stage_k_center(X: npt.ArrayLike, k: int, n_partitions: int, *, oversample: float = 4.0,
+                       weights: npt.ArrayLike | None = None, already_selected: npt.ArrayLike | None = None,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The Spark stage's two-stage k-center on arrays: rows named by their index, zero-padded.
+
+    Round one runs in the hash partitions of the ids, each starting from its heaviest row
+    (the first row in id order without ``weights``) or from the row farthest from
+    ``already_selected``; the reduce levels and the merge round follow, as on Spark.
+
+    Parameters
+    ----------
+    X : (N, D) candidate embeddings
+    k : centres to pick
+    n_partitions : first-round partitions
+    oversample : see :func:`alray.coreset.local_k`
+    weights : (N,) non-negative greedy weights (ones when absent)
+    already_selected : (M, D) existing centres
+    seed : the partition hash seed
+
+    Returns
+    -------
+    indices : (n_picked,) int64 rows of ``X`` in pick order
+    min_distances : (N,) float32 distance of every row to its nearest centre (picks and existing;
+        inf when there is none)
+    """
+    points = np.asarray(X, dtype=np.float32)
+    n = len(points)
+    width = len(str(max(n - 1, 0)))
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    existing = None if already_selected is None else np.asarray(already_selected, dtype=np.float32)
+    flat = pa.array(np.ascontiguousarray(points).ravel(), pa.float32())
+    offsets = pa.array(np.arange(0, (n + 1) * points.shape[1], points.shape[1], dtype=np.int64))
+    rows = pa.table({"id": [f"{i:0{width}d}" for i in range(n)],
+                     "embedding": pa.LargeListArray.from_arrays(offsets, flat).cast(pa.list_(pa.float32())),
+                     "weight": pa.array(w, pa.float64())})
+    spec = GreedySpec(n_select=k, oversample=oversample, seed=seed,
+                      labeled=existing if existing is not None and len(existing) else None)
+    picked_ids, _ = two_stage(rows, n_partitions, spec)
+    indices = np.array([int(i) for i in picked_ids], dtype=np.int64)
+    source = np.asarray(X)
+    centres = [m for m in (existing, source[indices]) if m is not None and len(m)]
+    min_distances = (nearest_centre_distances(source, np.vstack(centres)) if centres
+                     else np.full(n, np.inf, dtype=np.float32))
+    min_distances[indices] = 0.0
+    return indices, min_distances
+
+
 def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 0,
                  excluded: Mapping[str, str] | None = None, run_id: str | None = None,
                  run_time: dt.datetime | None = None) -> tuple[pa.Table, SelectResult]:
@@ -216,7 +264,7 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
         if quotas is not None:
             groups = np.array([quotas[0][str(v)] for v in pc.cast(table.column(plan.balance_column), pa.string())
                                .to_pylist()], dtype=np.int64)
-        chosen = select_by_rank(embedding_matrix(table), table.column("_weight").to_numpy(), n_select,
+        chosen = select_by_weight(embedding_matrix(table), table.column("_weight").to_numpy(), n_select,
                                 groups=groups, quotas=spec.quotas, min_distance=plan.min_distance, labeled=labeled)
         picked_ids = [str(table.column("id")[i].as_py()) for i in chosen]
         picked = embedding_matrix(table)[chosen] if chosen else np.zeros((0, 0), dtype=np.float32)
@@ -226,12 +274,12 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     if len(picked_ids) < n_select:
         result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
     pick_rows = np.array([position[i] for i in picked_ids], dtype=np.int64)
-    ranking, result.coverage_radius = rank_candidates(candidates, embeddings, pick_rows, picked, labeled, plan,
+    ranking, result.coverage_radius = score_candidates(candidates, embeddings, pick_rows, picked, labeled, plan,
                                                       batch_sizes=[b.num_rows for b in batches])
     return ranking_table(ranking, run_id, plan.label, run_time), result
 
 
-def rank_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,
+def score_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,
                     labeled: np.ndarray | None, plan: Plan, *, batch_sizes: Sequence[int] = ()
                     ) -> tuple[pa.Table, float | None]:
     """Every candidate's score, weight, diversity and parts, in ranking order; and the coverage radius.
@@ -264,10 +312,10 @@ def rank_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.
     score[pick_rows] = scores_picked
     if diversity:
         div[pick_rows] = diversity_picked
-    pick_rank = np.full(n, np.iinfo(np.int64).max)
-    pick_rank[pick_rows] = np.arange(1, len(pick_rows) + 1)
+    pick_order = np.full(n, np.iinfo(np.int64).max)
+    pick_order[pick_rows] = np.arange(1, len(pick_rows) + 1)
     ids = np.array(candidates.column("id").to_pylist(), dtype=object)
-    order = np.lexsort((ids, -score, pick_rank))
+    order = np.lexsort((ids, -score, pick_order))
     parts = [[(o.label, float(v)) for o in plan.objectives for v in [candidates.column(o.name)[i].as_py()]]
              for i in range(n)]
     selected = np.zeros(n, dtype=bool)

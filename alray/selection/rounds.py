@@ -76,9 +76,11 @@ def reduce_levels(n_select: int, n_partitions: int, oversample: float, *, union_
     bound = n_partitions * local_k(n_select, n_partitions, oversample, 2**62)
     levels: list[int] = []
     for _ in range(MAX_REDUCE_LEVELS):
+        if bound <= union_cap:
+            break
         partitions = math.ceil(bound / union_cap)
         next_bound = partitions * local_k(n_select, partitions, oversample, 2**62)
-        if bound <= union_cap or next_bound >= bound:
+        if next_bound >= bound:
             break
         levels.append(partitions)
         bound = next_bound

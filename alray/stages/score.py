@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray.config import Config, ModelConfig, ScoreConfig
+from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig
 from alray.engines import ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
@@ -59,31 +59,29 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def check_inputs(config: Config) -> tuple[PoolSource, str]:
+def check_inputs(pool: PoolConfig, model_config: ModelConfig) -> tuple[PoolSource, str]:
     """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload."""
-    pool = config.pool
     source = open_pool(pool)
     check_pool_ids(source)
     schema, payload = source.schema, source.payload
     clashes = sorted((set(schema.names) - {"id", payload}) & RESERVED_COLUMNS)
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
-    model = load_configured_model(config.model)
+    model = load_configured_model(model_config)
     try:
         check_payload_fits(payload, model.input_kind)
     except PayloadError as exc:
-        raise InputError(f"pool {pool.path}: {exc} (model.checkpoint {config.model.checkpoint})") from None
+        raise InputError(f"pool {pool.path}: {exc} (model.checkpoint {model_config.checkpoint})") from None
     return source, payload
 
 
-def check_actor_cpus(config: Config) -> None:
+def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
     """Refuse an actor pool that takes every CPU of a local Ray instance: the pool's read tasks
     (one CPU each) could then never run, and the job would wait forever."""
     import ray
 
-    if config.ray.address is not None:
+    if ray_config.address is not None:
         return  # a cluster may autoscale; its operators size it
-    score = config.score
     total = float(ray.cluster_resources().get("CPU", 0.0))
     reserved = score.num_actors * score.cpus_per_actor
     if reserved > total - 1.0 + 1e-9:
@@ -118,13 +116,16 @@ def score_dataset(dataset: Any, model: ModelConfig, score: ScoreConfig, options:
     )
 
 
-def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
-    """Score the pool on Ray and replace this run's rows of the features and rejects tables."""
-    source, payload = check_inputs(config)
-    ensure_ray(config.ray)
-    score = config.score
-    check_actor_cpus(config)
-    options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=config.run.seed, run_id=run_id,
+def run_score(pool: PoolConfig, model: ModelConfig, score: ScoreConfig, ray_config: RayConfig, *, seed: int,
+              run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
+    """Score the pool on Ray and replace this run's rows of the features and rejects tables.
+
+    Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections and the run seed.
+    """
+    source, payload = check_inputs(pool, model)
+    ensure_ray(ray_config)
+    check_actor_cpus(score, ray_config)
+    options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
                              head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
@@ -134,7 +135,7 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
     dataset = read_pool(source, rows_per_block=block_rows)
-    scored = score_dataset(dataset, config.model, score, options)
+    scored = score_dataset(dataset, model, score, options)
     # Without a floor, Ray writes one file per block: thousands of files for a million rows,
     # each then split and committed on its own. Without a ceiling, a file grows with the pool,
     # and so does the memory of the task that splits it.
@@ -147,11 +148,11 @@ def run_score(config: Config, run_id: str, lake: Lake, progress: Progress) -> Sc
     result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:
-        raise InputError(f"pool {config.pool.path}: the pool is empty")
+        raise InputError(f"pool {pool.path}: the pool is empty")
     bad_fraction = result.n_rejected / result.n_pool
     if bad_fraction > score.max_bad_fraction:
         raise InputError(
-            f"pool {config.pool.path}: {result.n_rejected} of {result.n_pool} rows rejected "
+            f"pool {pool.path}: {result.n_rejected} of {result.n_pool} rows rejected "
             f"({bad_fraction:.1%} > score.max_bad_fraction {score.max_bad_fraction:.1%}); see the rejects table"
         )
     return result

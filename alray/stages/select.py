@@ -24,14 +24,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from alray.config import Config, LabeledConfig, QueryConfig, SelectionConfig
+from alray.config import LabeledConfig, QueryConfig, SelectionConfig, SparkConfig
 from alray.coreset import nearest_centre_distances
 from alray.engines import spark_session
 from alray.errors import InputError
 from alray.faults import fail_once
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.progress import Progress
-from alray.selection.greedy import select_by_rank
+from alray.selection.greedy import select_by_weight
 from alray.selection.local import add_objective_columns, quotas_for, read_query_embeddings
 from alray.selection.plan import Plan, plan_selection, target_count
 from alray.selection.ranking import first_pick_reach, other_scores, pick_scores
@@ -99,15 +99,20 @@ class SparkCandidates:
         return np.sum(parts, axis=0)
 
 
-def run_select(config: Config, run_id: str, lake: Lake, progress: Progress,
-               *, run_time: dt.datetime | None = None) -> SelectResult:
-    """Select on Spark from this run's features and replace this run's ranking rows."""
+def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_config: SparkConfig, *, seed: int,
+               run_id: str, lake: Lake, progress: Progress, run_time: dt.datetime | None = None,
+               labeled_storage_options: dict[str, str] | None = None, source: str = "features") -> SelectResult:
+    """Select on Spark from this run's features and replace this run's ranking rows.
+
+    Takes the config's ``selection``, ``labeled`` and ``spark`` sections and the run seed;
+    ``source`` names the input in error messages (e.g. ``pool PATH``).
+    """
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
-    spark = spark_session(config.spark)
+    spark = spark_session(spark_config)
     features = _read_features(spark, lake, run_id)
-    excluded = _excluded_ids(config.labeled, config.labeled_storage_options(), lake, run_id)
-    with select_dataframe(features, config.selection, seed=config.run.seed, excluded=excluded,
-                          run_time=run_time, progress=progress, source=f"pool {config.pool.path}") as selection:
+    excluded = _excluded_ids(labeled, labeled_storage_options, lake, run_id)
+    with select_dataframe(features, selection_config, seed=seed, excluded=excluded,
+                          run_time=run_time, progress=progress, source=source) as selection:
         _write_ranking(selection.ranking, run_id, lake, selection.result.strategy, run_time)
     return selection.result
 
@@ -176,17 +181,17 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
         if plan.diversity is not None:
             picked_ids, picked, pick_weights = _two_stage(candidates, plan, spec)
         else:
-            picked_ids, picked, pick_weights = _by_rank(candidates, n_candidates, plan, spec)
+            picked_ids, picked, pick_weights = _by_weight(candidates, n_candidates, plan, spec)
         result.n_selected = len(picked_ids)
         if len(picked_ids) < n_select:
             result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
             progress.say(f"select: stopped at {len(picked_ids)} of {n_select} ({result.stop_reason})")
-        ranked = _rank(spark, candidates, picked_ids, picked, pick_weights, labeled, plan)
+        ranked = _score_candidates(spark, candidates, picked_ids, picked, pick_weights, labeled, plan)
         with global_rank(ranked, ranking_order()) as numbered:
             cached.append(numbered)
             radius = numbered.agg(F.max("_nearest")).collect()[0][0]
             result.coverage_radius = float(radius) if radius is not None and math.isfinite(radius) else None
-            yield SparkSelection(numbered.drop("pick_rank", "_nearest"), result)
+            yield SparkSelection(numbered.drop("pick_order", "_nearest"), result)
     finally:
         for frame in cached:
             frame.unpersist()
@@ -249,7 +254,7 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec) -> tuple[lis
     return ids, picked, np.array([weight_of[i] for i in ids], dtype=np.float64)
 
 
-def _by_rank(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedySpec,
+def _by_weight(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedySpec,
              ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """No diversity: the heaviest candidates, in order, skipping near-duplicates and full classes."""
     if spec.n_select == 0:
@@ -261,7 +266,7 @@ def _by_rank(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedyS
         groups = None
         if spec.group_index is not None:
             groups = np.array([spec.group_index[str(v)] for v in table.column("_group").to_pylist()], dtype=np.int64)
-        picks = select_by_rank(embedding_matrix(table), table.column("_weight").to_numpy(), spec.n_select,
+        picks = select_by_weight(embedding_matrix(table), table.column("_weight").to_numpy(), spec.n_select,
                                groups=groups, quotas=spec.quotas, min_distance=plan.min_distance,
                                labeled=spec.labeled)
         if len(picks) >= spec.n_select or limit >= n_candidates:
@@ -273,7 +278,7 @@ def _by_rank(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedyS
     return [str(ids[i]) for i in picks], picked, weights[picks]
 
 
-def _rank(spark: SparkSession, candidates: DataFrame, picked_ids: list[str], picked: np.ndarray,
+def _score_candidates(spark: SparkSession, candidates: DataFrame, picked_ids: list[str], picked: np.ndarray,
           pick_weights: np.ndarray, labeled: np.ndarray | None, plan: Plan) -> DataFrame:
     """Every candidate with its score, weight, diversity, parts, distance to the centres and pick rank."""
     diversity = plan.diversity is not None
@@ -319,18 +324,18 @@ def _rank(spark: SparkSession, candidates: DataFrame, picked_ids: list[str], pic
                 [*(batch.column(c) for c in keep), pa.array(~np.isnan(rank)), pa.array(values, pa.float64()),
                  pa.array(div, pa.float64(), from_pandas=True), pa.array(nearest, pa.float64()),
                  pa.array(rank, pa.int64(), from_pandas=True)],
-                names=[*keep, "selected", "score", "diversity", "_nearest", "pick_rank"])
+                names=[*keep, "selected", "score", "diversity", "_nearest", "pick_order"])
 
     out = T.StructType([*(candidates.schema[c] for c in keep), T.StructField("selected", T.BooleanType()),
                         T.StructField("score", T.DoubleType()), T.StructField("diversity", T.DoubleType()),
-                        T.StructField("_nearest", T.DoubleType()), T.StructField("pick_rank", T.LongType())])
+                        T.StructField("_nearest", T.DoubleType()), T.StructField("pick_order", T.LongType())])
     scored = candidates.select("embedding", "_greedy_weight", *keep).mapInArrow(score, out)
     labels = [o.label for o in plan.objectives]
     parts = F.create_map(*[item for name, label in zip(objective_names, labels, strict=True)
                            for item in (F.lit(label), F.col(name))]) if labels else F.create_map().cast(
         "map<string,double>")
     return scored.select("id", "selected", "score", F.col("_weight").alias("weight"), "diversity",
-                         parts.alias("parts"), "_nearest", "pick_rank")
+                         parts.alias("parts"), "_nearest", "pick_order")
 
 
 def _read_features(spark: SparkSession, lake: Lake, run_id: str) -> DataFrame:
@@ -396,7 +401,7 @@ def _excluded_ids(labeled: LabeledConfig, storage_options: dict[str, str] | None
 
 def ranking_order() -> list[Column]:
     """The ranking's order: the picks in the order they were made, then the rest by score."""
-    return [F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id")]
+    return [F.col("pick_order").asc_nulls_last(), F.desc("score"), F.asc("id")]
 
 
 @contextmanager

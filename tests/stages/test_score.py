@@ -82,7 +82,7 @@ def test_a_pool_the_model_cannot_read_fails_before_ray_starts(small_pool, tmp_pa
     config = _config(root).model_copy(update={"pool": _config(root).pool.model_copy(
         update={"path": str(tmp_path / "features.parquet")})})
     with pytest.raises(InputError, match="the model takes image inputs, the pool has features payloads"):
-        check_inputs(config)
+        check_inputs(config.pool, config.model)
 
 
 def test_an_actor_pool_that_takes_every_local_cpu_is_refused(ray_session, small_pool):

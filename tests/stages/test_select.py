@@ -69,7 +69,9 @@ def select(tmp_path, features: pa.Table, labeled_ids: list[str] | None = None, *
         "selection": {"n_partitions": 3, **selection},
         "output": {"path": lake.root},
     })
-    result = run_select(config, run_id, lake, Progress(quiet=True), run_time=RUN_TIME)
+    result = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed, run_id=run_id,
+                        lake=lake, progress=Progress(quiet=True), run_time=RUN_TIME,
+                        labeled_storage_options=config.labeled_storage_options(), source=f"pool {config.pool.path}")
     ranking = read_run(lake.table("ranking"), run_id).sort_by("rank")
     return result, ranking
 
@@ -217,8 +219,8 @@ def test_global_rank_numbers_rows_in_order_across_partitions(spark):
     scores = rng.integers(0, 40, size=n).astype(float)  # many ties, broken by id
     picks = [int(p) if p < 25 else None for p in rng.permutation(n)]
     rows = [(f"s{i:05d}", float(scores[i]), picks[i]) for i in rng.permutation(n)]
-    frame = spark.createDataFrame(rows, "id string, score double, pick_rank int").repartition(7)
-    order = [F.col("pick_rank").asc_nulls_last(), F.desc("score"), F.asc("id")]
+    frame = spark.createDataFrame(rows, "id string, score double, pick_order int").repartition(7)
+    order = [F.col("pick_order").asc_nulls_last(), F.desc("score"), F.asc("id")]
     # Small data: without this, Spark merges the sort's partitions into one and nothing is offset.
     spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
     try:

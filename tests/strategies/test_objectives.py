@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alray.coreset import k_center_greedy, nearest_centre_distances
-from alray.selection.greedy import select_by_rank, select_local
+from alray.selection.greedy import select_by_weight, select_local
 from alray.strategies import (
     OBJECTIVE_FLOOR,
     balance_quotas,
@@ -90,10 +90,10 @@ def test_local_quotas_scale_down():
 def test_select_by_rank_skips_near_duplicates_and_full_classes():
     X = np.array([[0.0], [0.01], [1.0], [2.0], [3.0]])
     weights = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
-    assert select_by_rank(X, weights, 3, min_distance=0.1) == [0, 2, 3]
+    assert select_by_weight(X, weights, 3, min_distance=0.1) == [0, 2, 3]
     groups = np.array([0, 0, 0, 1, 1])
-    assert select_by_rank(X, weights, 3, groups=groups, quotas=np.array([1, 2])) == [0, 3, 4]
-    assert select_by_rank(X, weights, 2, min_distance=0.5, labeled=np.array([[1.1]])) == [0, 3]
+    assert select_by_weight(X, weights, 3, groups=groups, quotas=np.array([1, 2])) == [0, 3, 4]
+    assert select_by_weight(X, weights, 2, min_distance=0.5, labeled=np.array([[1.1]])) == [0, 3]
 
 
 def test_select_local_weighted_diversity_matches_the_greedy():
