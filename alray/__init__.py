@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from alray import api
 
         return getattr(api, name)
+    if name in ("api", "spark", "ray"):
+        import importlib
+
+        return importlib.import_module(f"alray.{name}")
     raise AttributeError(f"module 'alray' has no attribute {name!r}")

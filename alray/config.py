@@ -15,6 +15,7 @@ from alray.errors import ConfigError
 from alray.payloads import DEFAULT_MAX_IMAGE_PIXELS
 from alray.strategies.base import EMBEDDINGS
 from alray.strategies.registry import get_strategy, strategy_names
+from alray.tables import UNCERTAINTY_SCORES
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -214,7 +215,8 @@ class QueryConfig(_Section):
 class StrategyConfig(_Section):
     """One entry of ``selection.strategies``: an input and what to do with it."""
 
-    input: str = Field(description="`embeddings`, `predictions`, a score (bald, entropy, ...) or a metadata column.")
+    input: str = Field(description="`embeddings`, `predictions`, a score (" + ", ".join(UNCERTAINTY_SCORES)
+                       + ", a quality metric) or a metadata column.")
     strategy: str = Field(
         description="A strategy of alray.strategies.registry: " + " | ".join(strategy_names()) + ".",
         json_schema_extra=_registered_strategies)

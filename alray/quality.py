@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# The image columns of alray.tables.SCORES that one decoded image measures (size_in_bytes aside).
-QUALITY_COLUMNS = ("sharpness", "luminance", "contrast", "snr", "uniform_row_ratio", "width", "height")
+from alray.tables import IMAGE_COLUMNS
+
+# The image columns of alray.tables.SCORES that one decoded image measures (the encoded size aside).
+QUALITY_COLUMNS = tuple(name for name in IMAGE_COLUMNS if name != "size_in_bytes")
 
 # ITU-R BT.709 luma weights: the usual luminance of an RGB pixel.
 _LUMA = np.array([0.2126, 0.7152, 0.0722])

@@ -1,7 +1,7 @@
 """The table contracts: the score columns and the schemas of the features, ranking, rejects and runs tables.
 
-Every module that writes or reads one of these tables takes its columns from here: the scorer,
-the selection stage, the report, the config and the Python API.
+The scorer, the quality metrics, the selection stage, the report and the Python API take their
+columns from here; the config's description of a strategy input lists :data:`UNCERTAINTY_SCORES`.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ RANKING_COLUMNS: dict[str, str] = {
              "same product against the final picks, at most the last pick's score (a quota or a minimum "
              "distance may have kept a row with a higher product out).",
     "weight": "The product of the objectives, each raised to its strength (1 when there is none).",
-    "diversity": "Distance to the nearest centre chosen before the pick (labeled samples count); for the other "
-                 "candidates, to the nearest pick or labeled sample. Null without an embedding centre.",
+    "diversity": "With diversity: the pick's distance to the nearest centre chosen before it (labeled samples "
+                 "count; the first pick without one: its reach). Otherwise, and for the other candidates: the "
+                 "distance to the nearest pick or labeled sample (0 for a pick). Null when there is no centre.",
     "parts": "Each objective's value, by its label (e.g. weights:bald).",
     "strategy": "The strategy label of the run, e.g. diversity^1+weights:bald^1.",
     "created_at": "The run's time.",

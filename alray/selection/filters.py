@@ -54,7 +54,11 @@ def _scalar(value: Any, data_type: pa.DataType, where: str) -> Any:
 
 def _comparable(column: pa.ChunkedArray | pa.Array) -> Any:
     data_type = column.type
-    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_decimal(data_type):
+    if pa.types.is_floating(data_type):
+        # Spark orders NaN above every number: NaN passes `>` and fails `<`, as there
+        values = pc.cast(column, pa.float64())
+        return pc.if_else(pc.is_nan(values), pa.scalar(float("inf")), values)
+    if pa.types.is_integer(data_type) or pa.types.is_decimal(data_type):
         return pc.cast(column, pa.float64())
     if pa.types.is_date(data_type):
         return pc.assume_timezone(pc.cast(pc.cast(column, pa.timestamp("s")), pa.timestamp("us")), "UTC")

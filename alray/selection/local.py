@@ -29,6 +29,7 @@ from alray.selection.plan import Plan, PlannedObjective, plan_selection, target_
 from alray.selection.ranking import first_pick_reach, other_scores, pick_scores
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 from alray.selection.rounds import GreedySpec, local_centres, merge_round, pick_distances, reduce_levels, sorted_by_id
+from alray.strategies.balance import class_labels
 from alray.strategies.base import CandidateBatch, combine, embedding_matrix
 from alray.strategies.registry import get_strategy
 from alray.tables import RANKING_SCHEMA
@@ -52,11 +53,16 @@ def read_query_embeddings(query: QueryConfig, features: pa.Table | Callable[[lis
 
 @dataclass
 class TableCandidates:
-    """:class:`~alray.strategies.base.Candidates` over an in-memory table of candidates."""
+    """:class:`~alray.strategies.base.Candidates` over an in-memory table of candidates.
+
+    ``batches`` are the candidates as the Spark stage's tasks see them (:func:`spark_batches`):
+    sums over batches add up in the same order as there.
+    """
 
     table: pa.Table
     features: pa.Table
     seed: int
+    batches: Sequence[pa.Table] = ()
 
     def column_range(self, column: str) -> tuple[float | None, float | None]:
         values = pc.cast(self.table.column(column), pa.float64())
@@ -75,11 +81,14 @@ class TableCandidates:
         from sklearn.cluster import KMeans
 
         x = embedding_matrix(self.table)
+        if not len(x):
+            return np.zeros((0, 0), dtype=np.float32)
         model = KMeans(n_clusters=min(n_clusters, len(x)), random_state=seed, n_init=1, max_iter=20).fit(x)
         return np.asarray(model.cluster_centers_, dtype=np.float32)
 
     def batch_sum(self, fn: Callable[[CandidateBatch], np.ndarray]) -> np.ndarray:
-        return np.asarray(fn(CandidateBatch.of(self.table)))
+        parts = [np.asarray(fn(CandidateBatch.of(b)), dtype=np.float64) for b in self.batches if b.num_rows]
+        return np.sum(parts, axis=0) if parts else np.asarray(fn(CandidateBatch.of(self.table)))
 
 
 # Spark's default spark.sql.execution.arrow.maxRecordsPerBatch: the rows of one Arrow batch.
@@ -90,7 +99,9 @@ def spark_batches(table: pa.Table, n_partitions: int, seed: int, *,
                   batch_rows: int = ARROW_BATCH_ROWS) -> list[pa.Table]:
     """``table`` cut as the Spark stage's Arrow tasks see it: hash partitions, id order, batches of ``batch_rows``.
 
-    Per-batch arithmetic (the distance kernels centre each batch) then rounds exactly as on Spark.
+    Per-batch arithmetic (matrix products over a batch, sums over batches) then runs on the same
+    rows in the same order as on Spark. ``batch_rows`` is Spark's default
+    ``spark.sql.execution.arrow.maxRecordsPerBatch``; a session that changes it cuts otherwise.
     """
     ids = [str(i) for i in table.column("id").to_pylist()]
     part = partition_of(ids, n_partitions, seed)
@@ -139,7 +150,7 @@ def greedy_table(candidates: pa.Table, plan: Plan) -> pa.Table:
     columns = {"id": candidates.column("id"), "embedding": candidates.column("embedding"),
                "weight": candidates.column("_greedy_weight")}
     if plan.balance_column is not None:
-        columns["_group"] = pc.cast(candidates.column(plan.balance_column), pa.string())
+        columns["_group"] = pa.array(class_labels(candidates.column(plan.balance_column)), pa.string())
     return pa.table(columns)
 
 
@@ -214,6 +225,9 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     those in ``features`` are existing centres.
     """
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
+    id_type = features.schema.field("id").type if "id" in features.column_names else None
+    if id_type is None or not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        raise InputError("features: expected a string column 'id'")
     ids = np.array([str(i) for i in features.column("id").to_pylist()], dtype=object)
     if len(set(ids)) != len(ids):
         raise InputError("features: duplicate ids; ids must be unique")
@@ -234,14 +248,14 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     result = SelectResult(n_features=features.num_rows, n_candidates=candidates.num_rows, n_selected=0,
                           n_filtered=int((~is_candidate).sum()), filtered_by_reason=counts,
                           n_labeled_in_pool=counts.get(LABELED_REASON, 0), strategy=plan.label)
-    batches = with_objectives(spark_batches(candidates, selection.n_partitions, seed), plan,
-                              TableCandidates(candidates, features, seed))
-    candidates = pa.concat_tables(batches) if batches else with_objectives([candidates], plan, TableCandidates(
-        candidates, features, seed))[0]
+    cut = spark_batches(candidates, selection.n_partitions, seed)
+    source = TableCandidates(candidates, features, seed, cut)
+    batches = with_objectives(cut, plan, source)
+    candidates = pa.concat_tables(batches) if batches else with_objectives([candidates], plan, source)[0]
     available: dict[str, int] = {}
     if plan.balance_column is not None:
-        for value in pc.cast(candidates.column(plan.balance_column), pa.string()).to_pylist():
-            available[str(value)] = available.get(str(value), 0) + 1
+        for value in class_labels(candidates.column(plan.balance_column)):
+            available[value] = available.get(value, 0) + 1
     quotas = quotas_for(plan, available, n_select)
     spec = GreedySpec(n_select=n_select, oversample=selection.oversample, seed=seed, labeled=labeled,
                       group_index=quotas[0] if quotas else None, quotas=quotas[1] if quotas else None,
@@ -262,8 +276,8 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
         table = candidates.take(pa.array(ordered, pa.int64()))
         groups = None
         if quotas is not None:
-            groups = np.array([quotas[0][str(v)] for v in pc.cast(table.column(plan.balance_column), pa.string())
-                               .to_pylist()], dtype=np.int64)
+            groups = np.array([quotas[0][v] for v in class_labels(table.column(plan.balance_column))],
+                              dtype=np.int64)
         chosen = select_by_weight(embedding_matrix(table), table.column("_weight").to_numpy(), n_select,
                                 groups=groups, quotas=spec.quotas, min_distance=plan.min_distance, labeled=labeled)
         picked_ids = [str(table.column("id")[i].as_py()) for i in chosen]

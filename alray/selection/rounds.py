@@ -99,6 +99,8 @@ def merge_round(union: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarra
 
 def pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> np.ndarray:
     """Distance (K,) of each pick (K, D) to the centres before it and the labeled set; NaN: no centre yet."""
+    if not len(picked):
+        return np.empty(0)
     if labeled is not None and len(labeled):
         running = nearest_centre_distances(picked, labeled).astype(np.float64)
     else:

@@ -58,8 +58,9 @@ class SparkCandidates:
     seed: int
 
     def column_range(self, column: str) -> tuple[float | None, float | None]:
-        row = self.frame.agg(F.min(F.col(column).cast("double")).alias("lo"),
-                             F.max(F.col(column).cast("double")).alias("hi")).collect()[0]
+        value = F.col(column).cast("double")
+        finite = F.when(~F.isnan(value), value)  # NaN counts as missing, as in pyarrow's min_max
+        row = self.frame.agg(F.min(finite).alias("lo"), F.max(finite).alias("hi")).collect()[0]
         return row["lo"], row["hi"]
 
     def reference(self, size: int, seed: int) -> CandidateBatch:
@@ -139,6 +140,8 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
     progress = progress or Progress(quiet=True)
     spark = features.sparkSession
+    if "id" not in features.columns or not isinstance(features.schema["id"].dataType, T.StringType):
+        raise InputError(f"{source}: expected a string column 'id'")
     duplicates = features.groupBy("id").count().filter(F.col("count") > 1).limit(3).collect()
     if duplicates:
         shown = ", ".join(repr(row["id"]) for row in duplicates)
@@ -146,7 +149,8 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
     plan = plan_selection(selection, features.schema.fieldNames())
     before: list[tuple[Column, str]] = []
     if excluded is not None and excluded.num_rows:
-        features = features.join(F.broadcast(spark.createDataFrame(excluded.to_pandas())), "id", "left")
+        unique = excluded.to_pandas().drop_duplicates("id")  # an id labeled and selected before counts once
+        features = features.join(F.broadcast(spark.createDataFrame(unique)), "id", "left")
         before = [(F.col("_excluded") == F.lit(reason), reason) for reason in (LABELED_REASON, PREVIOUS_REASON)]
     reason = rejection_reason(plan.filters, features.schema, run_time, before=before)
     annotated = features.withColumn("_reason", reason).cache()
@@ -236,8 +240,11 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec) -> tuple[lis
 
     def local_round(partitions: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
         def centres(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            table = pa.Table.from_batches(list(batches))
+            received = list(batches)
             fail_once("select.local_centres")
+            if not received:  # an empty hash partition
+                return
+            table = pa.Table.from_batches(received)
             yield from local_centres(table, partitions, spec).to_batches()
         return centres
 

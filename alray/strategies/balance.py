@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from alray.strategies.base import Strategy
 
@@ -61,6 +63,34 @@ def local_quotas(quotas: npt.ArrayLike, k_local: int, n_select: int) -> np.ndarr
     if n_select <= 0:
         return np.zeros_like(counts)
     return np.array([math.ceil(int(q) * k_local / n_select) for q in counts], dtype=np.int64)
+
+
+def _java_double(value: float) -> str:
+    # Java's Double.toString, which Spark's cast of a double to string follows
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0 or 1e-3 <= abs(value) < 1e7:
+        return repr(float(value))
+    shortest = Decimal(repr(float(value)))
+    digits = "".join(str(d) for d in shortest.as_tuple().digits).rstrip("0") or "0"
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{shortest.adjusted()}"
+
+
+def class_labels(values: pa.Array | pa.ChunkedArray) -> list[str]:
+    """The class of each row as the string Spark's ``cast(string)`` gives (the key of a balance target).
+
+    Booleans are ``true``/``false``, doubles follow Java (``1.0``, ``1.0E-4``), nulls are ``None``.
+    """
+    kind = values.type
+    python = values.to_pylist()
+    if pa.types.is_boolean(kind):
+        return ["None" if v is None else ("true" if v else "false") for v in python]
+    if pa.types.is_floating(kind):
+        return ["None" if v is None else _java_double(float(v)) for v in python]
+    return [str(v) for v in python]
 
 
 class Balance(Strategy):

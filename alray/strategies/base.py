@@ -13,7 +13,7 @@ Objectives are evaluated in two steps so that every engine can run them: :meth:`
 asks the engine's :class:`Candidates` for what needs the whole candidate set (a column's range,
 a reference sample, centroids), then :meth:`Objective.evaluate` maps one batch of candidates to
 values with NumPy. Spark evaluates batch by batch on its executors; the single-machine path
-evaluates the whole table as one batch. Nothing here knows an engine.
+cuts its table into the same batches. Nothing here knows an engine.
 """
 
 from __future__ import annotations

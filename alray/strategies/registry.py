@@ -8,7 +8,7 @@ and one line in ``_BUILT_IN`` (or a :func:`register` call from outside the packa
 from __future__ import annotations
 
 from alray.strategies.balance import Balance
-from alray.strategies.base import INPUT_KINDS, ROLES, Strategy
+from alray.strategies.base import INPUT_KINDS, ROLES, Filter, Objective, Strategy
 from alray.strategies.diversity import Diversity
 from alray.strategies.similarity import Similarity
 from alray.strategies.threshold import Threshold
@@ -26,6 +26,9 @@ def register(strategy: Strategy) -> Strategy:
         raise ValueError(f"strategy {strategy.name!r} is registered already")
     if strategy.role not in ROLES:
         raise ValueError(f"strategy {strategy.name!r}: role must be one of {list(ROLES)}, got {strategy.role!r}")
+    if not isinstance(strategy, (Objective, Filter)):
+        # the selection core runs diversity (the k-center rounds) and balance (quotas) itself
+        raise ValueError(f"strategy {strategy.name!r}: a registered strategy is an Objective or a Filter")
     if strategy.inputs not in INPUT_KINDS:
         raise ValueError(f"strategy {strategy.name!r}: inputs must be one of {list(INPUT_KINDS)}")
     _REGISTRY[strategy.name] = strategy

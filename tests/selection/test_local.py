@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 import alray
+import alray.errors
 from alray.api import selection_config
 from alray.stages.select import select_dataframe
 from tests.selection.features import clustered_features
@@ -95,3 +96,49 @@ def test_the_first_pick_scores_its_reach_not_its_weight(features):
     assert first.diversity == pytest.approx(reach, rel=1e-5)
     assert first.score == pytest.approx(first.diversity * first.weight, rel=1e-9)  # strength 1: greedy weight
     assert first.score >= second.score > 0
+
+
+EDGES = {
+    "every candidate labeled": (dict(n_samples=5, strategies=[DIVERSITY, BALD]), "all"),
+    "more partitions than candidates": (dict(n_samples=4, strategies=[DIVERSITY, BALD], n_partitions=16), 10),
+    "near duplicates block every pick but labeled": (
+        dict(n_samples=5, strategies=[DIVERSITY], near_duplicate_distance=1e6), "some"),
+    "NaN in the weights column": (dict(n_samples=8, strategies=[DIVERSITY, {"input": "nan_score",
+                                                                          "strategy": "weights"}]), None),
+    "balance over a float column": (
+        dict(n_samples=12, strategies=[DIVERSITY, {"input": "pred_float", "strategy": "balance",
+                                                  "target": {"1.0": 0.5, "2.0": 0.5}}]), None),
+}
+
+
+@pytest.mark.parametrize("name", list(EDGES))
+def test_edge_cases_agree_and_do_not_crash(spark, features, name):
+    config, case = EDGES[name]
+    table = features.slice(0, 10) if isinstance(case, int) else features
+    nan = np.linspace(0, 1, table.num_rows)
+    nan[::5] = np.nan
+    table = table.append_column("nan_score", pa.array(nan, pa.float64())).append_column(
+        "pred_float", pa.array(table.column("pred").to_numpy().astype(np.float64)))
+    ids = table.column("id").to_pylist()
+    labeled = ids if case == "all" else ids[:20] if case == "some" else []
+    ours = alray.select(table, labeled=labeled or None, **config)
+    theirs = _spark_ranking(spark, table, labeled, 0, **config)
+    assert ours.id.tolist() == theirs.column("id").to_pylist()
+    assert ours.selected.tolist() == theirs.column("selected").to_pylist()
+    if case == "all":
+        assert len(ours) == 0
+    elif case == "some":
+        assert not ours.selected.any()
+    else:
+        assert ours.selected.sum() == config["n_samples"] or isinstance(case, int)
+    if name == "balance over a float column":
+        picked = table.filter(pa.array(np.isin(ids, ours[ours.selected].id))).column("pred_float").to_numpy()
+        assert sorted(np.unique(picked, return_counts=True)[1].tolist()) == [6, 6]
+
+
+def test_ids_must_be_strings(spark):
+    table = pa.table({"id": [1, 2, 3], "embedding": [[0.0], [1.0], [2.0]]})
+    with pytest.raises(alray.errors.InputError, match="expected a string column 'id'"):
+        alray.select(table, n_samples=1)
+    with pytest.raises(alray.errors.InputError, match="expected a string column 'id'"):
+        _spark_ranking(spark, table, [], 0, n_samples=1)
