@@ -23,12 +23,11 @@ from alray.config import QueryConfig, SelectionConfig
 from alray.coreset import nearest_centre_distances
 from alray.errors import InputError
 from alray.selection.filters import rejection_reasons
-from alray.selection.greedy import select_by_weight
 from alray.selection.partitions import partition_of, spark_xxhash64
 from alray.selection.plan import Plan, PlannedObjective, plan_selection, target_count
-from alray.selection.ranking import first_pick_reach, other_scores, pick_scores
+from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
-from alray.selection.rounds import GreedySpec, local_centres, merge_round, pick_distances, reduce_levels, sorted_by_id
+from alray.selection.rounds import GreedySpec, by_weight_round, local_centres, merge_round, reduce_levels, sorted_by_id
 from alray.strategies.balance import class_labels
 from alray.strategies.base import CandidateBatch, combine, embedding_matrix
 from alray.strategies.registry import get_strategy
@@ -273,15 +272,8 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     elif n_select:
         by_id = np.array(candidates.column("id").to_pylist(), dtype=object)
         ordered = np.lexsort((by_id, -candidates.column("_weight").to_numpy()))
-        table = candidates.take(pa.array(ordered, pa.int64()))
-        groups = None
-        if quotas is not None:
-            groups = np.array([quotas[0][v] for v in class_labels(table.column(plan.balance_column))],
-                              dtype=np.int64)
-        chosen = select_by_weight(embedding_matrix(table), table.column("_weight").to_numpy(), n_select,
-                                groups=groups, quotas=spec.quotas, min_distance=plan.min_distance, labeled=labeled)
-        picked_ids = [str(table.column("id")[i].as_py()) for i in chosen]
-        picked = embedding_matrix(table)[chosen] if chosen else np.zeros((0, 0), dtype=np.float32)
+        rows = greedy_table(candidates, plan).append_column("_weight", candidates.column("_weight"))
+        picked_ids, picked, _ = by_weight_round(rows.take(pa.array(ordered, pa.int64())), spec)
     else:
         picked_ids, picked = [], np.zeros((0, 0), dtype=np.float32)
     result.n_selected = len(picked_ids)
@@ -294,62 +286,37 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
 
 
 def score_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,
-                    labeled: np.ndarray | None, plan: Plan, *, batch_sizes: Sequence[int] = ()
-                    ) -> tuple[pa.Table, float | None]:
+                     labeled: np.ndarray | None, plan: Plan, *, batch_sizes: Sequence[int] = ()
+                     ) -> tuple[pa.Table, float | None]:
     """Every candidate's score, weight, diversity and parts, in ranking order; and the coverage radius.
 
-    Distances to the centres are measured batch by batch (``batch_sizes``, the whole table when
-    empty), as the Spark stage's ranking pass measures them.
+    The candidates are scored batch by batch (``batch_sizes``, the whole table when empty) with
+    the :class:`~alray.selection.ranking.RankingPass` the Spark stage's ranking pass runs.
     """
     n = candidates.num_rows
     greedy = candidates.column("_greedy_weight").to_numpy()
     weight = candidates.column("_weight").to_numpy()
+    ids = [str(i) for i in candidates.column("id").to_pylist()]
     diversity = plan.diversity is not None
-    pick_embeddings = embeddings[pick_rows] if len(pick_rows) else np.zeros((0, embeddings.shape[1] if n else 0))
-    if diversity:
-        distances = pick_distances(pick_embeddings, labeled)
-        reach = first_pick_reach(embeddings, pick_embeddings[0]) if len(pick_rows) else None
-        scores_picked, diversity_picked = pick_scores(greedy[pick_rows], distances, reach)
-    else:
-        scores_picked, diversity_picked = pick_scores(weight[pick_rows], None, None)
-    centres = [m for m in (labeled, sorted_rows(candidates, pick_rows)) if m is not None and len(m)]
-    nearest = np.full(n, np.nan)
-    if centres and n:
-        stacked = np.vstack(centres)
-        bounds = np.cumsum([0, *(batch_sizes or [n])])
-        for start, stop in itertools.pairwise(bounds):
-            if stop > start:
-                nearest[start:stop] = nearest_centre_distances(embeddings[start:stop], stacked)
-    cap = float(scores_picked[-1]) if len(pick_rows) else None
-    score = other_scores(greedy if diversity else weight, nearest, diversity=diversity, cap=cap)
-    div = nearest.copy()
-    score[pick_rows] = scores_picked
-    if diversity:
-        div[pick_rows] = diversity_picked
-    pick_order = np.full(n, np.iinfo(np.int64).max)
-    pick_order[pick_rows] = np.arange(1, len(pick_rows) + 1)
-    ids = np.array(candidates.column("id").to_pylist(), dtype=object)
-    order = np.lexsort((ids, -score, pick_order))
+    reach = first_pick_reach(embeddings, picked[0]) if diversity and len(pick_rows) else None
+    ranking = RankingPass.of([ids[r] for r in pick_rows], picked, (greedy if diversity else weight)[pick_rows],
+                             labeled, diversity=diversity, reach=reach)
+    parts_of = [ranking.score_batch(ids[a:b], embeddings[a:b], greedy[a:b], weight[a:b])
+                for a, b in itertools.pairwise(np.cumsum([0, *(batch_sizes or [n])]))]
+    score, div, nearest, pick_order = (np.concatenate([p[k] for p in parts_of]) if parts_of else np.zeros(0)
+                                       for k in range(4))
+    order = np.lexsort((np.array(ids, dtype=object), -score, np.nan_to_num(pick_order, nan=np.inf)))
     parts = [[(o.label, float(v)) for o in plan.objectives for v in [candidates.column(o.name)[i].as_py()]]
              for i in range(n)]
-    selected = np.zeros(n, dtype=bool)
-    selected[pick_rows] = True
     radius = float(np.nanmax(nearest)) if n and not np.isnan(nearest).all() else None
     table = pa.table({
-        "id": pa.array(ids[order].tolist(), pa.string()), "rank": pa.array(np.arange(1, n + 1), pa.int64()),
-        "selected": pa.array(selected[order]), "score": pa.array(score[order], pa.float64()),
-        "weight": pa.array(weight[order], pa.float64()),
+        "id": pa.array([ids[i] for i in order], pa.string()), "rank": pa.array(np.arange(1, n + 1), pa.int64()),
+        "selected": pa.array(~np.isnan(pick_order[order]) if n else np.zeros(0, bool)),
+        "score": pa.array(score[order], pa.float64()), "weight": pa.array(weight[order], pa.float64()),
         "diversity": pa.array(div[order], pa.float64(), from_pandas=True),
         "parts": pa.array([parts[i] for i in order], pa.map_(pa.string(), pa.float64())),
     })
     return table, radius
-
-
-def sorted_rows(candidates: pa.Table, rows: np.ndarray) -> np.ndarray | None:
-    """Embeddings of ``rows`` of ``candidates`` in id order (the centres' order in the Spark stage)."""
-    if not len(rows):
-        return None
-    return embedding_matrix(sorted_by_id(candidates.take(pa.array(rows, pa.int64()))))
 
 
 def ranking_table(ranking: pa.Table, run_id: str | None, strategy: str, run_time: dt.datetime) -> pa.Table:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from alray.coreset import UNION_CAP, local_k, nearest_centre_distances
-from alray.selection.greedy import greedy_picks
+from alray.selection.greedy import greedy_picks, select_by_weight
 from alray.strategies.balance import local_quotas
 from alray.strategies.base import embedding_matrix
 
@@ -90,11 +90,27 @@ def reduce_levels(n_select: int, n_partitions: int, oversample: float, *, union_
 def merge_round(union: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray]:
     """The final round over the union of local centres: ids of the picks in order and their embeddings."""
     if union.num_rows == 0 or spec.n_select == 0:
-        return [], np.zeros((0, 0), dtype=np.float32)
+        return [], embedding_matrix(union.slice(0, 0))
     union = sorted_by_id(union)
     picks = _greedy(union, spec.n_select, spec.quotas, spec)
     ids = union.column("id").to_pylist()
     return [str(ids[i]) for i in picks], embedding_matrix(union)[picks]
+
+
+def by_weight_round(ordered: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """No diversity: picks from candidates ordered by weight (descending, then id), skipping full
+    classes and rows closer than the minimum distance to a pick or a labeled row.
+
+    ``ordered`` holds ``id``, ``embedding``, ``_weight`` and ``_group`` when quotas apply.
+    Returns the picks' ids, embeddings (K, D) and weights (K,).
+    """
+    groups = _groups(ordered, spec.group_index) if spec.group_index is not None else None
+    weights = pc.cast(ordered.column("_weight"), pa.float64()).to_numpy()
+    embeddings = embedding_matrix(ordered)
+    picks = select_by_weight(embeddings, weights, spec.n_select, groups=groups, quotas=spec.quotas,
+                             min_distance=spec.min_distance or 0.0, labeled=spec.labeled)
+    ids = ordered.column("id").to_pylist()
+    return [str(ids[i]) for i in picks], embeddings[picks], weights[picks]
 
 
 def pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> np.ndarray:

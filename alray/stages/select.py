@@ -25,18 +25,16 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from alray.config import LabeledConfig, QueryConfig, SelectionConfig, SparkConfig
-from alray.coreset import nearest_centre_distances
 from alray.engines import spark_session
 from alray.errors import InputError
 from alray.faults import fail_once
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.progress import Progress
-from alray.selection.greedy import select_by_weight
 from alray.selection.local import add_objective_columns, quotas_for, read_query_embeddings
 from alray.selection.plan import Plan, plan_selection, target_count
-from alray.selection.ranking import first_pick_reach, other_scores, pick_scores
+from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
-from alray.selection.rounds import GreedySpec, local_centres, merge_round, pick_distances, reduce_levels
+from alray.selection.rounds import GreedySpec, by_weight_round, local_centres, merge_round, reduce_levels
 from alray.stages.spark_filters import rejection_reason
 from alray.strategies.base import CandidateBatch, embedding_matrix
 from alray.tables import RANKING_SCHEMA, without_run_id
@@ -190,7 +188,7 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
         if len(picked_ids) < n_select:
             result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
             progress.say(f"select: stopped at {len(picked_ids)} of {n_select} ({result.stop_reason})")
-        ranked = _score_candidates(spark, candidates, picked_ids, picked, pick_weights, labeled, plan)
+        ranked = _score_candidates(candidates, picked_ids, picked, pick_weights, labeled, plan)
         with global_rank(ranked, ranking_order()) as numbered:
             cached.append(numbered)
             radius = numbered.agg(F.max("_nearest")).collect()[0][0]
@@ -262,75 +260,46 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec) -> tuple[lis
 
 
 def _by_weight(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedySpec,
-             ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """No diversity: the heaviest candidates, in order, skipping near-duplicates and full classes."""
+               ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """No diversity: the heaviest candidates, gathered in growing prefixes until enough are picked."""
     if spec.n_select == 0:
         return [], np.zeros((0, 0), dtype=np.float32), np.zeros(0)
     ordered = candidates.select(*_candidate_columns(plan), F.col("_weight")).orderBy(F.desc("_weight"), F.asc("id"))
     limit = min(n_candidates, 2 * spec.n_select + 64)
     while True:
-        table = ordered.limit(limit).toArrow()
-        groups = None
-        if spec.group_index is not None:
-            groups = np.array([spec.group_index[str(v)] for v in table.column("_group").to_pylist()], dtype=np.int64)
-        picks = select_by_weight(embedding_matrix(table), table.column("_weight").to_numpy(), spec.n_select,
-                               groups=groups, quotas=spec.quotas, min_distance=plan.min_distance,
-                               labeled=spec.labeled)
-        if len(picks) >= spec.n_select or limit >= n_candidates:
-            break
+        ids, picked, weights = by_weight_round(ordered.limit(limit).toArrow(), spec)
+        if len(ids) >= spec.n_select or limit >= n_candidates:
+            return ids, picked, weights
         limit = min(n_candidates, limit * 4)
-    ids = table.column("id").to_pylist()
-    weights = table.column("_weight").to_numpy()
-    picked = embedding_matrix(table)[picks] if picks else np.zeros((0, 0), dtype=np.float32)
-    return [str(ids[i]) for i in picks], picked, weights[picks]
 
 
-def _score_candidates(spark: SparkSession, candidates: DataFrame, picked_ids: list[str], picked: np.ndarray,
-          pick_weights: np.ndarray, labeled: np.ndarray | None, plan: Plan) -> DataFrame:
-    """Every candidate with its score, weight, diversity, parts, distance to the centres and pick rank."""
+def _score_candidates(candidates: DataFrame, picked_ids: list[str], picked: np.ndarray, pick_weights: np.ndarray,
+                      labeled: np.ndarray | None, plan: Plan) -> DataFrame:
+    """Every candidate with its score, weight, diversity, parts, distance to the centres and pick order."""
     diversity = plan.diversity is not None
-    if diversity:
-        reach = None
-        if len(picked_ids):
-            first = picked[0]
+    reach = None
+    if diversity and picked_ids:
+        first = picked[0]
 
-            def farthest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-                yield pa.RecordBatch.from_arrays([pa.array([max(
-                    (first_pick_reach(embedding_matrix(b), first) for b in batches if b.num_rows), default=0.0)])],
-                    names=["reach"])
-            reach = max(r["reach"] for r in candidates.select("embedding").mapInArrow(
-                farthest, "reach double").collect())
-        scores, distances = pick_scores(pick_weights, pick_distances(picked, labeled), reach)
-    else:
-        scores, distances = pick_scores(pick_weights, None, None)
-    picks = {i: (r + 1, float(s), float(d)) for r, (i, s, d) in enumerate(zip(picked_ids, scores, distances,
-                                                                             strict=True))}
-    cap = float(scores[-1]) if len(scores) else None
-    order = np.argsort(np.array(picked_ids, dtype=object), kind="stable") if picked_ids else np.zeros(0, int)
-    parts_of = [m for m in (labeled, picked[order] if len(picked_ids) else None) if m is not None and len(m)]
-    centres = np.vstack(parts_of) if parts_of else np.zeros((0, 0), dtype=np.float32)
+        def farthest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            yield pa.RecordBatch.from_arrays([pa.array([max(
+                (first_pick_reach(embedding_matrix(b), first) for b in batches if b.num_rows), default=0.0)])],
+                names=["reach"])
+        reach = max(r["reach"] for r in candidates.select("embedding").mapInArrow(farthest, "reach double").collect())
+    ranking = RankingPass.of(picked_ids, picked, pick_weights, labeled, diversity=diversity, reach=reach)
     objective_names = [o.name for o in plan.objectives]
     keep = ["id", "_weight", *objective_names]
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            n = batch.num_rows
-            embeddings = embedding_matrix(batch)
-            nearest = (nearest_centre_distances(embeddings, centres).astype(np.float64) if len(centres) and n
-                       else np.full(n, np.nan))
-            weights = batch.column("_greedy_weight" if diversity else "_weight").to_numpy(zero_copy_only=False)
-            values = other_scores(weights, nearest, diversity=diversity, cap=cap)
-            div = nearest.copy()
-            rank = np.full(n, np.nan)
-            for j, i in enumerate(batch.column("id").to_pylist()):
-                if i in picks:
-                    rank[j], values[j] = picks[i][0], picks[i][1]
-                    if diversity:
-                        div[j] = picks[i][2]
+            values, div, nearest, order = ranking.score_batch(
+                [str(i) for i in batch.column("id").to_pylist()], embedding_matrix(batch),
+                batch.column("_greedy_weight").to_numpy(zero_copy_only=False),
+                batch.column("_weight").to_numpy(zero_copy_only=False))
             yield pa.RecordBatch.from_arrays(
-                [*(batch.column(c) for c in keep), pa.array(~np.isnan(rank)), pa.array(values, pa.float64()),
+                [*(batch.column(c) for c in keep), pa.array(~np.isnan(order)), pa.array(values, pa.float64()),
                  pa.array(div, pa.float64(), from_pandas=True), pa.array(nearest, pa.float64()),
-                 pa.array(rank, pa.int64(), from_pandas=True)],
+                 pa.array(order, pa.int64(), from_pandas=True)],
                 names=[*keep, "selected", "score", "diversity", "_nearest", "pick_order"])
 
     out = T.StructType([*(candidates.schema[c] for c in keep), T.StructField("selected", T.BooleanType()),
