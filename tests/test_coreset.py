@@ -16,7 +16,6 @@ from alray.coreset import (
     local_k,
     nearest_centre_distances,
 )
-from alray.selection.local import two_stage_k_center
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -323,55 +322,6 @@ def test_local_k():
         local_k(5, 2, 0.0, 10)
     with pytest.raises(ValueError, match=r"^n_partitions:"):
         local_k(5, 0, 1.0, 10)
-
-
-def test_two_stage_radius_close_to_single_machine():
-    X = clustered(5000, 16, 20, seed=22)
-    _, single_dist = k_center_greedy(X, 50, seed=0)
-    indices, min_distances = two_stage_k_center(X, 50, 8, seed=0)
-    assert indices.size == 50 and np.unique(indices).size == 50
-    assert min_distances.shape == (5000,) and np.all(min_distances[indices] == 0)
-    np.testing.assert_allclose(min_distances, nearest_centre_distances(X, X[indices]), atol=1e-5)
-    assert min_distances.max() / single_dist.max() <= 1.25
-
-
-def test_two_stage_with_one_partition_equals_single_machine():
-    X = np.random.default_rng(23).normal(size=(300, 4))
-    local_all = 300 / 20 + 1  # oversample with local_k >= N
-    assert local_k(20, 1, local_all, 300) == 300
-    indices, min_distances = two_stage_k_center(X, 20, 1, oversample=local_all, seed=5)
-    # the stage starts from the heaviest row, the first in id order without weights
-    expected, expected_dist = k_center_greedy(X, 20, first=0)
-    np.testing.assert_array_equal(indices, expected)
-    np.testing.assert_allclose(min_distances, expected_dist, atol=1e-5)
-
-    weights = np.random.default_rng(24).uniform(size=300)
-    indices, _ = two_stage_k_center(X, 20, 1, oversample=local_all, weights=weights)
-    expected, _ = k_center_greedy(X, 20, weights, first=int(np.argmax(weights)))
-    np.testing.assert_array_equal(indices, expected)
-
-
-def test_two_stage_weights_and_already_selected():
-    rng = np.random.default_rng(25)
-    X = clustered(2000, 8, 10, seed=25)
-    existing = rng.normal(scale=3.0, size=(20, 8))
-    weights = rng.uniform(size=2000)
-    indices, min_distances = two_stage_k_center(
-        X, 30, 4, weights=weights, already_selected=existing, seed=1
-    )
-    assert indices.size == 30 and np.unique(indices).size == 30
-    centres = np.concatenate([existing, X[indices]])
-    np.testing.assert_allclose(min_distances, _pairwise(X, centres).min(axis=1), atol=1e-4)
-    again, _ = two_stage_k_center(X, 30, 4, weights=weights, already_selected=existing, seed=1)
-    np.testing.assert_array_equal(indices, again)
-
-
-def test_two_stage_more_partitions_than_rows_and_k_zero():
-    X = np.random.default_rng(26).normal(size=(10, 2))
-    indices, _ = two_stage_k_center(X, 5, 64)
-    assert indices.size == 5 and np.unique(indices).size == 5
-    indices, min_distances = two_stage_k_center(X, 0, 3)
-    assert indices.size == 0 and np.all(np.isinf(min_distances))
 
 
 # --------------------------------------------------------------------------- coverage

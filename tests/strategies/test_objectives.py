@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import alray
 from alray.coreset import k_center_greedy, nearest_centre_distances
-from alray.selection.greedy import select_by_weight, select_local
+from alray.selection.greedy import select_by_weight
 from alray.strategies import (
     OBJECTIVE_FLOOR,
     balance_quotas,
@@ -87,7 +89,7 @@ def test_local_quotas_scale_down():
     np.testing.assert_array_equal(local_quotas([10, 5, 0], 4, 15), [3, 2, 0])
 
 
-def test_select_by_rank_skips_near_duplicates_and_full_classes():
+def test_select_by_weight_skips_near_duplicates_and_full_classes():
     X = np.array([[0.0], [0.01], [1.0], [2.0], [3.0]])
     weights = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
     assert select_by_weight(X, weights, 3, min_distance=0.1) == [0, 2, 3]
@@ -96,28 +98,41 @@ def test_select_by_rank_skips_near_duplicates_and_full_classes():
     assert select_by_weight(X, weights, 2, min_distance=0.5, labeled=np.array([[1.1]])) == [0, 3]
 
 
-def test_select_local_weighted_diversity_matches_the_greedy():
+def _table(X: np.ndarray, **columns: np.ndarray) -> pa.Table:
+    return pa.table({"id": [f"{i:04d}" for i in range(len(X))],
+                     "embedding": pa.array(list(X.astype(np.float32)), pa.list_(pa.float32())), **columns})
+
+
+def _rows(ranking) -> np.ndarray:
+    return ranking[ranking.selected].id.astype(int).to_numpy()
+
+
+def test_one_partition_weighted_diversity_matches_the_greedy():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 5)).astype(np.float32)
     score = rng.random(300)
-    chosen = select_local(X, 20, objectives=[(minmax_objective(score, score.min(), score.max()), 1.0)])
+    # one partition keeping every row as a local centre: the two rounds are one greedy
+    chosen = alray.select(_table(X, score=score), n_samples=20, strategies=["diversity", "weights:score"],
+                          n_partitions=1, oversample=300 / 20 + 1)
     weights = minmax_objective(score, score.min(), score.max())
     expected, _ = k_center_greedy(X, 20, weights=weights, first=int(np.argmax(weights)))
-    np.testing.assert_array_equal(chosen.indices, expected)
+    np.testing.assert_array_equal(_rows(chosen), expected)
 
 
-def test_select_local_top_m_and_quotas_and_min_distance():
+def test_top_m_and_quotas_and_min_distance():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(400, 3)).astype(np.float32)
     weights = rng.random(400)
-    top = select_local(X, 10, objectives=[(weights, 1.0)], top_m=50)
-    top50 = set(np.argsort(-weights)[:50].tolist())
-    assert set(top.indices.tolist()) <= top50 and len(top.indices) == 10
     groups = (X[:, 0] > 0).astype(np.int64)
-    balanced = select_local(X, 12, objectives=[(weights, 1.0)], groups=groups, quotas=np.array([6, 6]))
-    assert np.bincount(groups[balanced.indices], minlength=2).tolist() == [6, 6]
-    spaced = select_local(X, 400, min_distance=1.5)
-    picked = X[spaced.indices]
-    assert len(picked) < 400
+    table = _table(X, w=weights, side=groups)
+    top = _rows(alray.select(table, n_samples=10, strategies=["diversity", "weights:w"], mode="top_m", top_m=50))
+    top50 = set(np.argsort(-weights)[:50].tolist())
+    assert set(top.tolist()) <= top50 and len(top) == 10
+    balanced = _rows(alray.select(table, n_samples=12, strategies=["diversity", "weights:w", "balance:side"]))
+    assert np.bincount(groups[balanced], minlength=2).tolist() == [6, 6]
+    spaced = _rows(alray.select(table, strategies=[{"input": "embeddings", "strategy": "diversity",
+                                                    "min_distance": 1.5}]))
+    picked = X[spaced]
+    assert 1 < len(picked) < 400
     for j in range(1, len(picked)):
         assert nearest_centre_distances(picked[j : j + 1], picked[:j])[0] >= 1.5 - 1e-5
