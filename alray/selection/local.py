@@ -1,8 +1,9 @@
 """The selection on one machine: the Spark stage's plan, strategies and rounds, over an Arrow table.
 
 Every step calls the functions the Spark stage calls, with the same partition hash
-(:func:`alray.selection.partitions.partition_of`), so for the same features and config the
-picks are the Spark stage's, pick for pick. Only the k-means of ``typicality: kmeans`` differs
+(:func:`alray.selection.partitions.partition_of`) and the same Arrow batches
+(:func:`alray.selection.batches.spark_batches`), so for the same features and config the picks
+are the Spark stage's, pick for pick. Only the k-means of ``typicality: kmeans`` differs
 (scikit-learn here, Spark ML there). Used by :func:`alray.select`, the simulator and the benchmarks.
 """
 
@@ -10,147 +11,26 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from alray.config import QueryConfig, SelectionConfig
+from alray.config import SelectionConfig
 from alray.coreset import nearest_centre_distances
 from alray.errors import InputError
+from alray.selection.batches import TableCandidates, spark_batches
 from alray.selection.filters import rejection_reasons
-from alray.selection.partitions import partition_of, spark_xxhash64
-from alray.selection.plan import Plan, PlannedObjective, plan_selection, target_count
+from alray.selection.objectives import greedy_table, quotas_for, with_objectives
+from alray.selection.partitions import partition_of
+from alray.selection.plan import Plan, plan_selection, target_count
 from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 from alray.selection.rounds import GreedySpec, by_weight_round, local_centres, merge_round, reduce_levels, sorted_by_id
 from alray.strategies.balance import class_labels
-from alray.strategies.base import CandidateBatch, combine, embedding_matrix
-from alray.strategies.registry import get_strategy
+from alray.strategies.base import embedding_matrix
 from alray.tables import RANKING_SCHEMA
-
-
-def read_query_embeddings(query: QueryConfig, features: pa.Table | Callable[[list[str]], pa.Table]) -> np.ndarray:
-    """Embeddings of a similarity query: a table's ``embedding`` column, or the features rows of ``query.ids``."""
-    if query.path:
-        from alray.lake import read_column
-
-        table = pa.table({"embedding": read_column(query.path, query.format, "embedding", name="query.path",
-                                                   storage_options=query.storage_options or None)})
-    elif callable(features):
-        table = features(list(query.ids))
-    else:
-        table = sorted_by_id(features.filter(pc.is_in(features.column("id"), value_set=pa.array(query.ids))))
-    if table.num_rows == 0:
-        raise InputError("query: no query embeddings found (check query.path or query.ids)")
-    return embedding_matrix(table)
-
-
-@dataclass
-class TableCandidates:
-    """:class:`~alray.strategies.base.Candidates` over an in-memory table of candidates.
-
-    ``batches`` are the candidates as the Spark stage's tasks see them (:func:`spark_batches`):
-    sums over batches add up in the same order as there.
-    """
-
-    table: pa.Table
-    features: pa.Table
-    seed: int
-    batches: Sequence[pa.Table] = ()
-
-    def column_range(self, column: str) -> tuple[float | None, float | None]:
-        values = pc.cast(self.table.column(column), pa.float64())
-        stats = pc.min_max(values)
-        return stats["min"].as_py(), stats["max"].as_py()
-
-    def reference(self, size: int, seed: int) -> CandidateBatch:
-        ids = [str(i) for i in self.table.column("id").to_pylist()]
-        order = np.lexsort((np.array(ids, dtype=object), spark_xxhash64(ids, seed)))[:size]
-        return CandidateBatch.of(self.table.take(pa.array(order, pa.int64())))
-
-    def query_embeddings(self, query: QueryConfig) -> np.ndarray:
-        return read_query_embeddings(query, self.features)
-
-    def kmeans_centroids(self, n_clusters: int, seed: int) -> np.ndarray:
-        from sklearn.cluster import KMeans
-
-        x = embedding_matrix(self.table)
-        if not len(x):
-            return np.zeros((0, 0), dtype=np.float32)
-        model = KMeans(n_clusters=min(n_clusters, len(x)), random_state=seed, n_init=1, max_iter=20).fit(x)
-        return np.asarray(model.cluster_centers_, dtype=np.float32)
-
-    def batch_sum(self, fn: Callable[[CandidateBatch], np.ndarray]) -> np.ndarray:
-        parts = [np.asarray(fn(CandidateBatch.of(b)), dtype=np.float64) for b in self.batches if b.num_rows]
-        return np.sum(parts, axis=0) if parts else np.asarray(fn(CandidateBatch.of(self.table)))
-
-
-# Spark's default spark.sql.execution.arrow.maxRecordsPerBatch: the rows of one Arrow batch.
-ARROW_BATCH_ROWS = 10_000
-
-
-def spark_batches(table: pa.Table, n_partitions: int, seed: int, *,
-                  batch_rows: int = ARROW_BATCH_ROWS) -> list[pa.Table]:
-    """``table`` cut as the Spark stage's Arrow tasks see it: hash partitions, id order, batches of ``batch_rows``.
-
-    Per-batch arithmetic (matrix products over a batch, sums over batches) then runs on the same
-    rows in the same order as on Spark. ``batch_rows`` is Spark's default
-    ``spark.sql.execution.arrow.maxRecordsPerBatch``; a session that changes it cuts otherwise.
-    """
-    ids = [str(i) for i in table.column("id").to_pylist()]
-    part = partition_of(ids, n_partitions, seed)
-    batches: list[pa.Table] = []
-    for p in range(n_partitions):
-        rows = sorted_by_id(table.filter(pa.array(part == p)))
-        batches.extend(rows.slice(start, batch_rows) for start in range(0, rows.num_rows, batch_rows))
-    return batches
-
-
-def with_objectives(batches: list[pa.Table], plan: Plan, source: TableCandidates) -> list[pa.Table]:
-    """Each batch with one float64 column per objective, ``_weight`` and ``_greedy_weight``."""
-    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
-    return [pa.table(add_objective_columns(b, CandidateBatch.of(b), plan, states)) for b in batches]
-
-
-def add_objective_columns(table: pa.Table | pa.RecordBatch, batch: CandidateBatch, plan: Plan,
-                          states: Sequence[tuple[PlannedObjective, Any]]) -> pa.Table | pa.RecordBatch:
-    """One batch with its objective values, the weight (their product) and the greedy weight.
-
-    The greedy maximises weight x distance^strength, i.e. weight^(1/strength) x distance; in
-    top_m mode the greedy is unweighted among the top_m rows.
-    """
-    values = [(o.strategy.evaluate(o.entry, o.column, state, batch), o.entry.strength) for o, state in states]
-    weight = combine(values, len(batch))
-    greedy = np.ones(len(batch)) if plan.top_m is not None else np.power(weight, 1.0 / plan.diversity_strength)
-    columns = [*table.columns, *[pa.array(v, pa.float64()) for v, _ in values],
-               pa.array(weight, pa.float64()), pa.array(greedy, pa.float64())]
-    names = [*table.schema.names, *[o.name for o, _ in states], "_weight", "_greedy_weight"]
-    if isinstance(table, pa.RecordBatch):
-        return pa.RecordBatch.from_arrays(columns, names=names)
-    return pa.Table.from_arrays(columns, names=names)
-
-
-def quotas_for(plan: Plan, available: Mapping[str, int], n_select: int) -> tuple[dict[str, int], np.ndarray] | None:
-    """Class index per label and quota per class, when a balance strategy is configured."""
-    if plan.balance is None:
-        return None
-    quotas = get_strategy(plan.balance.strategy).quotas(plan.balance, available, n_select)  # type: ignore[attr-defined]
-    labels = sorted(quotas)
-    return {label: i for i, label in enumerate(labels)}, np.array([quotas[label] for label in labels])
-
-
-def greedy_table(candidates: pa.Table, plan: Plan) -> pa.Table:
-    """The columns the rounds read: id, embedding, the greedy weight and the class."""
-    columns = {"id": candidates.column("id"), "embedding": candidates.column("embedding"),
-               "weight": candidates.column("_greedy_weight")}
-    if plan.balance_column is not None:
-        columns["_group"] = pa.array(class_labels(candidates.column(plan.balance_column)), pa.string())
-    return pa.table(columns)
 
 
 def two_stage(rows: pa.Table, n_partitions: int, spec: GreedySpec) -> tuple[list[str], np.ndarray]:

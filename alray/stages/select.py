@@ -30,7 +30,8 @@ from alray.errors import InputError
 from alray.faults import fail_once
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.progress import Progress
-from alray.selection.local import add_objective_columns, quotas_for, read_query_embeddings
+from alray.selection.batches import read_query_embeddings
+from alray.selection.objectives import add_objective_columns, quotas_for
 from alray.selection.plan import Plan, plan_selection, target_count
 from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult

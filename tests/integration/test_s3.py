@@ -157,7 +157,7 @@ def test_the_whole_pipeline_with_pool_and_lake_on_s3(s3, ray_session, spark, dem
 
 def test_similarity_query_table_on_s3(s3):
     from alray.config import StrategyConfig
-    from alray.selection.local import read_query_embeddings
+    from alray.selection.batches import read_query_embeddings
 
     pq.write_table(pa.table({"embedding": [[1.0, 2.0], [3.0, 4.0]]}), "lake/queries/part-0.parquet",
                    filesystem=s3_filesystem(s3))

@@ -362,7 +362,7 @@ def test_unknown_strategy_input_is_a_config_error(spark, tmp_path, features):
 
 def test_a_query_table_without_embeddings_is_a_clear_error(tmp_path):
     from alray.config import StrategyConfig
-    from alray.selection.local import read_query_embeddings
+    from alray.selection.batches import read_query_embeddings
 
     pq.write_table(pa.table({"id": ["a"]}), tmp_path / "q.parquet")
     entry = StrategyConfig(input="embeddings", strategy="similarity", query={"path": str(tmp_path / "q.parquet")})

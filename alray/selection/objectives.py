@@ -1,0 +1,57 @@
+"""Objective values, weights and classes of candidates, batch by batch: what both engines compute per task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from alray.selection.batches import TableCandidates
+from alray.selection.plan import Plan, PlannedObjective
+from alray.strategies.balance import class_labels
+from alray.strategies.base import CandidateBatch, combine
+from alray.strategies.registry import get_strategy
+
+
+def with_objectives(batches: list[pa.Table], plan: Plan, source: TableCandidates) -> list[pa.Table]:
+    """Each batch with one float64 column per objective, ``_weight`` and ``_greedy_weight``."""
+    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
+    return [pa.table(add_objective_columns(b, CandidateBatch.of(b), plan, states)) for b in batches]
+
+
+def add_objective_columns(table: pa.Table | pa.RecordBatch, batch: CandidateBatch, plan: Plan,
+                          states: Sequence[tuple[PlannedObjective, Any]]) -> pa.Table | pa.RecordBatch:
+    """One batch with its objective values, the weight (their product) and the greedy weight.
+
+    The greedy maximises weight x distance^strength, i.e. weight^(1/strength) x distance; in
+    top_m mode the greedy is unweighted among the top_m rows.
+    """
+    values = [(o.strategy.evaluate(o.entry, o.column, state, batch), o.entry.strength) for o, state in states]
+    weight = combine(values, len(batch))
+    greedy = np.ones(len(batch)) if plan.top_m is not None else np.power(weight, 1.0 / plan.diversity_strength)
+    columns = [*table.columns, *[pa.array(v, pa.float64()) for v, _ in values],
+               pa.array(weight, pa.float64()), pa.array(greedy, pa.float64())]
+    names = [*table.schema.names, *[o.name for o, _ in states], "_weight", "_greedy_weight"]
+    if isinstance(table, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, names=names)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def quotas_for(plan: Plan, available: Mapping[str, int], n_select: int) -> tuple[dict[str, int], np.ndarray] | None:
+    """Class index per label and quota per class, when a balance strategy is configured."""
+    if plan.balance is None:
+        return None
+    quotas = get_strategy(plan.balance.strategy).quotas(plan.balance, available, n_select)  # type: ignore[attr-defined]
+    labels = sorted(quotas)
+    return {label: i for i, label in enumerate(labels)}, np.array([quotas[label] for label in labels])
+
+
+def greedy_table(candidates: pa.Table, plan: Plan) -> pa.Table:
+    """The columns the rounds read: id, embedding, the greedy weight and the class."""
+    columns = {"id": candidates.column("id"), "embedding": candidates.column("embedding"),
+               "weight": candidates.column("_greedy_weight")}
+    if plan.balance_column is not None:
+        columns["_group"] = pa.array(class_labels(candidates.column(plan.balance_column)), pa.string())
+    return pa.table(columns)
