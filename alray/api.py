@@ -122,10 +122,9 @@ def score(table: pd.DataFrame | pa.Table, model: str | TaskModel, *, mc_samples:
     Returns
     -------
     pandas DataFrame of the scored rows (embedding, probs, pred, every score, quality, metadata).
-    Rows that could not be scored are left out; ``attrs["rejects"]`` lists them with a reason.
+    Rows that could not be scored are left out; ``attrs["rejects"]`` lists them as
+    ``{"id": ..., "reason": ...}`` mappings.
     """
-    import pandas as pd
-
     from alray.inference import ScoringOptions, check_payload_fits, score_batch
     from alray.lake import check_pool_schema
     from alray.models import load_model
@@ -150,5 +149,5 @@ def score(table: pd.DataFrame | pa.Table, model: str | TaskModel, *, mc_samples:
     features = scored.loc[~rejected].drop(columns=[REJECT_REASON]).reset_index(drop=True)
     if run_id is None:
         features = features.drop(columns=["run_id"])
-    features.attrs["rejects"] = pd.DataFrame(rejects).reset_index(drop=True)
+    features.attrs["rejects"] = rejects.to_dict("records")
     return features
