@@ -81,9 +81,14 @@ class IcebergCatalogConfig(_Section):
 
 class PoolConfig(_Section):
     path: str = Field(description="Pool table: a parquet file, folder or glob, a Delta table path, an Iceberg "
-                      "table identifier (namespace.table), or a CSV/JSONL listing (file, folder or glob).")
-    format: Literal["parquet", "delta", "iceberg", "csv", "jsonl"] = Field(
-        "parquet", description="Format of the pool table; csv/jsonl list `id,uri[,metadata...]`.")
+                      "table identifier (namespace.table), a CSV/JSONL listing (file, folder or glob), or a "
+                      "folder, glob or object-store prefix of image files (format images).")
+    format: Literal["parquet", "delta", "iceberg", "csv", "jsonl", "images"] = Field(
+        "parquet", description="Format of the pool table; csv/jsonl list `id,uri[,metadata...]`; images lists the "
+        "image files (jpg, png, webp, bmp, tiff) under path: ids are the paths relative to it, and file_size and "
+        "modified_at become metadata.")
+    metadata_path: str | None = Field(
+        None, description="format images: a parquet table of metadata joined on `id` (the relative path).")
     version: int | None = Field(
         None, description="Delta table version or Iceberg snapshot id to read (latest when absent).")
     storage_options: dict[str, str] = Field(

@@ -21,7 +21,7 @@ import yaml
 
 from alray.cli import main as alray_main
 from alray.config import ModelConfig
-from alray.image_samples import every_kind, large_jpeg, photo_crops, png_bomb
+from alray.image_samples import encode, every_kind, large_jpeg, photo_crops, png_bomb
 from alray.inference import ScoringOptions, score_batch
 from alray.lake import Lake
 from alray.models import SmallCNN, save_checkpoint
@@ -248,3 +248,41 @@ def test_decoded_photos_keep_their_colour_statistics():
     crop = photo_crops(1)[0]  # astronaut: a colour photo
     decoded = decode_image(crop, channels=3, size=16)
     assert len(set(np.round(decoded.channel_mean, 6))) == 3
+
+
+def test_a_folder_of_image_files_runs_end_to_end(ray_session, spark, tmp_path, checkpoint):
+    from PIL import Image
+
+    root = tmp_path / "bucket"
+    crops = photo_crops(40)
+    names = []
+    for i, data in enumerate(crops):
+        folder = root / f"site-{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 4 == 1:  # some re-encoded as PNG and WebP
+            image = Image.open(io.BytesIO(data))
+            fmt = "PNG" if i % 8 == 1 else "WEBP"
+            name, data = f"photo-{i:02d}.{fmt.lower()}", encode(image, fmt)
+        else:
+            name = f"photo-{i:02d}.jpg"
+        (folder / name).write_bytes(data)
+        names.append(f"site-{i % 3}/{name}")
+    (root / "site-0" / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "README.txt").write_text("ignored: not an image")
+    pq.write_table(pa.table({"id": names[:10], "camera": ["cam-a"] * 10}), str(tmp_path / "meta.parquet"))
+    pool = {"path": str(root), "format": "images", "metadata_path": str(tmp_path / "meta.parquet")}
+    config = _config_file(tmp_path, pool, "images", checkpoint)
+    code, out, err = _run_cli("run", config, "--run-id", "folder", "--json", "--quiet")
+    assert code == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    lake = Lake(str(tmp_path / "lake-images"))
+    rejects = lake.read_run("rejects", "folder").to_pylist()
+    assert [r["id"] for r in rejects] == ["site-0/corrupt.jpg"] and "image" in rejects[0]["reason"]
+    features = lake.read_run("features", "folder", columns=["id", "file_size", "modified_at", "camera"])
+    rows = {r["id"]: r for r in features.to_pylist()}
+    assert set(rows) == set(names) and summary["counts"]["pool"] == len(names) + 1
+    assert rows[names[0]]["file_size"] == (root / names[0]).stat().st_size
+    assert rows[names[0]]["camera"] == "cam-a" and rows[names[-1]]["camera"] is None
+    ranking = lake.read_run("ranking", "folder", columns=["id", "selected"])
+    assert sum(ranking.column("selected").to_pylist()) == 20
+    assert not (tmp_path / "lake-images" / "_staging" / "folder").exists()  # the listing went with the run

@@ -9,8 +9,10 @@ files on the workers, so no pool row passes through the driver.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
+import pyarrow.parquet as pq
 
 from alray.config import IcebergCatalogConfig, PoolConfig
 from alray.errors import InputError
@@ -63,8 +66,12 @@ class PoolSource:
     partitions: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
 
-def open_pool(pool: PoolConfig) -> PoolSource:
+def open_pool(pool: PoolConfig, *, staging: str | None = None) -> PoolSource:
     """Resolve and check the pool: its files, its schema, its payload column.
+
+    An ``images`` pool is listed first into parquet listings of ``id, uri, file_size,
+    modified_at`` (and the metadata table's columns) under ``staging`` (a temporary folder when
+    absent); those listings are then read like any parquet pool.
 
     Raises InputError naming the table and the column when a required column is missing or
     has the wrong type, and when the table cannot be read as plain files (Delta deletion
@@ -79,6 +86,9 @@ def open_pool(pool: PoolConfig) -> PoolSource:
         schema, files, partitions = snapshot.schema, snapshot.files, snapshot.partitions
     elif pool.format == "iceberg":
         schema, files = _iceberg_files(pool)
+    elif pool.format == "images":
+        files = list_images(pool, staging or tempfile.mkdtemp(prefix="alray-listing-"))
+        schema = pq.read_schema(filesystem_for(files[0], options)[1], filesystem=filesystem_for(files[0], options)[0])
     else:
         files = _listing_files(pool.path, pool.format, options)
         try:
@@ -178,7 +188,6 @@ def block_rows_for(source: PoolSource, batch_size: int) -> int:
     """
     if source.format in ("csv", "jsonl"):
         return batch_size
-    import pyarrow.parquet as pq
 
     try:
         with pq.ParquetFile(source.files[0], filesystem=source.filesystem) as parquet:
@@ -225,8 +234,6 @@ def read_pool(source: PoolSource, *, rows_per_block: int) -> ray.data.Dataset:
 def _read_files(units: pa.Table, *, files: list[str], partitions: list[dict[str, Any]], schema: pa.Schema,
                 filesystem: pafs.FileSystem | None, rows_per_block: int) -> Iterator[pa.Table]:
     """Ray task: stream the files ``units`` names as tables of ``schema``, ``rows_per_block`` rows each."""
-    import pyarrow.parquet as pq
-
     for index in units.column("file").to_pylist():
         constants = partitions[index] if partitions else {}
         with pq.ParquetFile(files[index], filesystem=filesystem) as parquet:
@@ -289,6 +296,92 @@ def _listing_files(path: str, fmt: str, options: dict[str, str] | None) -> list[
     if not files:
         raise InputError(f"pool {path}: no {fmt} file there")
     return files
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Rows of one listing file: the driver holds this many listing rows (and one directory's
+# entries) at a time, whatever the number of images.
+LISTING_ROWS_PER_FILE = 100_000
+_LISTING_SCHEMA = pa.schema([("id", pa.string()), ("uri", pa.string()), ("file_size", pa.int64()),
+                             ("modified_at", pa.timestamp("us", tz="UTC"))])
+
+
+def list_images(pool: PoolConfig, staging: str) -> list[str]:
+    """List the image files under ``pool.path`` into parquet listing files in ``staging``; return their paths.
+
+    Directories are walked one at a time in name order, so the listing is deterministic and the
+    driver holds one directory's entries and one listing file's rows at a time. Ids are the
+    paths relative to the root (``/`` separated). InputError when there is no image file.
+    """
+    options = pool.storage_options or None
+    filesystem, inner = filesystem_for(pool.path, options)
+    pattern = None
+    if any(ch in inner for ch in "*?["):
+        pattern = inner
+        inner = inner[: min(inner.find(ch) for ch in "*?[" if ch in inner)].rsplit("/", 1)[0]
+    root = inner.rstrip("/")
+    info = filesystem.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"pool {pool.path}: folder not found")
+    metadata = _image_metadata(pool)
+    out_fs, out_dir = filesystem_for(staging, options)
+    out_fs.delete_dir_contents(out_dir, missing_dir_ok=True)  # a rerun lists afresh
+    out_fs.create_dir(out_dir, recursive=True)
+    files: list[str] = []
+    rows: list[tuple[str, str, int, Any]] = []
+
+    def flush() -> None:
+        if not rows:
+            return
+        ids, uris, sizes, times = zip(*rows, strict=True)
+        table = pa.table([pa.array(ids, pa.string()), pa.array(uris, pa.string()), pa.array(sizes, pa.int64()),
+                          pa.array(times, pa.timestamp("us", tz="UTC"))], schema=_LISTING_SCHEMA)
+        if metadata is not None:
+            table = table.join(metadata, "id", join_type="left outer").sort_by("id")
+        name = f"listing-{len(files):05d}.parquet"
+        pq.write_table(table, f"{out_dir}/{name}", filesystem=out_fs)
+        files.append(f"{staging.rstrip('/')}/{name}")
+        rows.clear()
+
+    pending = [root] if info.type == pafs.FileType.Directory else []
+    singles = [info] if info.type == pafs.FileType.File else []
+    while pending or singles:
+        entries = singles or filesystem.get_file_info(pafs.FileSelector(pending.pop(), recursive=False))
+        singles = []
+        subdirs = []
+        for entry in sorted(entries, key=lambda e: e.path):
+            if entry.type == pafs.FileType.Directory:
+                subdirs.append(entry.path)
+            elif entry.type == pafs.FileType.File and entry.path.lower().endswith(IMAGE_SUFFIXES) and (
+                    pattern is None or fnmatch.fnmatch(entry.path, pattern)):
+                relative = entry.path[len(root) + 1:] if entry.path.startswith(root + "/") else entry.base_name
+                rows.append((relative, _as_given(entry.path, pool.path), int(entry.size or 0), entry.mtime))
+                if len(rows) >= LISTING_ROWS_PER_FILE:
+                    flush()
+        pending.extend(reversed(subdirs))  # depth first, in name order
+    flush()
+    if not files:
+        raise InputError(f"pool {pool.path}: no image files ({', '.join(IMAGE_SUFFIXES)}) there")
+    return files
+
+
+def _image_metadata(pool: PoolConfig) -> pa.Table | None:
+    if not pool.metadata_path:
+        return None
+    options = pool.storage_options or None
+    try:
+        _schema, files = open_table(pool.metadata_path, "parquet", name="pool.metadata_path", storage_options=options)
+        parts = [pq.read_table(inner, filesystem=fs) for fs, inner in (filesystem_for(f, options) for f in files)]
+        table = pa.concat_tables(parts, promote_options="default")
+    except (OSError, pa.ArrowInvalid) as exc:
+        reason = str(exc).splitlines()[0]
+        raise InputError(f"pool.metadata_path: {pool.metadata_path}: cannot read ({reason})") from None
+    if "id" not in table.column_names:
+        raise InputError(f"pool.metadata_path: {pool.metadata_path}: missing required column 'id'")
+    clashes = sorted(set(table.column_names) & {"uri", "file_size", "modified_at"})
+    if clashes:
+        raise InputError(f"pool.metadata_path: {pool.metadata_path}: columns {clashes} clash with the listing's")
+    return table.set_column(table.column_names.index("id"), "id", pc.cast(table.column("id"), pa.string()))
 
 
 def _as_given(inner: str, like: str) -> str:

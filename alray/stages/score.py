@@ -59,9 +59,13 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def check_inputs(pool: PoolConfig, model_config: ModelConfig) -> tuple[PoolSource, str]:
-    """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload."""
-    source = open_pool(pool)
+def check_inputs(pool: PoolConfig, model_config: ModelConfig, *, staging: str | None = None
+                 ) -> tuple[PoolSource, str]:
+    """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload.
+
+    ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
+    """
+    source = open_pool(pool, staging=staging)
     check_pool_ids(source)
     schema, payload = source.schema, source.payload
     clashes = sorted((set(schema.names) - {"id", payload}) & RESERVED_COLUMNS)
@@ -122,7 +126,7 @@ def run_score(pool: PoolConfig, model: ModelConfig, score: ScoreConfig, ray_conf
 
     Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections and the run seed.
     """
-    source, payload = check_inputs(pool, model)
+    source, payload = check_inputs(pool, model, staging=_absolute(lake.staging(run_id, "pool")))
     ensure_ray(ray_config)
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,

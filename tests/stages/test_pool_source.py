@@ -154,3 +154,32 @@ def test_iceberg_pool_errors_name_the_table_and_column(tmp_path):
         open_pool(_pool_config(tmp_path, "raw.renamed"))
     with pytest.raises(ValueError, match=r"needs catalog\.uri"):
         PoolConfig(path="raw.pool", format="iceberg")
+
+
+def test_a_folder_of_images_is_listed_with_relative_ids_and_file_metadata(tmp_path):
+    from alray.image_samples import encode, image_of_mode
+
+    root = tmp_path / "bucket"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a").mkdir()
+    (root / "a" / "one.jpg").write_bytes(encode(image_of_mode("RGB", width=16, height=12), "JPEG"))
+    (root / "b" / "two.PNG").write_bytes(encode(image_of_mode("L", width=9, height=9), "PNG"))
+    (root / "b" / "deep" / "three.webp").write_bytes(encode(image_of_mode("RGB", width=8, height=8), "WEBP"))
+    (root / "b" / "notes.txt").write_text("not an image")
+    pq.write_table(pa.table({"id": ["a/one.jpg", "b/deep/three.webp"], "camera": ["c1", "c2"]}),
+                   str(tmp_path / "meta.parquet"))
+    source = open_pool(PoolConfig(path=str(root), format="images", metadata_path=str(tmp_path / "meta.parquet")),
+                       staging=str(tmp_path / "staging"))
+    assert source.payload == "uri" and source.schema.names == ["id", "uri", "file_size", "modified_at", "camera"]
+    rows = pa.concat_tables([pq.read_table(f) for f in source.files]).to_pylist()
+    assert [r["id"] for r in rows] == ["a/one.jpg", "b/deep/three.webp", "b/two.PNG"]
+    assert [r["camera"] for r in rows] == ["c1", "c2", None]
+    assert rows[0]["uri"] == str(root / "a" / "one.jpg")
+    assert rows[0]["file_size"] == (root / "a" / "one.jpg").stat().st_size and rows[0]["modified_at"] is not None
+    only_b = open_pool(PoolConfig(path=str(root / "b" / "*.PNG"), format="images"))
+    assert pq.read_table(only_b.files[0]).column("id").to_pylist() == ["two.PNG"]
+    with pytest.raises(InputError, match=r"pool .*a: no image files \(\.jpg"):
+        (root / "a" / "one.jpg").rename(root / "a" / "one.bin")
+        open_pool(PoolConfig(path=str(root / "a"), format="images"))
+    with pytest.raises(InputError, match=r"pool .*nowhere: folder not found"):
+        open_pool(PoolConfig(path=str(tmp_path / "nowhere"), format="images"))
