@@ -101,7 +101,8 @@ def _demo(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
     with progress.stage("demo-build"):
         files = build_demo(pool_path=config.pool.path, labeled_path=config.labeled.path or "demo/labeled",
-                           checkpoint_path=config.model.checkpoint, seed=config.run.seed)
+                           checkpoint_path=config.model.checkpoint if config.model else "demo/model.pt",
+                           seed=config.run.seed)
     progress.say(f"demo: pool of {files.n_pool} images at {files.pool}; {files.n_labeled} labeled at "
                  f"{files.labeled}; seed model at {files.checkpoint} (accuracy on the pool {files.seed_accuracy:.1%})")
     summary = run_pipeline(config, progress=progress)

@@ -344,7 +344,9 @@ class Config(_Section):
     run: RunConfig = Field(default_factory=lambda: RunConfig(), description="Run identity and seed.")
     pool: PoolConfig
     labeled: LabeledConfig = Field(default_factory=lambda: LabeledConfig(), description="Labeled set.")
-    model: ModelConfig
+    model: ModelConfig | None = Field(
+        None, description="The task model; absent for a pool that holds its own embeddings (and probs, logits or "
+        "mc_probs): their scores are then computed from those columns.")
     score: ScoreConfig = Field(default_factory=lambda: ScoreConfig(), description="Scoring stage (Ray).")
     selection: SelectionConfig
     output: OutputConfig

@@ -48,6 +48,7 @@ class ScoringOptions:
     device: str = "cpu"
     head_only: bool = True
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    embedding_dim: int | None = None  # a pool scored without a model: the width of its embeddings
 
 
 def _list_column(rows: np.ndarray, ok: np.ndarray) -> pa.Array:

@@ -108,7 +108,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
         elif "score" in stages:
             with progress.stage("score"):
                 scored = run_score(config.pool, config.model, config.score, config.ray, seed=config.run.seed,
-                                   run_id=run_id, lake=lake, progress=progress)
+                                   run_id=run_id, lake=lake, progress=progress, selection=config.selection)
             summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
             summary.stages_completed.append("score")
             # recorded now, so that a run killed later can resume after the scoring

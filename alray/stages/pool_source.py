@@ -66,7 +66,7 @@ class PoolSource:
     partitions: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
 
-def open_pool(pool: PoolConfig, *, staging: str | None = None) -> PoolSource:
+def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool = False) -> PoolSource:
     """Resolve and check the pool: its files, its schema, its payload column.
 
     An ``images`` pool is listed first into parquet listings of ``id, uri, file_size,
@@ -96,7 +96,7 @@ def open_pool(pool: PoolConfig, *, staging: str | None = None) -> PoolSource:
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"pool {files[0]}: not a readable {pool.format} listing "
                              f"({str(exc).splitlines()[0]})") from None
-    payload = check_pool_schema(schema, pool.path)
+    payload = check_precomputed_schema(schema, pool.path) if precomputed else check_pool_schema(schema, pool.path)
     if not files:
         raise InputError(f"pool {pool.path}: the pool has no data files")
     filesystem, local = None, all("://" not in f or f.startswith("file://") for f in files)
@@ -107,6 +107,29 @@ def open_pool(pool: PoolConfig, *, staging: str | None = None) -> PoolSource:
         filesystem = filesystem_for(files[0], options)[0]
         files = [filesystem_for(f, options)[1] for f in files]
     return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
+
+
+def check_precomputed_schema(schema: pa.Schema, path: str) -> str:
+    """Check a pool scored without a model: a string ``id`` and a list ``embedding``; return ``embedding``."""
+    if "id" not in schema.names or not pa.types.is_string(schema.field("id").type):
+        raise InputError(f"pool {path}: missing a string column 'id' (found {schema.names})")
+    if "embedding" not in schema.names:
+        raise InputError(f"pool {path}: no model section and no 'embedding' column: give model.checkpoint, or "
+                         "precomputed embeddings (and probs, logits or mc_probs) in the pool")
+    kind = schema.field("embedding").type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        raise InputError(f"pool {path}: column 'embedding' must be a list of floats, found {kind}")
+    return "embedding"
+
+
+def embedding_width(source: PoolSource) -> int | None:
+    """Width of the first non-null ``embedding`` of a precomputed pool (every row must match it)."""
+    for batch in pads.dataset(source.files, format="parquet", filesystem=source.filesystem).to_batches(
+            columns=["embedding"], batch_size=1024):
+        for value in batch.column(0).to_pylist():
+            if value:
+                return len(value)
+    return None
 
 
 def check_pool_ids(source: PoolSource) -> int:

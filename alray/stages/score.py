@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig
+from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, SelectionConfig
 from alray.engines import ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
@@ -19,10 +19,19 @@ from alray.inference import ScoringOptions, check_payload_fits, score_batch
 from alray.lake import Lake, ensure_dir, filesystem_for
 from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder, load_text_encoder
+from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
 from alray.progress import Progress
 from alray.stages.commit import ScoreResult, commit_features
-from alray.stages.pool_source import PoolSource, block_rows_for, check_pool_ids, open_pool, read_pool
-from alray.tables import REJECT_REASON, RESERVED_COLUMNS
+from alray.stages.pool_source import (
+    PoolSource,
+    block_rows_for,
+    check_pool_ids,
+    embedding_width,
+    open_pool,
+    read_pool,
+)
+from alray.strategies.base import PREDICTIONS
+from alray.tables import MC_SCORES, REJECT_REASON, RESERVED_COLUMNS
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
@@ -37,10 +46,14 @@ def load_configured_model(model: ModelConfig) -> TaskModel:
 class PoolScorer:
     """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch."""
 
-    def __init__(self, model: ModelConfig, device: str, options: ScoringOptions, n_threads: int) -> None:
+    def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, n_threads))
+        self.options = options
+        self.precomputed = model is None
+        if model is None:  # the pool holds its embeddings and predictions
+            return
         resolved = pick_device(device)
         self.model = load_configured_model(model)
         self.model.to(resolved)
@@ -51,6 +64,8 @@ class PoolScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         fail_once("score.actor", kill=True)
+        if self.precomputed:
+            return score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
         return score_batch(self.model, batch, self.options, text_encoder=self.text_encoder)
 
 
@@ -59,24 +74,46 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def check_inputs(pool: PoolConfig, model_config: ModelConfig, *, staging: str | None = None
-                 ) -> tuple[PoolSource, str]:
+def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging: str | None = None,
+                 selection: SelectionConfig | None = None) -> tuple[PoolSource, str]:
     """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload.
 
     ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
     """
-    source = open_pool(pool, staging=staging)
+    source = open_pool(pool, staging=staging, precomputed=model_config is None)
     check_pool_ids(source)
     schema, payload = source.schema, source.payload
-    clashes = sorted((set(schema.names) - {"id", payload}) & RESERVED_COLUMNS)
+    inputs = {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())}
+    clashes = sorted((set(schema.names) - inputs) & RESERVED_COLUMNS)
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
+    if model_config is None:
+        _check_precomputed_scores(pool, schema, selection)
+        return source, payload
     model = load_configured_model(model_config)
     try:
         check_payload_fits(payload, model.input_kind)
     except PayloadError as exc:
         raise InputError(f"pool {pool.path}: {exc} (model.checkpoint {model_config.checkpoint})") from None
     return source, payload
+
+
+def _check_precomputed_scores(pool: PoolConfig, schema: pa.Schema, selection: SelectionConfig | None) -> None:
+    """A run without a model can use only the scores its pool's predictions give; name the key that asks for more."""
+    if selection is None:
+        return
+    missing = {*MC_SCORES, "pred_loss"} - available_scores(schema.names)
+    asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
+    asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
+    if not ({"probs", "logits", "mc_probs"} & set(schema.names)):
+        missing.add(PREDICTIONS)
+    for key, column in asks:
+        if column in missing:
+            need = ("a model (model.checkpoint) or mc_probs in the pool" if column in MC_SCORES
+                    else "a model (model.checkpoint) or probs, logits or mc_probs in the pool")
+            if column == "pred_loss":
+                need = "a model with a loss head (model.checkpoint)"
+            raise ConfigError(f"{key}: {column!r} needs {need}; pool {pool.path} has no model and no such column")
 
 
 def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
@@ -96,7 +133,7 @@ def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
         )
 
 
-def score_dataset(dataset: Any, model: ModelConfig, score: ScoreConfig, options: ScoringOptions) -> Any:
+def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions) -> Any:
     """A Ray Dataset of pool rows scored by an actor pool: the features rows (with a reject reason column).
 
     ``model`` and ``score`` are the config's sections; ``options`` says which payload column to
@@ -107,8 +144,8 @@ def score_dataset(dataset: Any, model: ModelConfig, score: ScoreConfig, options:
     return dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs={
-            "model": model.model_copy(update={"checkpoint": _absolute(model.checkpoint)}),
-            "device": model.device if score.gpus_per_actor > 0 else "cpu",
+            "model": model.model_copy(update={"checkpoint": _absolute(model.checkpoint)}) if model else None,
+            "device": model.device if model and score.gpus_per_actor > 0 else "cpu",
             "options": options,
             "n_threads": int(max(1, score.cpus_per_actor)),
         },
@@ -120,17 +157,18 @@ def score_dataset(dataset: Any, model: ModelConfig, score: ScoreConfig, options:
     )
 
 
-def run_score(pool: PoolConfig, model: ModelConfig, score: ScoreConfig, ray_config: RayConfig, *, seed: int,
-              run_id: str, lake: Lake, progress: Progress) -> ScoreResult:
+def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, ray_config: RayConfig, *, seed: int,
+              run_id: str, lake: Lake, progress: Progress, selection: SelectionConfig | None = None) -> ScoreResult:
     """Score the pool on Ray and replace this run's rows of the features and rejects tables.
 
     Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections and the run seed.
     """
-    source, payload = check_inputs(pool, model, staging=_absolute(lake.staging(run_id, "pool")))
+    source, payload = check_inputs(pool, model, staging=_absolute(lake.staging(run_id, "pool")), selection=selection)
     ensure_ray(ray_config)
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
-                             head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels)
+                             head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels,
+                             embedding_dim=embedding_width(source) if model is None else None)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
     progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "
