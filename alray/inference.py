@@ -49,6 +49,7 @@ class ScoringOptions:
     head_only: bool = True
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     embedding_dim: int | None = None  # a pool scored without a model: the width of its embeddings
+    storage_options: dict[str, str] | None = None  # how `uri` payloads on an object store are read
 
 
 def _list_column(rows: np.ndarray, ok: np.ndarray) -> pa.Array:
@@ -127,7 +128,8 @@ def _model_inputs(model: TaskModel, batch: pa.Table, options: ScoringOptions,
             if options.payload == "features":
                 decoded.inputs.append(feature_vector(value, n_features=model.n_features))
             else:
-                data = (read_uri(value, max_bytes=max_image_bytes(options.max_image_pixels)) if options.payload == "uri"
+                data = (read_uri(value, max_bytes=max_image_bytes(options.max_image_pixels),
+                                 storage_options=options.storage_options) if options.payload == "uri"
                         else value)
                 image = decode_image(data, channels=model.in_channels, size=model.image_size,
                                      max_pixels=options.max_image_pixels)

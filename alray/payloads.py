@@ -192,15 +192,23 @@ def max_image_bytes(max_pixels: int) -> int:
     return 8 * max_pixels + (16 << 20)
 
 
-def read_uri(uri: str | None, *, max_bytes: int | None = None) -> bytes:
+def read_uri(uri: str | None, *, max_bytes: int | None = None,
+             storage_options: dict[str, str] | None = None) -> bytes:
     """Bytes of a local path or any URI pyarrow's file systems open (s3://, gs://, file://...).
 
-    A file larger than ``max_bytes`` is refused before it is read (PayloadError naming its size).
+    ``storage_options`` (delta-rs style, as ``pool.storage_options``) reach an object store with
+    its own endpoint or keys. A file larger than ``max_bytes`` is refused before it is read
+    (PayloadError naming its size).
     """
     if not uri:
         raise PayloadError("uri: empty")
     try:
-        filesystem, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+        if "://" in uri and storage_options:
+            from alray.lake import filesystem_for
+
+            filesystem, path = filesystem_for(uri, storage_options)
+        else:
+            filesystem, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
         with filesystem.open_input_file(path) as handle:
             size = handle.size()
             if max_bytes is not None and size > max_bytes:

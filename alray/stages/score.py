@@ -168,7 +168,8 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
                              head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels,
-                             embedding_dim=embedding_width(source) if model is None else None)
+                             embedding_dim=embedding_width(source) if model is None else None,
+                             storage_options=pool.storage_options or None)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
     progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "

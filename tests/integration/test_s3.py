@@ -165,3 +165,33 @@ def test_similarity_query_table_on_s3(s3):
                            query={"path": "s3://lake/queries", "storage_options": s3})
     found = read_query_embeddings(entry.query, features=lambda ids: pa.table({"embedding": []}))
     assert found.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+@pytest.mark.slow
+def test_a_prefix_of_image_files_on_s3_is_a_pool(s3, ray_session, spark, demo_files, tmp_path):
+    """format images on an S3 prefix: listed with the pool's storage options, each file read from S3."""
+    from alray.pipeline import run_pipeline
+    from alray.progress import Progress
+    from tests.conftest import demo_config
+
+    fs = s3_filesystem(s3)
+    pool = pq.read_table(demo_files.pool, columns=["id", "image"]).slice(0, 60).to_pylist()
+    names = []
+    for i, row in enumerate(pool):
+        name = f"shard-{i % 2}/{row['id']}.png"
+        with fs.open_output_stream(f"lake/photos/{name}") as out:
+            out.write(row["image"])
+        names.append(name)
+    with fs.open_output_stream("lake/photos/shard-0/broken.png") as out:
+        out.write(b"\x89PNG not an image")
+    config = demo_config(demo_files, tmp_path / "lake", n_samples=10, filters=[])
+    config.run.run_id = "photos-on-s3"
+    config.labeled.path = None
+    config.pool.path, config.pool.format, config.pool.storage_options = "s3://lake/photos", "images", s3
+    summary = run_pipeline(config, progress=Progress(quiet=True))
+    assert summary.status == "succeeded", summary.error
+    lake = Lake(str(tmp_path / "lake"))
+    ranking = lake.read_run("ranking", "photos-on-s3", columns=["id"]).column("id").to_pylist()
+    rejects = lake.read_run("rejects", "photos-on-s3").to_pylist()
+    assert [r["id"] for r in rejects] == ["shard-0/broken.png"]
+    assert sorted(ranking) == sorted(names) and summary.counts["selected"] == 10
