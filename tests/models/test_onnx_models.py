@@ -6,40 +6,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import alray
 from alray.errors import InputError
 from alray.image_samples import encode, image_of_mode
 from alray.models import SmallCNN, load_model, save_checkpoint, save_torchscript
 from alray.models.onnx_models import OnnxModel
+from tests.models.test_torchscript import SplitNet
 
 pytest.importorskip("onnxruntime")
 
 
-class Split(nn.Module):
-    """The CNN with embed and head exported: what both export formats see."""
+class Split(SplitNet):
+    """The split network with a forward that gives both outputs, as the ONNX export names them."""
 
-    def __init__(self, cnn: SmallCNN) -> None:
-        super().__init__()
-        self.backbone, self.classifier = cnn.backbone, cnn.classifier
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         embedding = self.backbone(x)
         return embedding, self.classifier(embedding)
-
-    @torch.jit.export
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    @torch.jit.export
-    def head(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.classifier(embedding)
-
-
-class Logits(Split):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.classifier(self.backbone(x))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +34,7 @@ def exported(tmp_path_factory):
     x = torch.zeros(2, cnn.in_channels, cnn.image_size, cnn.image_size)
     torch.onnx.export(Split(cnn), (x,), str(root / "model.onnx"), input_names=["input"],
                       output_names=["embedding", "logits"], dynamic_axes={"input": {0: "b"}}, dynamo=False)
-    save_torchscript(Logits(cnn), root / "model.ts", input_kind="image", n_classes=10,
+    save_torchscript(SplitNet(cnn), root / "model.ts", input_kind="image", n_classes=10,
                      in_channels=cnn.in_channels, image_size=cnn.image_size, dropout=cnn.dropout_p)
     pool = pd.DataFrame({"id": [f"img-{i:03d}" for i in range(64)],
                          "image": [encode(image_of_mode("L", width=20, height=20, seed=i), "PNG") for i in range(64)]})
@@ -90,7 +73,7 @@ def test_onnx_torchscript_and_checkpoint_give_the_same_features_and_ranking(expo
 def test_onnx_outputs_that_do_not_match_are_one_line_errors(exported, tmp_path):
     _root, cnn, _pool = exported
     x = torch.zeros(1, cnn.in_channels, cnn.image_size, cnn.image_size)
-    torch.onnx.export(Logits(cnn), (x,), str(tmp_path / "scores.onnx"), input_names=["input"],
+    torch.onnx.export(SplitNet(cnn), (x,), str(tmp_path / "scores.onnx"), input_names=["input"],
                       output_names=["scores"], dynamo=False)
     with pytest.raises(InputError, match=r"ONNX outputs \['scores'\]: expected one named 'logits'"):
         load_model(tmp_path / "scores.onnx")

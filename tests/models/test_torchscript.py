@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from alray.errors import InputError
-from alray.models import FeatureMLP, id_keys, load_model, mc_predict, save_torchscript
+from alray.models import FeatureMLP, SmallCNN, id_keys, load_model, mc_predict, save_torchscript
 
 
-class _SplitNet(torch.nn.Module):
-    """A scripted model that follows the split contract: embed and head."""
+class SplitNet(torch.nn.Module):
+    """A scripted model that follows the split contract: embed and head (of a built-in model's layers)."""
 
-    def __init__(self, mlp: FeatureMLP) -> None:
+    def __init__(self, mlp: FeatureMLP | SmallCNN) -> None:
         super().__init__()
         self.backbone, self.classifier = mlp.backbone, mlp.classifier
 
@@ -44,7 +44,7 @@ class _LogitsNet(torch.nn.Module):
 def test_torchscript_with_embed_and_head_equals_the_built_in_model(tmp_path):
     torch.manual_seed(0)
     mlp = FeatureMLP(n_features=6, n_classes=3).eval()
-    save_torchscript(_SplitNet(mlp), tmp_path / "split.pt", input_kind="features", n_classes=3, n_features=6,
+    save_torchscript(SplitNet(mlp), tmp_path / "split.pt", input_kind="features", n_classes=3, n_features=6,
                      dropout=0.5)
     model = load_model(tmp_path / "split.pt", expected_classes=3)
     assert model.splits_head and model.embedding_dim == 64 and model.input_kind == "features"
