@@ -1,13 +1,14 @@
 """Loading a task model from any of the sources that give one, and choosing the torch device.
 
-Four sources give a :class:`~alray.models.contract.TaskModel`:
+Five sources give a :class:`~alray.models.contract.TaskModel`:
 
 1. an alray checkpoint (:func:`~alray.models.checkpoints.save_checkpoint`): a registered
    architecture and its state dict;
 2. a TorchScript file (:func:`~alray.models.torchscript.save_torchscript`) with an ``alray.json``
    extra file naming the input;
 3. an ONNX file (:mod:`~alray.models.onnx_models`, the ``onnx`` extra);
-4. a torchvision architecture by name (``torchvision:resnet18``) with a state-dict weights file.
+4. a Hugging Face image classification directory (:mod:`~alray.models.huggingface`);
+5. a torchvision architecture by name (``torchvision:resnet18``) with a state-dict weights file.
 
 A file goes to the first entry of :data:`FILE_FORMATS` whose detector accepts its content (its
 name plays no part); ``model.architecture`` goes to the entry of :data:`ARCHITECTURE_SOURCES`
@@ -28,6 +29,7 @@ from alray.errors import InputError
 from alray.models.checkpoints import load_checkpoint
 from alray.models.contract import TaskModel
 from alray.models.files import check_classes, check_exists, check_file, unrecognised_file
+from alray.models.huggingface import is_huggingface, load_huggingface
 from alray.models.onnx_models import is_onnx, load_onnx
 from alray.models.torchscript import is_torchscript, load_torchscript
 from alray.models.torchvision_models import TorchvisionModel
@@ -68,6 +70,10 @@ def _load_onnx(path: Path, options: LoadOptions) -> TaskModel:
     return cast(TaskModel, load_onnx(path, image_size=options.image_size, dropout=options.dropout))
 
 
+def _load_huggingface(path: Path, options: LoadOptions) -> TaskModel:
+    return cast(TaskModel, load_huggingface(path, dropout=options.dropout))
+
+
 def _load_checkpoint(path: Path, options: LoadOptions) -> TaskModel:
     return cast(TaskModel, load_checkpoint(path))
 
@@ -82,6 +88,7 @@ FILE_FORMATS: tuple[FileFormat, ...] = (
     FileFormat("TorchScript", lambda path: zipfile.is_zipfile(path) and is_torchscript(path), _load_torchscript),
     FileFormat("alray checkpoint", zipfile.is_zipfile, _load_checkpoint),
     FileFormat("ONNX", is_onnx, _load_onnx),
+    FileFormat("Hugging Face directory", is_huggingface, _load_huggingface),
 )
 
 ARCHITECTURE_SOURCES: tuple[ArchitectureSource, ...] = (
@@ -122,6 +129,8 @@ def _load_architecture(path: Path, architecture: str, options: LoadOptions) -> T
 
 
 def _load_file(path: Path, options: LoadOptions) -> TaskModel:
+    if is_huggingface(path):
+        return _load_huggingface(path, options)
     check_exists(path)
     for file_format in FILE_FORMATS:
         if file_format.detect(path):
