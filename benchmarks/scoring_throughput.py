@@ -14,6 +14,7 @@ deterministic pass, because it runs the backbone once and samples only the head.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
@@ -110,6 +111,52 @@ def bench_model_level(*, model_name: str, image_size: int, device: torch.device,
         "full_over_deterministic": round(results["full"]["samples_per_s"] / deterministic, 3),
         "target_head_over_deterministic": TARGET_RATIO, "meets_target": bool(ratio >= TARGET_RATIO),
     }
+
+
+def bench_onnx_level(*, model_name: str, image_size: int, n_rows: int, batch_size: int, n_samples: int,
+                     seconds_per_mode: float, workdir: Path, seed: int = 0) -> dict[str, Any]:
+    """Samples/s of the same CNN exported to ONNX and run by onnxruntime (CPU), beside torch.
+
+    The export holds the backbone and the classifier with outputs ``embedding`` and ``logits``;
+    alray reads the classifier back from the graph, so head-only MC dropout runs the graph once
+    and samples the head in torch, as for the torch model.
+    """
+    from torch import nn
+
+    from alray.models import load_model
+
+    cnn = build_model(model_name, image_size=image_size, device=torch.device("cpu"), seed=seed)
+
+    class Split(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.classifier = cnn.backbone, cnn.classifier
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            embedding = self.backbone(x)
+            return embedding, self.classifier(embedding)
+
+    path = workdir / "model.onnx"
+    torch.onnx.export(Split(), (torch.zeros(2, 1, image_size, image_size),), str(path), input_names=["input"],
+                      output_names=["embedding", "logits"], dynamic_axes={"input": {0: "b"}}, dynamo=False)
+    onnx_model = load_model(path, dropout=0.5)
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.rand(n_rows, 1, image_size, image_size, generator=generator)
+    keys = id_keys([f"row-{i:07d}" for i in range(n_rows)])
+    results: dict[str, Any] = {}
+    for engine, model in (("torch", cnn), ("onnxruntime", onnx_model)):
+        for mode in ("deterministic", "head"):
+            _score_batch(model, pool[:batch_size], keys[:batch_size], mode, n_samples, seed)  # warm-up
+            done, start = 0, time.perf_counter()
+            while done < n_rows and time.perf_counter() - start <= seconds_per_mode:
+                stop = min(done + batch_size, n_rows)
+                _score_batch(model, pool[done:stop], keys[done:stop], mode, n_samples, seed)
+                done = stop
+            elapsed = time.perf_counter() - start
+            results[f"{engine}_{mode}"] = {"samples": done, "seconds": round(elapsed, 3),
+                                           "samples_per_s": round(done / elapsed, 1)}
+    return {"model": model_name, "image_size": image_size, "batch_size": batch_size, "mc_samples": n_samples,
+            "runs": results}
 
 
 def png_pool(n_images: int, *, image_size: int, seed: int = 0) -> Any:
@@ -242,6 +289,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  head-only MC, T={args.mc_samples:<3}   : {modes['head']['samples_per_s']:>10.1f} samples/s "
           f"({model_level['head_over_deterministic']:.3f}x; target >= {TARGET_RATIO}x: "
           f"{'met' if model_level['meets_target'] else 'NOT met'})")
+    if args.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        with tempfile.TemporaryDirectory(prefix="alray-bench-onnx-") as workdir:
+            onnx_part = bench_onnx_level(model_name=args.model, image_size=args.image_size, n_rows=model_rows,
+                                         batch_size=args.batch_size, n_samples=args.mc_samples,
+                                         seconds_per_mode=seconds_per_mode, workdir=Path(workdir))
+        report["onnx"] = onnx_part
+        print(f"torch against onnxruntime (same {args.model} CNN, CPU, batch {args.batch_size}):")
+        for name, run in onnx_part["runs"].items():
+            print(f"  {name.replace('_', ' '):<26}: {run['samples_per_s']:>10.1f} samples/s")
     if not args.no_ray:
         with tempfile.TemporaryDirectory(prefix="alray-bench-") as workdir:
             ray_part = bench_ray(model_name=args.model, image_size=args.image_size, device=args.device,
