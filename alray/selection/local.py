@@ -186,8 +186,8 @@ def score_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np
     score, div, nearest, pick_order = (np.concatenate([p[k] for p in parts_of]) if parts_of else np.zeros(0)
                                        for k in range(4))
     order = np.lexsort((np.array(ids, dtype=object), -score, np.nan_to_num(pick_order, nan=np.inf)))
-    parts = [[(o.label, float(v)) for o in plan.objectives for v in [candidates.column(o.name)[i].as_py()]]
-             for i in range(n)]
+    values = [(o.label, candidates.column(o.name).to_pylist()) for o in plan.objectives]
+    parts = [[(label, float(column[i])) for label, column in values] for i in range(n)]
     radius = float(np.nanmax(nearest)) if n and not np.isnan(nearest).all() else None
     table = pa.table({
         "id": pa.array([ids[i] for i in order], pa.string()), "rank": pa.array(np.arange(1, n + 1), pa.int64()),

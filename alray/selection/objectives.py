@@ -11,13 +11,18 @@ import pyarrow as pa
 from alray.selection.batches import TableCandidates
 from alray.selection.plan import Plan, PlannedObjective
 from alray.strategies.balance import class_labels
-from alray.strategies.base import CandidateBatch, combine
+from alray.strategies.base import CandidateBatch, Candidates, combine
 from alray.strategies.registry import get_strategy
+
+
+def prepare_objectives(plan: Plan, source: Candidates) -> list[tuple[PlannedObjective, Any]]:
+    """Each objective with what it asked of the whole candidate set (its ``prepare``)."""
+    return [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
 
 
 def with_objectives(batches: list[pa.Table], plan: Plan, source: TableCandidates) -> list[pa.Table]:
     """Each batch with one float64 column per objective, ``_weight`` and ``_greedy_weight``."""
-    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
+    states = prepare_objectives(plan, source)
     return [pa.table(add_objective_columns(b, CandidateBatch.of(b), plan, states)) for b in batches]
 
 

@@ -31,11 +31,18 @@ from alray.faults import fail_once
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.progress import Progress
 from alray.selection.batches import read_query_embeddings
-from alray.selection.objectives import add_objective_columns, quotas_for
+from alray.selection.objectives import add_objective_columns, prepare_objectives, quotas_for
 from alray.selection.plan import Plan, plan_selection, target_count
 from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
-from alray.selection.rounds import GreedySpec, by_weight_round, local_centres, merge_round, reduce_levels
+from alray.selection.rounds import (
+    GreedySpec,
+    by_weight_round,
+    local_centres,
+    merge_round,
+    reduce_levels,
+    sorted_by_id,
+)
 from alray.stages.spark_filters import rejection_reason
 from alray.strategies.base import CandidateBatch, embedding_matrix
 from alray.tables import RANKING_SCHEMA, without_run_id
@@ -203,7 +210,7 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
 def _with_objectives(candidates: DataFrame, plan: Plan, features: DataFrame, seed: int) -> DataFrame:
     """Candidates with one column per objective, ``_weight`` and ``_greedy_weight`` (computed per Arrow batch)."""
     source = SparkCandidates(candidates, features, seed)
-    states = [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
+    states = prepare_objectives(plan, source)
     names = [*[o.name for o in plan.objectives], "_weight", "_greedy_weight"]
     schema = T.StructType([*candidates.schema.fields, *[T.StructField(n, T.DoubleType()) for n in names]])
 
@@ -351,8 +358,7 @@ def _sorted_by_id(frame: DataFrame) -> pa.Table:
     The order of rows fixes the order of float sums over them, so it must not depend on how
     the features files happen to be laid out.
     """
-    table = frame.select("id", "embedding").toArrow()
-    return table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+    return sorted_by_id(frame.select("id", "embedding").toArrow())
 
 
 
