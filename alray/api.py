@@ -105,7 +105,8 @@ def select(features: pd.DataFrame | pa.Table, *, n_samples: int | None = None,
 
 
 def score(table: pd.DataFrame | pa.Table, model: str | TaskModel, *, mc_samples: int = 20, seed: int = 0,
-          batch_size: int = 256, run_id: str | None = None, **options: Any) -> pd.DataFrame:
+          batch_size: int = 256, run_id: str | None = None, max_tokens: int | None = None,
+          **options: Any) -> pd.DataFrame:
     """Score pool rows with a model on this machine (no Ray): the features table's rows.
 
     Parameters
@@ -117,6 +118,7 @@ def score(table: pd.DataFrame | pa.Table, model: str | TaskModel, *, mc_samples:
     seed : seed of the dropout masks (with the ids, they fix every score)
     batch_size : rows per model batch
     run_id : written into the ``run_id`` column
+    max_tokens : tokens a Hugging Face text model's inputs are cut or padded to (``model.max_tokens``)
     **options : ``max_image_pixels``, ``head_only`` (see :class:`alray.inference.ScoringOptions`)
 
     Returns
@@ -125,21 +127,19 @@ def score(table: pd.DataFrame | pa.Table, model: str | TaskModel, *, mc_samples:
     Rows that could not be scored are left out; ``attrs["rejects"]`` lists them as
     ``{"id": ..., "reason": ...}`` mappings.
     """
-    from alray.inference import ScoringOptions, check_payload_fits, score_batch
+    from alray.inference import ScoringOptions, check_payload_fits, score_batch, text_encoder_for
     from alray.lake import check_pool_schema
     from alray.models import load_model
-    from alray.payloads import PayloadError, load_text_encoder
+    from alray.payloads import PayloadError
 
     pool = _arrow(table, "table")
     payload = check_pool_schema(pool.schema, "table")
-    task_model = load_model(model) if isinstance(model, str) else model
+    task_model = load_model(model, max_tokens=max_tokens) if isinstance(model, str) else model
     try:
         check_payload_fits(payload, task_model.input_kind)
     except PayloadError as exc:
         raise InputError(f"table: {exc}") from None
-    encoder = None
-    if task_model.input_kind == "text" and task_model.text_encoder:
-        encoder = load_text_encoder(task_model.text_encoder)
+    encoder = text_encoder_for(task_model)
     scoring = ScoringOptions(payload=payload, mc_samples=mc_samples, seed=seed, run_id=run_id or "", **options)
     parts = [score_batch(task_model, batch, scoring, text_encoder=encoder)
              for batch in (pool.slice(start, batch_size) for start in range(0, max(pool.num_rows, 1), batch_size))]

@@ -119,8 +119,13 @@ class LabeledConfig(_Section):
 class ModelConfig(_Section):
     checkpoint: str = Field(
         description="The model: an alray checkpoint (alray.models.save_checkpoint), a TorchScript file with "
-        "alray.json metadata (alray.models.save_torchscript), or a state dict of `architecture`. "
-        "Loaded without pickle (weights_only=True)."
+        "alray.json metadata (alray.models.save_torchscript), an ONNX file, a Hugging Face save_pretrained "
+        "directory (image or text classifier, or a feature-extraction model: embeddings only), or a state dict "
+        "of `architecture`. Loaded without pickle (weights_only=True)."
+    )
+    format: Literal["auto", "torchscript", "alray", "onnx", "huggingface"] = Field(
+        "auto", description="What `checkpoint` is; auto tells it from the content (a directory with config.json, "
+        "an ONNX protobuf, a TorchScript archive, an alray checkpoint). A file of another format is an error.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; auto uses a GPU when the actor was given one."
@@ -131,6 +136,10 @@ class ModelConfig(_Section):
         "that torchvision model (needs torchvision installed); absent for alray and TorchScript files.",
     )
     image_size: int = Field(224, ge=8, description="Input side in pixels of a torchvision model.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Tokens a Hugging Face text model's inputs are cut or padded to (default 256, "
+        "capped by the model's own limit).",
+    )
     dropout: float | None = Field(
         None, ge=0, lt=1,
         description="MC-dropout rate for models that record none (torchvision, TorchScript without one); "
@@ -237,7 +246,14 @@ class StrategyConfig(_Section):
     method: Literal["knn", "kmeans"] = Field("knn", description="typicality: k nearest neighbours or KMeans.")
     n_neighbors: int = Field(20, ge=1, description="typicality knn: neighbours averaged.")
     reference_size: int = Field(4096, ge=2, description="typicality knn: candidates sampled as neighbours.")
-    n_clusters: int = Field(32, ge=1, description="typicality kmeans: clusters.")
+    n_clusters: int = Field(32, ge=1, description="typicality kmeans: clusters; probcover: k-means pseudo-labels "
+                            "for the purity heuristic (the number of classes you expect).")
+    max_clusters: int = Field(500, ge=1, description="typiclust: at most this many k-means clusters "
+                              "(labeled + n_samples otherwise).")
+    sample_size: int = Field(20_000, ge=2, description="typiclust, probcover: candidates (the first in the seeded "
+                             "hash order) the clusters and the ball graph are built on; all when fewer.")
+    delta: float | None = Field(None, gt=0, description="probcover: ball radius; from the purity heuristic when unset.")
+    purity: float = Field(0.95, description="probcover: share of pure balls the chosen delta keeps.")
 
     @field_validator("strategy")
     @classmethod

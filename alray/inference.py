@@ -19,6 +19,7 @@ from alray.payloads import (
     TextEncoder,
     decode_image,
     feature_vector,
+    load_text_encoder,
     max_image_bytes,
     read_uri,
     text_value,
@@ -35,6 +36,17 @@ def check_payload_fits(payload: str, input_kind: str) -> None:
     wanted = PAYLOAD_INPUT_KIND.get(payload)
     if wanted != input_kind:
         raise PayloadError(f"{payload}: the model takes {input_kind} inputs, the pool has {payload} payloads")
+
+
+def text_encoder_for(model: TaskModel, *, device: str = "cpu") -> TextEncoder | None:
+    """What turns texts into ``model``'s inputs: its own tokenizer (``tokenize``), the text encoder
+    it names, or None for a model that takes no texts."""
+    if model.input_kind != "text":
+        return None
+    tokenize = getattr(model, "tokenize", None)
+    if callable(tokenize):
+        return tokenize  # type: ignore[no-any-return]
+    return load_text_encoder(model.text_encoder, device=device) if model.text_encoder else None
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,11 @@ def _decode_texts(column: list[object], decoded: _Inputs, encoder: TextEncoder |
     if encoder is None:
         raise ValueError("text payloads need a text encoder (score_batch's text_encoder)")
     vectors = encoder(texts)
+    if np.issubdtype(vectors.dtype, np.integer):  # token ids of the model's own tokenizer
+        for i, tokens in zip(rows, vectors, strict=True):
+            decoded.inputs.append(tokens)
+            decoded.ok[i] = True
+        return
     for i, vector in zip(rows, vectors, strict=True):
         try:
             decoded.inputs.append(feature_vector(vector, n_features=n_features))
@@ -160,7 +177,8 @@ def _predict_padded(model: TaskModel, x: torch.Tensor, keys: np.ndarray, options
     if n == x.shape[0]:
         return prediction
     loss = prediction.pred_loss[:n] if prediction.pred_loss is not None else None
-    return Prediction(prediction.embedding[:n], prediction.probs[:n], loss)
+    probs = prediction.probs[:n] if prediction.probs is not None else None
+    return Prediction(prediction.embedding[:n], probs, loss)
 
 
 def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
@@ -191,15 +209,21 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         x = torch.from_numpy(np.stack(decoded.inputs)).to(device, non_blocking=True)
         prediction = _predict_padded(model, x, id_keys(ok_ids), options)
         # The scores are computed where the model ran: only (B, C) and (B,) arrays come back.
-        mc_probs = prediction.probs.double()
-        finite_t = torch.isfinite(prediction.embedding).all(dim=1) & torch.isfinite(mc_probs).flatten(1).all(dim=1)
+        finite_t = torch.isfinite(prediction.embedding).all(dim=1)
+        if prediction.probs is not None:
+            finite_t &= torch.isfinite(prediction.probs).flatten(1).all(dim=1)
         finite = finite_t.cpu().numpy()
         if not finite.all():
             # A row the model turns into NaN/Inf is rejected; the others keep their scores.
             for j in np.flatnonzero(~finite):
                 reasons[int(np.flatnonzero(ok)[j])] = "model: non-finite output"
-            mc_probs = torch.where(finite_t[:, None, None], mc_probs, torch.full_like(mc_probs, 1.0 / n_classes))
-        scores = {name: value.cpu().numpy() for name, value in all_scores_torch(mc_probs).items()}
+        if prediction.probs is not None:
+            mc_probs = prediction.probs.double()
+            if not finite.all():
+                mc_probs = torch.where(finite_t[:, None, None], mc_probs, torch.full_like(mc_probs, 1.0 / n_classes))
+            scores = {name: value.cpu().numpy() for name, value in all_scores_torch(mc_probs).items()}
+        else:
+            scores = {}
         embedding = prediction.embedding.float().cpu().numpy()
         embedding[~finite] = 0.0
         if prediction.pred_loss is not None:
@@ -210,6 +234,12 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         scores = {name: np.zeros(0) for name in MC_SCORES}
         scores["probs"] = np.zeros((0, n_classes))
         scores["pred"] = np.zeros(0, dtype=np.int64)
+    # An embedding-only model (n_classes 0) predicts nothing: its rows' scores stay null.
+    scored = ok if n_classes > 0 else np.zeros(len(ok), dtype=bool)
+    if n_classes == 0:
+        scores = {name: np.zeros(0) for name in MC_SCORES}
+        scores["probs"] = np.zeros((0, 0))
+        scores["pred"] = np.zeros(0, dtype=np.int64)
     is_image = PAYLOAD_INPUT_KIND.get(options.payload) == "image"
     image_ok = ok if is_image else np.zeros(len(ok), dtype=bool)
     metadata = batch.drop_columns([c for c in ("id", options.payload) if c in batch.column_names])
@@ -218,9 +248,9 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         "run_id": pa.array([options.run_id] * len(ids), type=pa.string()),
         "id": pa.array(ids, type=pa.string()),
         "embedding": _list_column(embedding, ok),
-        "probs": _list_column(scores["probs"], ok),
-        "pred": _column(scores["pred"].astype(np.int32), ok, pa.int32()),
-        **{name: _column(scores[name], ok, pa.float64()) for name in MC_SCORES},
+        "probs": _list_column(scores["probs"], scored),
+        "pred": _column(scores["pred"].astype(np.int32), scored, pa.int32()),
+        **{name: _column(scores[name], scored, pa.float64()) for name in MC_SCORES},
         "pred_loss": (_column(pred_loss, ok, pa.float64()) if pred_loss is not None
                       else pa.nulls(len(ids), type=pa.float64())),
         **{name: _column(decoded.quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},

@@ -75,9 +75,11 @@ def score_precomputed(batch: pa.Table, *, run_id: str, embedding_dim: int | None
     if source is not None:
         rows = _vectors(batch.column(source).to_pylist(), source, None, reasons)
         if source == "mc_probs":
-            rows = [r if r.ndim == 2 or reasons[i] else np.atleast_2d(r) for i, r in enumerate(rows)]
             for i, r in enumerate(rows):
-                if reasons[i] is None and r.ndim != 2:
+                if reasons[i] is None and r.ndim == 1:  # one pass read as T=1 would make every MC score 0
+                    reasons[i] = ("mc_probs: a flat list of values; expected T lists of C probabilities "
+                                  "(one pass goes in probs)")
+                elif reasons[i] is None and r.ndim != 2:
                     reasons[i] = "mc_probs: expected T lists of C probabilities"
         if source == "logits":
             rows = [np.exp(r - r.max()) / np.exp(r - r.max()).sum() if r.size and np.isfinite(r).all() else r

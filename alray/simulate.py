@@ -123,6 +123,7 @@ def select_batch(name: str, model: FeatureMLP, data: Dataset, keys: np.ndarray, 
         return np.random.default_rng([seed, 7]).choice(unlabeled, size=n_select, replace=False)
     x = torch.as_tensor(data.x_pool[unlabeled])
     prediction = mc_predict(model, x, keys[unlabeled], n_samples=config.mc_samples, seed=seed)
+    assert prediction.probs is not None  # the simulator's models are classifiers
     scores = all_scores(prediction.probs.numpy())
     with torch.no_grad():
         labeled_embeddings = model.embed(torch.as_tensor(data.x_pool[labeled])).numpy().astype(np.float32)

@@ -171,3 +171,12 @@ def test_credentials_are_never_printed_recorded_or_hashed(tmp_path):
     path = write(tmp_path, first.model_dump(mode="json"))
     done = subprocess.run([sys.executable, "-m", "alray.cli", "validate", path], capture_output=True, text=True)
     assert done.returncode == 0 and "hunter2" not in done.stdout + done.stderr and "REDACTED" in done.stdout
+
+
+def test_model_format_choices_are_the_loaders_formats():
+    from typing import get_args
+
+    from alray.config import ModelConfig
+    from alray.models.loading import MODEL_FORMATS
+
+    assert set(get_args(ModelConfig.model_fields["format"].annotation)) == set(MODEL_FORMATS)

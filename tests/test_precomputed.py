@@ -115,3 +115,11 @@ def test_without_a_model_the_config_may_ask_only_for_what_the_pool_gives(tmp_pat
     pq.write_table(table.drop_columns(["embedding"]), str(tmp_path / "bare.parquet"))
     code, _, err = _run(tmp_path, str(tmp_path / "bare.parquet"), [{"input": "embeddings", "strategy": "diversity"}])
     assert code == 2 and "no model section and no 'embedding' column" in err
+
+
+def test_a_flat_mc_probs_column_is_rejected_not_read_as_one_pass():
+    # T=1 would make BALD, variation ratio and mean std 0 for every row: a single pass belongs in probs
+    flat = pa.table({"id": ["a", "b"], "embedding": [[0.0] * 5, [1.0] * 5], "mc_probs": [[0.5, 0.5], [0.9, 0.1]]})
+    reasons = score_precomputed(flat, run_id="r", embedding_dim=5).column(REJECT_REASON).to_pylist()
+    assert reasons == ["mc_probs: a flat list of values; expected T lists of C probabilities "
+                       "(one pass goes in probs)"] * 2

@@ -8,6 +8,13 @@ A task model maps a batch of inputs (B, ...) to
   the embedding by its own dropout masks, so one backbone pass serves all T samples;
 - or, for a model that does not split (``splits_head`` False), ``stochastic_logits(x, seeds, T)``:
   T full passes with the model's own dropout layers active, seeded per sample.
+
+A model with ``n_classes`` 0 gives embeddings only (a feature extractor, a self-supervised
+encoder): scoring writes its embeddings and leaves every uncertainty score null, and only
+strategies that need no predictions may select on it.
+
+A ``text`` model either names a ``text_encoder`` (its inputs are that encoder's embeddings) or
+tokenises texts itself: ``tokenize(texts) -> int64 array (B, ...)``, the rows ``encode`` takes.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ class TaskModel(Protocol):
     ----------
     input_kind : "image" (tensors (B, in_channels, image_size, image_size) in 0..1), "features"
         (B, n_features) or "text" (B, n_features) embeddings of ``text_encoder``
-    n_classes, embedding_dim : sizes C and D
+    n_classes, embedding_dim : sizes C (0: embeddings only) and D
     dropout_p : MC-dropout rate applied to the embedding before ``head``
     splits_head : whether ``head`` exists (else MC dropout uses ``stochastic_logits``)
     has_loss_head : whether ``encode`` returns a predicted loss

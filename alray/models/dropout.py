@@ -101,10 +101,11 @@ def dropout_masks_torch(keys: np.ndarray, *, n_samples: int, width: int, p: floa
 @dataclass
 class Prediction:
     """What one scoring pass gives per sample: embeddings (B, D), MC class probabilities
-    (B, T, C) and predicted losses (B,) or None when the model has no loss head."""
+    (B, T, C) or None for an embedding-only model, and predicted losses (B,) or None when the
+    model has no loss head."""
 
     embedding: torch.Tensor
-    probs: torch.Tensor
+    probs: torch.Tensor | None
     pred_loss: torch.Tensor | None
 
 
@@ -127,9 +128,12 @@ def mc_predict(
 
     Returns
     -------
-    Prediction with embeddings (B, D), probabilities (B, T, C), predicted losses (B,) or None
+    Prediction with embeddings (B, D), probabilities (B, T, C) (None when the model gives
+    embeddings only, ``n_classes`` 0), predicted losses (B,) or None
     """
     embedding, pred_loss = model.encode(x)
+    if model.n_classes == 0:
+        return Prediction(embedding, None, pred_loss)
     if not model.splits_head:
         logits = model.stochastic_logits(x, sample_seeds(keys, seed=seed), n_samples)
         return Prediction(embedding, torch.softmax(logits.float(), dim=-1), pred_loss)

@@ -7,12 +7,13 @@ Five sources give a :class:`~alray.models.contract.TaskModel`:
 2. a TorchScript file (:func:`~alray.models.torchscript.save_torchscript`) with an ``alray.json``
    extra file naming the input;
 3. an ONNX file (:mod:`~alray.models.onnx_models`, the ``onnx`` extra);
-4. a Hugging Face image classification directory (:mod:`~alray.models.huggingface`);
+4. a Hugging Face directory (:mod:`~alray.models.huggingface`): an image or text classifier, or
+   a feature-extraction model (embeddings only);
 5. a torchvision architecture by name (``torchvision:resnet18``) with a state-dict weights file.
 
 A file goes to the first entry of :data:`FILE_FORMATS` whose detector accepts its content (its
-name plays no part); ``model.architecture`` goes to the entry of :data:`ARCHITECTURE_SOURCES`
-whose prefix it starts with. Another format is one more entry in either.
+name plays no part), or to the entry ``model.format`` names; ``model.architecture`` goes to the
+entry of :data:`ARCHITECTURE_SOURCES` whose prefix it starts with. Another format is one more entry in either.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ class LoadOptions:
 
     image_size: int
     dropout: float | None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
 class FileFormat:
     """A format a model file may be in: ``detect(path)`` tells it by the file's content (only
-    files that exist are given), ``load(path, options)`` loads it."""
+    files that exist are given), ``load(path, options)`` loads it; ``key`` is its ``model.format``."""
 
+    key: str
     name: str
     detect: Callable[[Path], bool]
     load: Callable[[Path, LoadOptions], TaskModel]
@@ -71,7 +74,7 @@ def _load_onnx(path: Path, options: LoadOptions) -> TaskModel:
 
 
 def _load_huggingface(path: Path, options: LoadOptions) -> TaskModel:
-    return cast(TaskModel, load_huggingface(path, dropout=options.dropout))
+    return cast(TaskModel, load_huggingface(path, dropout=options.dropout, max_tokens=options.max_tokens))
 
 
 def _load_checkpoint(path: Path, options: LoadOptions) -> TaskModel:
@@ -85,11 +88,13 @@ def _load_torchvision(path: Path, name: str, options: LoadOptions) -> TaskModel:
 
 # In the order they are tried: a TorchScript archive is a zip file too.
 FILE_FORMATS: tuple[FileFormat, ...] = (
-    FileFormat("TorchScript", lambda path: zipfile.is_zipfile(path) and is_torchscript(path), _load_torchscript),
-    FileFormat("alray checkpoint", zipfile.is_zipfile, _load_checkpoint),
-    FileFormat("ONNX", is_onnx, _load_onnx),
-    FileFormat("Hugging Face directory", is_huggingface, _load_huggingface),
+    FileFormat("torchscript", "TorchScript file",
+               lambda path: zipfile.is_zipfile(path) and is_torchscript(path), _load_torchscript),
+    FileFormat("alray", "alray checkpoint", zipfile.is_zipfile, _load_checkpoint),
+    FileFormat("onnx", "ONNX file", is_onnx, _load_onnx),
+    FileFormat("huggingface", "Hugging Face directory (config.json)", is_huggingface, _load_huggingface),
 )
+MODEL_FORMATS = ("auto", *(f.key for f in FILE_FORMATS))
 
 ARCHITECTURE_SOURCES: tuple[ArchitectureSource, ...] = (
     ArchitectureSource("torchvision:", _load_torchvision),
@@ -98,7 +103,7 @@ ARCHITECTURE_SOURCES: tuple[ArchitectureSource, ...] = (
 
 def load_model(
     path: str | Path, *, architecture: str | None = None, image_size: int = 224, dropout: float | None = None,
-    expected_classes: int | None = None,
+    expected_classes: int | None = None, model_format: str = "auto", max_tokens: int | None = None,
 ) -> TaskModel:
     """Load a task model in eval mode on the CPU, from any of the sources of the module docstring.
 
@@ -110,12 +115,19 @@ def load_model(
     dropout : MC-dropout rate for models that record none (torchvision, TorchScript); ignored
         for alray checkpoints, which record theirs
     expected_classes : refuse a model with another number of classes
+    model_format : one of :data:`MODEL_FORMATS`; ``auto`` tells the format from the content
+    max_tokens : tokens a Hugging Face text model's inputs are cut or padded to
 
     Raises InputError naming the file and what is wrong with it.
     """
     path = Path(path)
-    options = LoadOptions(image_size=image_size, dropout=dropout)
-    model = _load_file(path, options) if architecture is None else _load_architecture(path, architecture, options)
+    options = LoadOptions(image_size=image_size, dropout=dropout, max_tokens=max_tokens)
+    if architecture is not None:
+        model = _load_architecture(path, architecture, options)
+    elif model_format != "auto":
+        model = _load_as(path, model_format, options)
+    else:
+        model = _load_file(path, options)
     check_classes(path, model.n_classes, expected_classes)
     return model
 
@@ -136,6 +148,18 @@ def _load_file(path: Path, options: LoadOptions) -> TaskModel:
         if file_format.detect(path):
             return file_format.load(path, options)
     raise unrecognised_file(path)
+
+
+def _load_as(path: Path, key: str, options: LoadOptions) -> TaskModel:
+    chosen = next((f for f in FILE_FORMATS if f.key == key), None)
+    if chosen is None:
+        raise InputError(f"model.format: expected one of {list(MODEL_FORMATS)}, got {key!r}")
+    if not path.exists():
+        raise InputError(f"model.checkpoint: {path}: not found")
+    if not (path.is_file() or chosen.key == "huggingface") or not chosen.detect(path):
+        article = "an" if chosen.name[0] in "AEIOUaeiou" else "a"
+        raise InputError(f"model.checkpoint: {path}: not {article} {chosen.name}, as model.format {key} says")
+    return chosen.load(path, options)
 
 
 def pick_device(requested: str) -> torch.device:

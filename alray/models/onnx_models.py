@@ -5,7 +5,9 @@ graph computes ``logits`` from ``embedding`` by one linear layer whose weights a
 (a ``Gemm``, or ``MatMul`` then ``Add``), that layer is read into torch and MC dropout samples
 only it, with alray's masks, exactly as for a built-in model. Otherwise the model does not split:
 each of the T passes is the deterministic graph, so the MC scores (BALD, variation ratio, mean
-std) are 0 and only the single-pass scores tell uncertainty. The input is the graph's first: rank
+std) are 0 and only the single-pass scores tell uncertainty. A graph with an ``embedding`` output
+and no ``logits`` is an encoder: it gives embeddings only (``n_classes`` 0, null scores), for
+task-independent selection. The input is the graph's first: rank
 4 is an image (B, C, H, W), rank 2 feature vectors (B, F). Needs the ``onnx`` extra.
 """
 
@@ -95,10 +97,11 @@ class OnnxModel(nn.Module):
                      if p in onnxruntime.get_available_providers()]
         self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         outputs = [o.name for o in self.session.get_outputs()]
-        if "logits" not in outputs:
+        if "logits" not in outputs and "embedding" not in outputs:
             raise InputError(f"model.checkpoint {path}: ONNX outputs {outputs}: expected one named 'logits' "
-                             "(and optionally 'embedding')")
+                             "and optionally 'embedding' (or only 'embedding', for embeddings only)")
         self._embedding_name = "embedding" if "embedding" in outputs else "logits"
+        self._logits_name = "logits" if "logits" in outputs else None
         first = self.session.get_inputs()[0]
         self._input_name = first.name
         shape = list(first.shape)
@@ -113,10 +116,13 @@ class OnnxModel(nn.Module):
         else:
             raise InputError(f"model.checkpoint {path}: ONNX input {first.name!r} of shape {shape}: expected "
                              "(B, C, H, W) images or (B, F) feature vectors")
-        embedding, logits = self.session.run([self._embedding_name, "logits"], {self._input_name: blank})
-        self.embedding_dim, self.n_classes = int(embedding.shape[1]), int(logits.shape[1])
-        head = _linear_head(graph, "embedding", "logits") if self._embedding_name == "embedding" else None
-        self.splits_head = head is not None
+        embedding = self.session.run([self._embedding_name], {self._input_name: blank})[0]
+        self.embedding_dim = int(embedding.shape[1])
+        self.n_classes = (int(self.session.run([self._logits_name], {self._input_name: blank})[0].shape[1])
+                          if self._logits_name else 0)
+        head = (_linear_head(graph, "embedding", "logits")
+                if self._embedding_name == "embedding" and self._logits_name else None)
+        self.splits_head = head is not None or self._logits_name is None
         self.classifier = head if head is not None else nn.Identity()
         self.dropout_p = float(dropout if dropout is not None else 0.5)
 

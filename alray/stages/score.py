@@ -15,10 +15,10 @@ from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, Select
 from alray.engines import ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
-from alray.inference import ScoringOptions, check_payload_fits, score_batch
+from alray.inference import ScoringOptions, check_payload_fits, score_batch, text_encoder_for
 from alray.lake import Lake, ensure_dir, filesystem_for
 from alray.models import TaskModel, load_model, pick_device
-from alray.payloads import PayloadError, TextEncoder, load_text_encoder
+from alray.payloads import PayloadError, TextEncoder
 from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
 from alray.progress import Progress
 from alray.stages.commit import ScoreResult, commit_features
@@ -40,7 +40,7 @@ ROWS_PER_STAGED_FILE = 20_000
 def load_configured_model(model: ModelConfig) -> TaskModel:
     """The task model of the ``model`` section, on the CPU, in eval mode."""
     return load_model(model.checkpoint, architecture=model.architecture, image_size=model.image_size,
-                      dropout=model.dropout)
+                      dropout=model.dropout, model_format=model.format, max_tokens=model.max_tokens)
 
 
 class PoolScorer:
@@ -57,9 +57,7 @@ class PoolScorer:
         resolved = pick_device(device)
         self.model = load_configured_model(model)
         self.model.to(resolved)
-        self.text_encoder: TextEncoder | None = None
-        if self.model.input_kind == "text" and self.model.text_encoder:
-            self.text_encoder = load_text_encoder(self.model.text_encoder, device=str(resolved))
+        self.text_encoder: TextEncoder | None = text_encoder_for(self.model, device=str(resolved))
         self.options = ScoringOptions(**{**options.__dict__, "device": str(resolved)})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -88,32 +86,41 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
     if model_config is None:
-        _check_precomputed_scores(pool, schema, selection)
+        _check_scores_available(selection, available_scores(schema.names),
+                                has_predictions=bool({"probs", "logits", "mc_probs"} & set(schema.names)),
+                                source=f"pool {pool.path} has no model and no such column")
         return source, payload
     model = load_configured_model(model_config)
     try:
         check_payload_fits(payload, model.input_kind)
     except PayloadError as exc:
         raise InputError(f"pool {pool.path}: {exc} (model.checkpoint {model_config.checkpoint})") from None
+    if model.n_classes == 0:
+        _check_scores_available(selection, set(), has_predictions=False,
+                                source=f"model.checkpoint {model_config.checkpoint} gives embeddings only")
+    elif not model.has_loss_head:
+        _check_scores_available(selection, set(MC_SCORES), has_predictions=True,
+                                source=f"model.checkpoint {model_config.checkpoint} has no loss head")
     return source, payload
 
 
-def _check_precomputed_scores(pool: PoolConfig, schema: pa.Schema, selection: SelectionConfig | None) -> None:
-    """A run without a model can use only the scores its pool's predictions give; name the key that asks for more."""
+def _check_scores_available(selection: SelectionConfig | None, available: set[str], *, has_predictions: bool,
+                            source: str) -> None:
+    """Refuse a selection that reads a score (or the predictions) the run cannot give; name the key that asks."""
     if selection is None:
         return
-    missing = {*MC_SCORES, "pred_loss"} - available_scores(schema.names)
+    missing = {*MC_SCORES, "pred_loss"} - available
+    if not has_predictions:
+        missing.add(PREDICTIONS)
     asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
     asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
-    if not ({"probs", "logits", "mc_probs"} & set(schema.names)):
-        missing.add(PREDICTIONS)
     for key, column in asks:
         if column in missing:
             need = ("a model (model.checkpoint) or mc_probs in the pool" if column in MC_SCORES
                     else "a model (model.checkpoint) or probs, logits or mc_probs in the pool")
             if column == "pred_loss":
                 need = "a model with a loss head (model.checkpoint)"
-            raise ConfigError(f"{key}: {column!r} needs {need}; pool {pool.path} has no model and no such column")
+            raise ConfigError(f"{key}: {column!r} needs {need}; {source}")
 
 
 def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:

@@ -77,3 +77,27 @@ def test_onnx_outputs_that_do_not_match_are_one_line_errors(exported, tmp_path):
                       output_names=["scores"], dynamo=False)
     with pytest.raises(InputError, match=r"ONNX outputs \['scores'\]: expected one named 'logits'"):
         load_model(tmp_path / "scores.onnx")
+
+
+class Encoder(torch.nn.Module):
+    """Only the backbone: an ONNX graph with an ``embedding`` output and no ``logits``."""
+
+    def __init__(self, cnn: SmallCNN) -> None:
+        super().__init__()
+        self.cnn = cnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn.encode(x)[0]
+
+
+def test_an_onnx_encoder_gives_embeddings_only(exported, tmp_path):
+    _root, cnn, pool = exported
+    x = torch.zeros(2, cnn.in_channels, cnn.image_size, cnn.image_size)
+    torch.onnx.export(Encoder(cnn), (x,), str(tmp_path / "encoder.onnx"), input_names=["input"],
+                      output_names=["embedding"], dynamic_axes={"input": {0: "b"}}, dynamo=False)
+    model = load_model(tmp_path / "encoder.onnx", model_format="onnx")
+    assert (model.n_classes, model.embedding_dim) == (0, cnn.embedding_dim)
+    features = alray.score(pool, str(tmp_path / "encoder.onnx"), mc_samples=4)
+    reference = alray.score(pool, str(_root / "model.pt"), mc_samples=4)
+    np.testing.assert_allclose(np.stack(features.embedding), np.stack(reference.embedding), atol=1e-4)
+    assert features.bald.isna().all() and features.probs.isna().all() and features.pred.isna().all()
