@@ -51,6 +51,7 @@ class RunSummary:
     filtered_by_reason: dict[str, int] = field(default_factory=dict)
     coverage_radius: float | None = None
     strategy: str = ""
+    selection_details: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
     error: str | None = None
@@ -127,6 +128,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.filtered_by_reason = selected.filtered_by_reason
             summary.coverage_radius = selected.coverage_radius
             summary.strategy = selected.strategy
+            summary.selection_details = selected.details
             summary.stages_completed.append("select")
         summary.status = "succeeded"
     except BaseException as exc:

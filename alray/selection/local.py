@@ -141,7 +141,11 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
                       min_distance=plan.min_distance or None)
     embeddings = embedding_matrix(candidates)
     position = {i: j for j, i in enumerate(candidates.column("id").to_pylist())}
-    if plan.diversity is not None and n_select:
+    if plan.selector is not None and n_select:
+        entry, selector = plan.selector
+        chosen = selector.select(entry, source, n_select, labeled)
+        picked_ids, picked, result.details = chosen.ids, chosen.embeddings, chosen.details
+    elif plan.diversity is not None and n_select:
         rows = greedy_table(candidates, plan)
         if plan.top_m is not None:
             weight = candidates.column("_weight").to_numpy()
@@ -177,7 +181,7 @@ def score_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np
     greedy = candidates.column("_greedy_weight").to_numpy()
     weight = candidates.column("_weight").to_numpy()
     ids = [str(i) for i in candidates.column("id").to_pylist()]
-    diversity = plan.diversity is not None
+    diversity = plan.ranks_by_distance
     reach = first_pick_reach(embeddings, picked[0]) if diversity and len(pick_rows) else None
     ranking = RankingPass.of([ids[r] for r in pick_rows], picked, (greedy if diversity else weight)[pick_rows],
                              labeled, diversity=diversity, reach=reach)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from alray.config import FilterConfig, SelectionConfig, StrategyConfig
 from alray.errors import ConfigError
-from alray.strategies.base import EMBEDDINGS, PREDICTION_COLUMN, PREDICTIONS, Filter, Objective, Strategy
+from alray.strategies.base import EMBEDDINGS, PREDICTION_COLUMN, PREDICTIONS, Filter, Objective, Selector, Strategy
 from alray.strategies.registry import get_strategy
 
 
@@ -42,6 +42,12 @@ class Plan:
     balance_column: str | None
     min_distance: float
     label: str
+    selector: tuple[StrategyConfig, Selector] | None = None
+
+    @property
+    def ranks_by_distance(self) -> bool:
+        """Whether the ranking scores candidates by distance to the picks (diversity or a selector)."""
+        return self.diversity is not None or self.selector is not None
 
     @property
     def diversity_strength(self) -> float:
@@ -74,6 +80,7 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
     diversity = balance = None
     balance_column: str | None = None
     objectives: list[PlannedObjective] = []
+    selector: tuple[StrategyConfig, Selector] | None = None
     filters = [(spec, f"selection.filters.{i}") for i, spec in enumerate(selection.filters)]
     for i, entry in enumerate(selection.strategies):
         key = f"selection.strategies.{i}"
@@ -88,9 +95,18 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
             diversity = entry
         elif strategy.role == "balance":
             balance, balance_column = entry, column
+        elif isinstance(strategy, Selector):
+            if selector is not None:
+                raise ConfigError(f"{key}: only one of typiclust, probcover and other selectors per selection")
+            selector = (entry, strategy)
+    if selector is not None and (diversity is not None or objectives or balance is not None):
+        key = f"selection.strategies.{selection.strategies.index(selector[0])}"
+        raise ConfigError(f"{key}: {selector[0].strategy} picks the batch itself; combine it only with filters and "
+                          "thresholds, not with diversity, objectives or balance")
     min_distance = max(selection.near_duplicate_distance, (diversity.min_distance or 0.0) if diversity else 0.0)
     return Plan(selection=selection, diversity=diversity, objectives=objectives, filters=filters, balance=balance,
-                balance_column=balance_column, min_distance=min_distance, label=strategy_label(selection))
+                balance_column=balance_column, min_distance=min_distance, label=strategy_label(selection),
+                selector=selector)
 
 
 def target_count(selection: SelectionConfig, n_candidates: int) -> int:

@@ -21,3 +21,4 @@ class SelectResult:
     coverage_radius: float | None = None
     strategy: str = ""
     stop_reason: str = ""
+    details: dict[str, float] = field(default_factory=dict)  # a selector's figures (probcover's delta, ...)

@@ -188,7 +188,13 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
         spec = GreedySpec(n_select=n_select, oversample=selection.oversample, seed=seed, labeled=labeled,
                           group_index=quotas[0] if quotas else None, quotas=quotas[1] if quotas else None,
                           min_distance=plan.min_distance or None)
-        if plan.diversity is not None:
+        if plan.selector is not None:
+            entry, selector = plan.selector
+            chosen = selector.select(entry, SparkCandidates(candidates, features, seed), n_select, labeled)
+            picked_ids, picked, result.details = chosen.ids, chosen.embeddings, chosen.details
+            pick_weights = np.ones(len(picked_ids))
+            progress.say(f"select: {entry.strategy} " + ", ".join(f"{k} {v:.4g}" for k, v in chosen.details.items()))
+        elif plan.diversity is not None:
             picked_ids, picked, pick_weights = _two_stage(candidates, plan, spec)
         else:
             picked_ids, picked, pick_weights = _by_weight(candidates, n_candidates, plan, spec)
@@ -284,7 +290,7 @@ def _by_weight(candidates: DataFrame, n_candidates: int, plan: Plan, spec: Greed
 def _score_candidates(candidates: DataFrame, picked_ids: list[str], picked: np.ndarray, pick_weights: np.ndarray,
                       labeled: np.ndarray | None, plan: Plan) -> DataFrame:
     """Every candidate with its score, weight, diversity, parts, distance to the centres and pick order."""
-    diversity = plan.diversity is not None
+    diversity = plan.ranks_by_distance
     reach = None
     if diversity and picked_ids:
         first = picked[0]

@@ -7,7 +7,9 @@ Its role says where the selection uses it:
 - ``objective``: a per-candidate value (N,); the objectives multiply into one weight, each
   raised to its strength;
 - ``diversity``: the weighted k-center over the embeddings;
-- ``balance``: class quotas over a column.
+- ``balance``: class quotas over a column;
+- ``selector``: picks the whole batch by its own procedure (``typiclust``, ``probcover``), after
+  the filters; the ranking then orders the rest by distance to the picks.
 
 Objectives are evaluated in two steps so that every engine can run them: :meth:`Objective.prepare`
 asks the engine's :class:`Candidates` for what needs the whole candidate set (a column's range,
@@ -38,7 +40,7 @@ OBJECTIVE_FLOOR = 1e-6
 # Distances below this count as zero in the inverse-distance objectives.
 DISTANCE_EPSILON = 1e-6
 
-ROLES = ("filter", "objective", "diversity", "balance")
+ROLES = ("filter", "objective", "diversity", "balance", "selector")
 # What an entry's ``input`` may name: the embeddings, a numeric column (a score or metadata),
 # or a column or the model's predictions.
 INPUT_KINDS = ("embeddings", "column", "column_or_predictions")
@@ -147,6 +149,26 @@ class Filter(Strategy):
 
     def as_filter(self, entry: StrategyConfig, column: str) -> FilterConfig:
         """The condition as a metadata filter on ``column``."""
+        raise NotImplementedError
+
+
+@dataclass
+class Picks:
+    """What a selector chose: ids (K,) in pick order, their embeddings (K, D), and figures for the summary."""
+
+    ids: list[str]
+    embeddings: np.ndarray
+    details: dict[str, float]
+
+
+class Selector(Strategy):
+    """A strategy that picks the batch itself, from the candidates the filters leave."""
+
+    role = "selector"
+
+    def select(self, entry: StrategyConfig, candidates: Candidates, n_select: int,
+               labeled: np.ndarray | None) -> Picks:
+        """Up to ``n_select`` picks among ``candidates``; ``labeled`` (L, D) are the existing centres."""
         raise NotImplementedError
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 from alray.strategies.balance import Balance
 from alray.strategies.base import INPUT_KINDS, ROLES, Filter, Objective, Strategy
 from alray.strategies.diversity import Diversity
+from alray.strategies.probcover import ProbCover
 from alray.strategies.similarity import Similarity
 from alray.strategies.threshold import Threshold
 from alray.strategies.typicality import Typicality
+from alray.strategies.typiclust import TypiClust
 from alray.strategies.weights import Weights
 
-_BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), Similarity(), Typicality())
+_BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), Similarity(), Typicality(),
+                                   TypiClust(), ProbCover())
 
 _REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in _BUILT_IN}
 
@@ -27,7 +30,7 @@ def register(strategy: Strategy) -> Strategy:
     if strategy.role not in ROLES:
         raise ValueError(f"strategy {strategy.name!r}: role must be one of {list(ROLES)}, got {strategy.role!r}")
     if not isinstance(strategy, (Objective, Filter)):
-        # the selection core runs diversity (the k-center rounds) and balance (quotas) itself
+        # the selection core runs diversity (the k-center rounds), balance (quotas) and the selectors itself
         raise ValueError(f"strategy {strategy.name!r}: a registered strategy is an Objective or a Filter")
     if strategy.inputs not in INPUT_KINDS:
         raise ValueError(f"strategy {strategy.name!r}: inputs must be one of {list(INPUT_KINDS)}")

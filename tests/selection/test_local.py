@@ -39,6 +39,12 @@ CONFIGS = {
                                                                     "query": {"ids": ["row-00003"]}}]),
     "top_m then diversify": dict(n_samples=20, strategies=[DIVERSITY, BALD], mode="top_m", top_m=120,
                                  n_partitions=3),
+    "typiclust on a sample": dict(n_samples=12, strategies=[{"input": "embeddings", "strategy": "typiclust",
+                                                              "sample_size": 300}], n_partitions=3),
+    "probcover with a threshold": dict(
+        n_samples=15, strategies=[{"input": "embeddings", "strategy": "probcover", "n_clusters": 6},
+                                  {"input": "bald", "strategy": "threshold", "threshold": 0.01,
+                                   "operation": "bigger"}], n_partitions=2),
     "by weight, quotas, near duplicates": dict(
         n_samples=35, strategies=[BALD, {"input": "predictions", "strategy": "balance"}],
         near_duplicate_distance=1.0),
