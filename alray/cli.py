@@ -1,5 +1,6 @@
-"""The ``alray`` command: run, score, select, validate, runs, demo. Exit codes: 0 ok, 2 bad config
-or input (one line, no traceback), 1 internal failure."""
+"""The ``alray`` command: run, score, select, validate, runs, demo, simulate, report, train.
+
+Exit codes: 0 ok, 2 bad config or input (one line, no traceback), 1 internal failure."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(simulate)
     simulate.add_argument("--out", help="output folder (default: simulate.output of the config)")
     simulate.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    train = commands.add_parser("train", help="fit a classification head on the encoder from the labeled set")
+    _add_config_arguments(train)
+    train.add_argument("--json", action="store_true", help="print one JSON summary line")
     report = commands.add_parser("report", help="write a self-contained HTML report of a run")
     report.add_argument("run_id")
     _add_config_arguments(report, config_default="conf/demo.yaml")
@@ -155,6 +159,20 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train(args: argparse.Namespace) -> int:
+    from alray.heads import summary_json, train
+
+    summary = train(_config(args))
+    if args.json:
+        print(summary_json(summary))
+        return EXIT_OK
+    print(f"train: head on {summary.encoder} from {summary.n_used} of {summary.n_labeled} labeled samples "
+          f"(features of run {summary.features_run}), classes {summary.classes}, train accuracy "
+          f"{summary.train_accuracy:.1%}, {summary.seconds:.1f}s")
+    print(f"checkpoint: {summary.checkpoint}  (next round: --set model.checkpoint={summary.checkpoint})")
+    return EXIT_OK
+
+
 def _report(args: argparse.Namespace) -> int:
     from alray.html_report import write_report
 
@@ -178,12 +196,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         "runs": lambda: _runs(args),
         "simulate": lambda: _simulate(args),
         "report": lambda: _report(args),
+        "train": lambda: _train(args),
     }
     return _handle(handlers[args.command])
 
 
 # Commands that start neither Ray nor Spark.
-ENGINELESS_COMMANDS = frozenset({"runs", "validate"})
+ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train"})
 
 
 def entry() -> None:

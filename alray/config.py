@@ -332,6 +332,17 @@ class OutputConfig(_Section):
         None, description="Iceberg catalog of the output tables; an embedded sqlite catalog when absent.")
 
 
+class TrainConfig(_Section):
+    epochs: int = Field(200, ge=1, description="alray train: full-batch epochs of the head.")
+    learning_rate: float = Field(1e-2, gt=0, description="alray train: Adam's learning rate.")
+    dropout: float = Field(0.5, ge=0, lt=1, description="alray train: dropout before the head, in training and "
+                           "for MC dropout when scoring.")
+    run_id: str | None = Field(None, description="alray train: the run whose features to train on (default: the "
+                               "latest succeeded run scored with model.checkpoint).")
+    output: str | None = Field(None, description="alray train: where the checkpoint goes (default "
+                               "OUTPUT/models/head-RUN_ID.pt).")
+
+
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster to attach to; local Ray when absent.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance (all when absent).")
@@ -366,6 +377,8 @@ class Config(_Section):
     score: ScoreConfig = Field(default_factory=lambda: ScoreConfig(), description="Scoring stage (Ray).")
     selection: SelectionConfig
     output: OutputConfig
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(), description="alray train: a head on the "
+                               "encoder, from the labeled set.")
     ray: RayConfig = Field(default_factory=lambda: RayConfig(), description="Ray connection.")
     spark: SparkConfig = Field(default_factory=lambda: SparkConfig(), description="Spark connection.")
 

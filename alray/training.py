@@ -112,3 +112,25 @@ def per_sample_loss(model: nn.Module, inputs: np.ndarray, labels: np.ndarray) ->
     logits = model(torch.as_tensor(np.asarray(inputs, dtype=np.float32)))
     return nn.functional.cross_entropy(logits, torch.as_tensor(np.asarray(labels, dtype=np.int64)),
                                        reduction="none").numpy()
+
+
+def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int, dropout: float = 0.5,
+               epochs: int = 200, learning_rate: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> nn.Linear:
+    """Fit a linear head (D -> C) on frozen embeddings (N, D) with dropout before it; deterministic.
+
+    Full-batch Adam on cross-entropy, the embeddings dropped at rate ``dropout`` in training as
+    MC dropout drops them at scoring. Returns the layer in eval mode.
+    """
+    x = torch.from_numpy(np.array(embeddings, dtype=np.float32))
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"embeddings, labels: expected (N, D) and (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    torch.manual_seed(seed)
+    layer = nn.Linear(x.shape[1], n_classes)
+    drop = nn.Dropout(dropout)
+    optimiser = torch.optim.Adam(layer.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(layer(drop(x)), y).backward()
+        optimiser.step()
+    return layer.eval()

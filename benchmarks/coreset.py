@@ -236,11 +236,12 @@ def bench_two_stage_radius(
 def bench_spark_stage(
     n_rows: int, n_features: int, n_clusters: int, k: int, n_partitions: int, *, seed: int,
     single_machine_radius: float | None = None, workdir: Path | None = None,
+    strategies: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The Spark selection stage on ``local[2]``: wall time, peak memory, radius.
 
     Writes a synthetic features table (clustered embeddings, random BALD) to a Delta lake in
-    ``workdir``, then runs the default strategy (BALD-weighted diversity) selecting ``k``.
+    ``workdir``, then runs ``strategies`` (default: BALD-weighted diversity) selecting ``k``.
     """
     import shutil
     import tempfile
@@ -275,7 +276,8 @@ def bench_spark_stage(
         config = config_from_dict({
             "run": {"seed": seed, "run_id": "bench"}, "pool": {"path": "synthetic"},
             "model": {"checkpoint": "none"}, "output": {"path": lake.root},
-            "selection": {"n_samples": k, "n_partitions": n_partitions},
+            "selection": {"n_samples": k, "n_partitions": n_partitions,
+                          **({"strategies": strategies} if strategies else {})},
             "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "6g",
                                                       "spark.sql.shuffle.partitions": str(n_partitions)}},
         })
@@ -290,6 +292,7 @@ def bench_spark_stage(
             "driver_peak_rss_mib": memory.driver_peak / 2**20,
             "total_peak_rss_mib": memory.total_peak / 2**20,
             "n_selected": result.n_selected, "coverage_radius": result.coverage_radius,
+            **({"details": result.details} if result.details else {}),
         }
         if single_machine_radius and result.coverage_radius:
             # the stage weights distances by BALD, so it trades some radius for uncertainty

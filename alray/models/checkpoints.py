@@ -55,6 +55,8 @@ def load_checkpoint(path: str | Path, *, expected_classes: int | None = None) ->
     try:
         model = ARCHITECTURES[name](**payload["params"])
         model.load_state_dict(payload["state_dict"])
+    except InputError as exc:  # a head checkpoint's encoder file
+        raise InputError(f"model.checkpoint: {path}: its encoder: {exc}") from None
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"model.checkpoint: {path}: weights do not fit {name} ({first_line(exc)})") from None
     check_classes(path, int(payload["params"].get("n_classes", 0)), expected_classes)

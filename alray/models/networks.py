@@ -174,4 +174,7 @@ class FeatureMLP(_BuiltIn):
         self.classifier = nn.Linear(embedding_dim, n_classes)
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "feature_mlp": FeatureMLP}
+from alray.models.encoder_head import EncoderHead  # noqa: E402  (it imports nothing of this module)
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "feature_mlp": FeatureMLP,
+                                                      "encoder_head": EncoderHead}

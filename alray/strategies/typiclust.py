@@ -126,8 +126,8 @@ class TypiClust(Selector):
                 return np.bincount(nearest, minlength=len(centroids)).astype(np.float64)
             return np.rint(candidates.batch_sum(sizes)).astype(np.int64)
 
-        rows, clusters = typiclust(sample.embeddings, n_select, labeled=labeled, max_clusters=entry.max_clusters,
-                                   n_neighbors=entry.n_neighbors, seed=candidates.seed, count_sizes=count_sizes)
+        rows, _ = typiclust(sample.embeddings, n_select, labeled=labeled, max_clusters=entry.max_clusters,
+                            n_neighbors=entry.n_neighbors, seed=candidates.seed, count_sizes=count_sizes)
         n_labeled = 0 if labeled is None else len(labeled)
         n_clusters = min(entry.max_clusters, n_labeled + n_select, len(sample))
         return Picks([sample.ids[r] for r in rows], sample.embeddings[rows],
