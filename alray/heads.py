@@ -98,6 +98,9 @@ def train(config: Config) -> TrainSummary:
                         len(classes), dropout=settings.dropout, classes=classes, encoder_format=model_config.format,
                         image_size=model_config.image_size, max_tokens=model_config.max_tokens)
     model.classifier.load_state_dict(layer.state_dict())
+    if settings.output is None and "://" in lake.root:
+        raise ConfigError(f"train.output: the lake {lake.root} is on an object store; give a local path for the "
+                          "checkpoint (model.checkpoint files are read from local disk)")
     path = settings.output or f"{lake.root}/models/head-{run_id}.pt"
     with torch.no_grad():
         accuracy = float((layer(torch.as_tensor(x)).argmax(1).numpy() == y).mean())

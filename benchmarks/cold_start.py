@@ -75,7 +75,7 @@ def bench_digits(budgets: tuple[int, ...], *, seed: int, n_random: int) -> dict[
             picks = ranking[ranking.selected].id.str[1:].astype(int).to_numpy()
             acc = accuracy(x_pool, y_pool, picks, x_test, y_test)
             row[name] = {"accuracy": acc, "gap_to_random": acc - row["random"]["accuracy"],
-                         "classes": int(len(set(y_pool[picks].tolist()))), "seconds": seconds,
+                         "classes": len(set(y_pool[picks].tolist())), "seconds": seconds,
                          **ranking.attrs["summary"].get("details", {})}
         figures["budgets"][str(budget)] = row
         print(f"  {budget:4d} labels: " + "  ".join(f"{k} {v['accuracy']:.3f}" for k, v in row.items()))

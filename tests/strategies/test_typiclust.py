@@ -17,7 +17,7 @@ def _blobs(sizes, *, seed=0, spread=1.0, dim=6):
 
 def test_one_pick_per_separated_blob_the_largest_first_and_the_most_typical():
     X, blob, centres = _blobs([120, 90, 60, 40, 30])
-    rows, clusters = typiclust(X, 5, seed=0)
+    rows, _ = typiclust(X, 5, seed=0)
     assert blob[rows].tolist() == [0, 1, 2, 3, 4]  # one per blob, by size
     for r in rows:
         members = np.flatnonzero(blob == blob[r])
