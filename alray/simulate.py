@@ -157,31 +157,50 @@ class CurvePoint:
     accuracy: float
 
 
+def initial_set(name: str, data: Dataset, n: int, *, config: SimulateConfig, seed: int) -> np.ndarray:
+    """Pool indices (n,) of the seed set: random, or picked by a model-free strategy on the dataset's features.
+
+    The cold start of ``alray run`` with no model: the features stand in for the embeddings an
+    encoder would give, and :func:`~alray.selection.local.select_table` picks with no labels.
+    """
+    entries = strategy_entries(name, n_neighbors=config.n_neighbors)
+    if entries is None:
+        return np.sort(np.random.default_rng([seed, 1]).choice(len(data.y_pool), size=n, replace=False))
+    features = pa.table({"id": pa.array(data.ids, pa.string()),
+                         "embedding": pa.array(list(data.x_pool.astype(np.float32)), pa.list_(pa.float32()))})
+    selection = SelectionConfig(n_samples=n, strategies=entries, n_partitions=config.n_partitions,
+                                oversample=config.oversample)
+    ranking, _ = select_table(features, selection, seed=seed)
+    index = {identifier: i for i, identifier in enumerate(data.ids)}
+    return np.sort(np.array([index[i] for i in ranking.filter(ranking.column("selected")).column("id").to_pylist()],
+                            dtype=np.int64))
+
+
 def run_seed(config: SimulateConfig, seed: int, *, on_round: Callable[[CurvePoint], None] | None = None,
              ) -> tuple[list[CurvePoint], float | None]:
     """Every strategy's curve for one seed, and the accuracy of a model trained on the whole pool."""
     data = load_dataset(config, seed)
     keys = id_keys(data.ids)
-    rng = np.random.default_rng([seed, 1])
-    initial = np.sort(rng.choice(len(data.y_pool), size=config.initial_labels, replace=False))
     points: list[CurvePoint] = []
-    # Round 0 is the same seed set for every strategy: train it once.
-    first_model = _train(config, data, initial, seed * 1000)
-    first_accuracy = accuracy(first_model, data.x_test, data.y_test)
-    for name in config.strategies:
-        labeled, model = initial, first_model
-        for round_index in range(config.rounds + 1):
-            acc = first_accuracy if round_index == 0 else accuracy(model, data.x_test, data.y_test)
-            point = CurvePoint(data.name, name, seed, round_index, len(labeled), round(acc, 6))
-            points.append(point)
-            if on_round is not None:
-                on_round(point)
-            if round_index == config.rounds:
-                break
-            picks = select_batch(name, model, data, keys, labeled, config.batch_size, config=config,
-                                 seed=seed * 1000 + round_index)
-            labeled = np.sort(np.concatenate([labeled, picks]))
-            model = _train(config, data, labeled, seed * 1000 + round_index + 1)
+    for initial_name in config.initial_strategies:
+        initial = initial_set(initial_name, data, config.initial_labels, config=config, seed=seed)
+        # Round 0 is the same seed set for every strategy: train it once.
+        first_model = _train(config, data, initial, seed * 1000)
+        first_accuracy = accuracy(first_model, data.x_test, data.y_test)
+        for curve, _, name in (c for c in config.curve_names() if c[1] == initial_name):
+            labeled, model = initial, first_model
+            for round_index in range(config.rounds + 1):
+                acc = first_accuracy if round_index == 0 else accuracy(model, data.x_test, data.y_test)
+                point = CurvePoint(data.name, curve, seed, round_index, len(labeled), round(acc, 6))
+                points.append(point)
+                if on_round is not None:
+                    on_round(point)
+                if round_index == config.rounds:
+                    break
+                picks = select_batch(name, model, data, keys, labeled, config.batch_size, config=config,
+                                     seed=seed * 1000 + round_index)
+                labeled = np.sort(np.concatenate([labeled, picks]))
+                model = _train(config, data, labeled, seed * 1000 + round_index + 1)
     ceiling = None
     if config.full_pool_reference:
         full = _train(config, data, np.arange(len(data.y_pool)), seed * 1000)
@@ -206,7 +225,7 @@ def _spread(values: list[float]) -> dict[str, float | None]:
 def summarise(config: SimulateConfig, points: list[CurvePoint], ceilings: list[float]) -> dict[str, Any]:
     """Labels to reach each target (per seed, mean and std over the seeds that reach it) and final accuracy."""
     strategies: dict[str, Any] = {}
-    for name in config.strategies:
+    for name, _, _ in config.curve_names():
         per_seed = {seed: [p for p in points if p.strategy == name and p.seed == seed] for seed in config.seeds}
         reach: dict[str, Any] = {}
         for target in config.targets:
@@ -218,6 +237,7 @@ def summarise(config: SimulateConfig, points: list[CurvePoint], ceilings: list[f
         strategies[name] = {"labels_to_reach": reach, "final_accuracy": _spread(finals)}
     return {
         "dataset": config.dataset, "seeds": list(config.seeds), "initial_labels": config.initial_labels,
+        "initial_strategies": list(config.initial_strategies),
         "batch_size": config.batch_size, "rounds": config.rounds,
         "max_labels": config.initial_labels + config.rounds * config.batch_size,
         "targets": list(config.targets), "full_pool_accuracy": _spread(ceilings), "strategies": strategies,
@@ -251,7 +271,7 @@ def plot_curves(config: SimulateConfig, points: list[CurvePoint], summary: dict[
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
-    for name in config.strategies:
+    for name, _, _ in config.curve_names():
         curves = [[p for p in points if p.strategy == name and p.seed == s] for s in config.seeds]
         n_labels = np.array([p.n_labels for p in sorted(curves[0], key=lambda p: p.round)])
         acc = np.array([[p.accuracy for p in sorted(c, key=lambda p: p.round)] for c in curves])

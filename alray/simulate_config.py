@@ -65,7 +65,12 @@ class SimulateConfig(_Section):
     n_pool: int | None = Field(None, ge=10, description="Cap on the pool size (all training rows when absent).")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
                              description="One simulation per seed: split, seed set, training and MC masks.")
-    initial_labels: int = Field(20, ge=2, description="Size of the random seed set labeled before round 1.")
+    initial_labels: int = Field(20, ge=2, description="Size of the seed set labeled before round 1.")
+    initial_strategies: list[str] = Field(
+        default_factory=lambda: ["random"], min_length=1,
+        description="How the seed set is picked, with no labels and no model: random, or a strategy that needs no "
+        "predictions (typiclust, probcover, coreset, typicality, ...) run on the dataset's features. Each is "
+        "crossed with every strategy; its curves are named INITIAL>STRATEGY (random's keep the strategy's name).")
     batch_size: int = Field(20, ge=1, description="Labels revealed per round.")
     rounds: int = Field(20, ge=0, description="Selection rounds after the seed set.")
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1,
@@ -93,6 +98,26 @@ class SimulateConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("a strategy is listed twice")
         return value
+
+    @field_validator("initial_strategies")
+    @classmethod
+    def _model_free(cls, value: list[str]) -> list[str]:
+        for name in value:
+            try:
+                entries = strategy_entries(name)
+            except (ValueError, ValidationError) as exc:
+                raise ValueError(f"strategy {name!r}: not a preset nor registry strategies "
+                                 f"({_first_line(exc)})") from None
+            if entries is not None and any(e.input != EMBEDDINGS for e in entries):
+                raise ValueError(f"{name!r} reads scores or predictions; the seed set is picked with no model")
+        if len(set(value)) != len(value):
+            raise ValueError("a strategy is listed twice")
+        return value
+
+    def curve_names(self) -> list[tuple[str, str, str]]:
+        """(curve name, initial strategy, strategy) of every curve, in order."""
+        return [(name if initial == "random" else f"{initial}>{name}", initial, name)
+                for initial in self.initial_strategies for name in self.strategies]
 
     @field_validator("targets")
     @classmethod

@@ -89,3 +89,19 @@ def test_cli_user_error_exits_2(tmp_path, capsys):
     path.write_text("simulate:\n  dataset: digits\n  rounds: 500\n")
     assert main(["simulate", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "simulate.rounds" in capsys.readouterr().err
+
+
+def test_a_cold_start_seed_set_is_picked_with_no_model_and_named_in_the_curves(tmp_path):
+    from alray.simulate import initial_set, load_dataset
+
+    config = tiny(tmp_path, initial_labels=10, rounds=1, batch_size=10, strategies=["random"],
+                  initial_strategies=["random", "typiclust"])
+    data = load_dataset(config, 0)
+    picked = initial_set("typiclust", data, 10, config=config, seed=0)
+    assert len(set(picked.tolist())) == 10
+    assert len(set(data.y_pool[picked].tolist())) >= 8  # one typical sample per cluster: most digits
+    assert (initial_set("typiclust", data, 10, config=config, seed=0) == picked).all()
+    summary = simulate(config, plot=False).summary
+    assert list(summary["strategies"]) == ["random", "typiclust>random"]
+    with pytest.raises(ValueError, match="reads scores or predictions; the seed set is picked with no model"):
+        tiny(tmp_path, initial_strategies=["bald"])
