@@ -1,6 +1,7 @@
 """The built-in networks: :class:`SmallCNN` for images, :class:`FeatureMLP` for feature vectors and
 text embeddings, both split at the head as :class:`~alray.models.contract.TaskModel` describes,
-and the loss prediction module of Yoo & Kweon (CVPR 2019) that SmallCNN may carry.
+and the loss prediction module of Yoo & Kweon (CVPR 2019) that SmallCNN may carry; the
+self-supervised :class:`~alray.models.encoders.ConvEncoder` (no classes) is registered beside them.
 
 :data:`ARCHITECTURES` names them; alray checkpoints record that name.
 """
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from alray.models.contract import TEXT_ENCODERS
+from alray.models.encoders import ConvEncoder
 
 
 class LossPredictionHead(nn.Module):
@@ -174,4 +176,6 @@ class FeatureMLP(_BuiltIn):
         self.classifier = nn.Linear(embedding_dim, n_classes)
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "feature_mlp": FeatureMLP}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": SmallCNN, "feature_mlp": FeatureMLP, "conv_encoder": ConvEncoder,
+}
