@@ -1,4 +1,4 @@
-"""The ``alray`` command: run, score, select, validate, runs, demo, simulate, report, train.
+"""The ``alray`` command: run, score, select, embed, train, validate, runs, demo, simulate, report.
 
 Exit codes: 0 ok, 2 bad config or input (one line, no traceback), 1 internal failure."""
 
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         _add_config_arguments(sub)
         _add_run_arguments(sub)
+    embed = commands.add_parser("embed", help="train a self-supervised image encoder on the pool (Ray Train), "
+                                "or reuse the one trained with the same pool and settings")
+    _add_config_arguments(embed)
+    embed.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    embed.add_argument("--ray-address", help="attach to this Ray cluster (same as --set ray.address=...)")
+    embed.add_argument("--quiet", action="store_true", help="no progress lines")
     validate = commands.add_parser("validate", help="check a config file and print it resolved")
     _add_config_arguments(validate)
     demo = commands.add_parser("demo", help="build the sample pool and model, then run the job on them")
@@ -120,6 +126,28 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _embed(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from alray.errors import ConfigError
+    from alray.progress import Progress
+    from alray.stages.embed import train_or_reuse
+
+    config = _config(args)
+    if config.embed is None:
+        raise ConfigError(f"embed: {args.config} has no embed section (e.g. embed: {{epochs: 20, image_size: 32}})")
+    result = train_or_reuse(config.pool, config.embed, config.output, config.ray,
+                            progress=Progress(quiet=args.quiet))
+    if args.json:
+        print(json.dumps(asdict(result), sort_keys=True))
+        return EXIT_OK
+    final = f"{result.loss_curve[-1]:.4f}" if result.loss_curve else "n/a"
+    how = "reused (no training)" if result.reused else "trained"
+    print(f"encoder {how}: {result.path}\n  key {result.key}, {result.epochs} epochs, final loss {final}, "
+          f"wall {result.wall_s:.1f}s" + (f", resumed at epoch(s) {result.resumed_at}" if result.resumed_at else ""))
+    return EXIT_OK
+
+
 def _validate(args: argparse.Namespace) -> int:
     config = _config(args)
     print(json.dumps(config.public_dump(), indent=2, sort_keys=True))
@@ -191,6 +219,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "run": lambda: _run(args, ("score", "select")),
         "score": lambda: _run(args, ("score",)),
         "select": lambda: _run(args, ("select",)),
+        "embed": lambda: _embed(args),
         "validate": lambda: _validate(args),
         "demo": lambda: _demo(args),
         "runs": lambda: _runs(args),

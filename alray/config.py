@@ -367,6 +367,47 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
 
 
+class AugmentConfig(_Section):
+    crop_min_scale: float = Field(
+        0.2, gt=0, le=1, description="Smallest share of an image's area a random crop keeps (SimCLR: 0.08).")
+    flip_probability: float = Field(
+        0.5, ge=0, le=1, description="Chance of a horizontal flip; 0 for pools where a mirror changes the meaning "
+        "(text, digits).")
+    jitter: float = Field(
+        0.4, ge=0, lt=1, description="Colour jitter: brightness, contrast and saturation factors drawn from "
+        "[1 - jitter, 1 + jitter].")
+    jitter_probability: float = Field(0.8, ge=0, le=1, description="Chance that a view is colour-jittered.")
+    grayscale_probability: float = Field(
+        0.2, ge=0, le=1, description="Chance that an RGB view is turned grey (grey images are left as they are).")
+    blur_probability: float = Field(0.5, ge=0, le=1, description="Chance of a Gaussian blur.")
+    blur_max_sigma: float = Field(
+        0.05, gt=0, le=0.5, description="Largest blur sigma as a share of the image side (drawn from 0.1 px up).")
+
+
+class EmbedConfig(_Section):
+    epochs: int = Field(20, ge=1, description="Training epochs over the pool.")
+    batch_size: int = Field(
+        256, ge=2, description="Images per optimisation step over all workers (each worker takes batch_size / "
+        "num_workers; the other images of a worker's batch are the NT-Xent negatives).")
+    image_size: int = Field(32, ge=8, description="Side in pixels the images are decoded to (and the encoder takes).")
+    channels: Literal[1, 3] = Field(3, description="1 to train on grey images, 3 on RGB.")
+    width: int = Field(16, ge=1, description="Channels of the encoder's first stage; the embedding has 4 x width.")
+    projection_dim: int = Field(64, ge=1, description="Width of the projection head's output (used by the loss only).")
+    learning_rate: float = Field(2e-3, gt=0, description="AdamW learning rate at the start of the cosine schedule.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    temperature: float = Field(0.2, gt=0, description="NT-Xent softmax temperature.")
+    augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig(), description="Augmentation strengths.")
+    num_workers: int = Field(1, ge=1, description="Ray Train data-parallel workers (gloo on CPU, NCCL on GPU).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per training worker (torch threads).")
+    use_gpu: bool = Field(False, description="One GPU per training worker.")
+    max_failures: int = Field(
+        2, ge=-1, description="Worker failures Ray Train recovers from, each from the last checkpoint (-1: any).")
+    seed: int = Field(0, description="Seed of the initial weights, the augmentations and the shuffles.")
+    output: str | None = Field(
+        None, description="Folder of the encoders (default OUTPUT/encoders): each lives in a folder named by the hash "
+        "of its pool and training settings, with Ray Train's checkpoints and the final encoder.pt.")
+
+
 class Config(_Section):
     run: RunConfig = Field(default_factory=lambda: RunConfig(), description="Run identity and seed.")
     pool: PoolConfig
@@ -375,6 +416,9 @@ class Config(_Section):
         None, description="The task model; absent for a pool that holds its own embeddings (and probs, logits or "
         "mc_probs): their scores are then computed from those columns.")
     score: ScoreConfig = Field(default_factory=lambda: ScoreConfig(), description="Scoring stage (Ray).")
+    embed: EmbedConfig | None = Field(
+        None, description="Self-supervised encoder training on the pool (alray embed, Ray Train); with no model "
+        "section, the score stage trains (or reuses) it and scores with it.")
     selection: SelectionConfig
     output: OutputConfig
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(), description="alray train: a head on the "

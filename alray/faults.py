@@ -26,6 +26,12 @@ def fail_once(name: str, *, kill: bool = False) -> None:
     raise RuntimeError(f"failpoint {name}: injected failure")
 
 
+def is_armed(name: str) -> bool:
+    """Whether failpoint ``name`` would fail if reached now (for code that must prepare the failure)."""
+    folder = os.environ.get(ENV)
+    return folder is not None and os.path.exists(os.path.join(folder, name))
+
+
 def arm(folder: str, name: str) -> None:
     """Arm failpoint ``name`` in ``folder`` (what a test does before the run)."""
     os.makedirs(folder, exist_ok=True)

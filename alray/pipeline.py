@@ -95,6 +95,12 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     started = dt.datetime.now(dt.timezone.utc)
     summary = RunSummary(run_id=run_id, status="running",
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
+    if "score" in stages and config.model is None and config.embed is not None:
+        from alray.stages.embed import with_trained_encoder
+
+        # No task model: the score stage embeds with the self-supervised encoder of `embed`.
+        with progress.stage("embed"):
+            config = with_trained_encoder(config, progress=progress)
     previous = _resumable_score(lake, run_id, config) if "score" in stages and config.run.resume else None
     lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
     progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")

@@ -1,6 +1,7 @@
 """The built-in networks: :class:`SmallCNN` for images, :class:`FeatureMLP` for feature vectors and
 text embeddings, both split at the head as :class:`~alray.models.contract.TaskModel` describes,
-and the loss prediction module of Yoo & Kweon (CVPR 2019) that SmallCNN may carry.
+and the loss prediction module of Yoo & Kweon (CVPR 2019) that SmallCNN may carry; the
+self-supervised :class:`~alray.models.encoders.ConvEncoder` (no classes) is registered beside them.
 
 :data:`ARCHITECTURES` names them; alray checkpoints record that name.
 """
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from alray.models.contract import TEXT_ENCODERS
+from alray.models.encoders import ConvEncoder
 
 
 class LossPredictionHead(nn.Module):
@@ -176,5 +178,6 @@ class FeatureMLP(_BuiltIn):
 
 from alray.models.encoder_head import EncoderHead  # noqa: E402  (it imports nothing of this module)
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "feature_mlp": FeatureMLP,
-                                                      "encoder_head": EncoderHead}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": SmallCNN, "feature_mlp": FeatureMLP, "conv_encoder": ConvEncoder, "encoder_head": EncoderHead,
+}
