@@ -24,7 +24,7 @@ import torch
 from alray.config import Config
 from alray.errors import ConfigError, InputError
 from alray.lake import Lake
-from alray.lake.inputs import read_column
+from alray.lake.inputs import read_columns
 from alray.strategies.base import embedding_matrix
 
 
@@ -70,10 +70,9 @@ def train(config: Config) -> TrainSummary:
     if not config.labeled.path:
         raise ConfigError("labeled.path: alray train needs the labeled set (columns id and label)")
     options = config.labeled_storage_options()
-    ids = read_column(config.labeled.path, config.labeled.format, "id", name="labeled.path",
-                      storage_options=options).combine_chunks().cast(pa.string())
-    labels = read_column(config.labeled.path, config.labeled.format, "label", name="labeled.path",
-                         storage_options=options).combine_chunks()
+    table = read_columns(config.labeled.path, config.labeled.format, ["id", "label"], name="labeled.path",
+                         storage_options=options)
+    ids, labels = table.column("id").combine_chunks().cast(pa.string()), table.column("label").combine_chunks()
     if labels.null_count:
         raise InputError(f"labeled.path {config.labeled.path}: {labels.null_count} rows have no label")
     lake = Lake.from_output(config.output)

@@ -204,6 +204,8 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
     n_classes, width = model.n_classes, model.embedding_dim
     ok_ids = [ids[i] for i in np.flatnonzero(ok)]
     pred_loss: np.ndarray | None = None
+    scores: dict[str, np.ndarray] = {**{name: np.zeros(0) for name in MC_SCORES}, "probs": np.zeros((0, n_classes)),
+                                     "pred": np.zeros(0, dtype=np.int64)}
     if decoded.inputs:
         device = torch.device(options.device)
         x = torch.from_numpy(np.stack(decoded.inputs)).to(device, non_blocking=True)
@@ -222,8 +224,6 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
             if not finite.all():
                 mc_probs = torch.where(finite_t[:, None, None], mc_probs, torch.full_like(mc_probs, 1.0 / n_classes))
             scores = {name: value.cpu().numpy() for name, value in all_scores_torch(mc_probs).items()}
-        else:
-            scores = {}
         embedding = prediction.embedding.float().cpu().numpy()
         embedding[~finite] = 0.0
         if prediction.pred_loss is not None:
@@ -231,15 +231,8 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         width = embedding.shape[1]
     else:
         embedding = np.zeros((0, width), dtype=np.float32)
-        scores = {name: np.zeros(0) for name in MC_SCORES}
-        scores["probs"] = np.zeros((0, n_classes))
-        scores["pred"] = np.zeros(0, dtype=np.int64)
     # An embedding-only model (n_classes 0) predicts nothing: its rows' scores stay null.
     scored = ok if n_classes > 0 else np.zeros(len(ok), dtype=bool)
-    if n_classes == 0:
-        scores = {name: np.zeros(0) for name in MC_SCORES}
-        scores["probs"] = np.zeros((0, 0))
-        scores["pred"] = np.zeros(0, dtype=np.int64)
     is_image = PAYLOAD_INPUT_KIND.get(options.payload) == "image"
     image_ok = ok if is_image else np.zeros(len(ok), dtype=bool)
     metadata = batch.drop_columns([c for c in ("id", options.payload) if c in batch.column_names])

@@ -167,13 +167,20 @@ def check_pool_schema(schema: pa.Schema, path: str) -> str:
     return payload
 
 
+def read_columns(path: str, fmt: str, columns: list[str], *, name: str,
+                 storage_options: StorageOptions = None) -> pa.Table:
+    """Some columns of a small table (parquet or Delta) such as the labeled set or a query table."""
+    schema, files = open_table(path, fmt, name=name, storage_options=storage_options)
+    for column in columns:
+        if column not in schema.names:
+            raise InputError(f"{name}: {path}: missing required column {column!r}")
+    return parquet_dataset(files, storage_options=storage_options).to_table(columns=columns)
+
+
 def read_column(path: str, fmt: str, column: str, *, name: str,
                 storage_options: StorageOptions = None) -> pa.ChunkedArray:
-    """One column of a small table (parquet or Delta) such as the labeled set or a query table."""
-    schema, files = open_table(path, fmt, name=name, storage_options=storage_options)
-    if column not in schema.names:
-        raise InputError(f"{name}: {path}: missing required column {column!r}")
-    return parquet_dataset(files, storage_options=storage_options).to_table(columns=[column]).column(column)
+    """One column of a small table (:func:`read_columns`)."""
+    return read_columns(path, fmt, [column], name=name, storage_options=storage_options).column(column)
 
 
 def read_ids(path: str, fmt: str, *, name: str, storage_options: StorageOptions = None) -> pa.Array:

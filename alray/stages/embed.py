@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from alray.config import Config, EmbedConfig, ModelConfig, OutputConfig, PoolConfig, RayConfig
-from alray.engines import ensure_ray
+from alray.engines import check_leaves_a_read_cpu, ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once, is_armed
 from alray.lake import filesystem_for
@@ -87,19 +87,9 @@ def encoder_key(pool: PoolConfig, source: PoolSource, embed: EmbedConfig) -> str
 
 
 def check_worker_cpus(embed: EmbedConfig, ray_config: RayConfig) -> None:
-    """Refuse training workers that take every CPU of a local Ray instance: the pool's read and
-    decode tasks (one CPU each) could then never run, and training would wait forever."""
-    import ray
-
-    if ray_config.address is not None:
-        return
-    total = float(ray.cluster_resources().get("CPU", 0.0))
-    reserved = embed.num_workers * embed.cpus_per_worker
-    if reserved > total - 1.0 + 1e-9:
-        raise ConfigError(
-            f"embed: num_workers x cpus_per_worker = {reserved:g} CPUs leaves less than one of the local Ray "
-            f"instance's {total:g} CPUs to read the pool; lower embed.cpus_per_worker (e.g. "
-            f"{max(0.1, (total - 1.0) / embed.num_workers):.2g}) or embed.num_workers")
+    """Refuse training workers that leave no local CPU to read the pool (:func:`check_leaves_a_read_cpu`)."""
+    check_leaves_a_read_cpu(ray_config, section="embed", count_key="num_workers", count=embed.num_workers,
+                            per_key="cpus_per_worker", per=embed.cpus_per_worker)
 
 
 def decode_for_training(batch: pa.Table, *, payload: str, channels: int, size: int,

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, SelectionConfig
-from alray.engines import ensure_ray
+from alray.engines import check_leaves_a_read_cpu, ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
 from alray.inference import ScoringOptions, check_payload_fits, score_batch, text_encoder_for
@@ -124,20 +124,9 @@ def _check_scores_available(selection: SelectionConfig | None, available: set[st
 
 
 def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
-    """Refuse an actor pool that takes every CPU of a local Ray instance: the pool's read tasks
-    (one CPU each) could then never run, and the job would wait forever."""
-    import ray
-
-    if ray_config.address is not None:
-        return  # a cluster may autoscale; its operators size it
-    total = float(ray.cluster_resources().get("CPU", 0.0))
-    reserved = score.num_actors * score.cpus_per_actor
-    if reserved > total - 1.0 + 1e-9:
-        raise ConfigError(
-            f"score: num_actors x cpus_per_actor = {reserved:g} CPUs leaves less than one of the local Ray "
-            f"instance's {total:g} CPUs to read the pool; lower score.cpus_per_actor (e.g. "
-            f"{max(0.1, (total - 1.0) / score.num_actors):.2g}) or score.num_actors"
-        )
+    """Refuse an actor pool that leaves no local CPU to read the pool (:func:`check_leaves_a_read_cpu`)."""
+    check_leaves_a_read_cpu(ray_config, section="score", count_key="num_actors", count=score.num_actors,
+                            per_key="cpus_per_actor", per=score.cpus_per_actor)
 
 
 def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions) -> Any:

@@ -69,9 +69,10 @@ def typiclust_picks(clusters: np.ndarray, typicality: np.ndarray, n_select: int,
     covered : (C,) labeled samples per cluster; picks add to it
     """
     covered = np.asarray(covered, dtype=np.int64).copy()
-    order_in = {c: list(np.flatnonzero(clusters == c)[np.lexsort((np.flatnonzero(clusters == c),
-                                                                  -typicality[clusters == c]))])
-                for c in np.unique(clusters)}
+    order_in: dict[int, list[int]] = {}
+    for c in np.unique(clusters):
+        rows = np.flatnonzero(clusters == c)
+        order_in[int(c)] = rows[np.lexsort((rows, -typicality[rows]))].tolist()  # most typical first, ties by row
     picks: list[int] = []
     while len(picks) < n_select:
         open_clusters = [c for c, rows in order_in.items() if rows]
