@@ -95,17 +95,19 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     started = dt.datetime.now(dt.timezone.utc)
     summary = RunSummary(run_id=run_id, status="running",
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
-    if "score" in stages and config.model is None and config.embed is not None:
-        from alray.stages.embed import with_trained_encoder
-
-        # No task model: the score stage embeds with the self-supervised encoder of `embed`.
-        with progress.stage("embed"):
-            config = with_trained_encoder(config, progress=progress)
-    previous = _resumable_score(lake, run_id, config) if "score" in stages and config.run.resume else None
+    # Read before this attempt's row replaces it: it tells whether an earlier attempt's scoring can be kept.
+    earlier = _earlier_attempt(lake, run_id) if "score" in stages and config.run.resume else None
     lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
     progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")
     begin = time.perf_counter()
     try:
+        if "score" in stages and config.model is None and config.embed is not None:
+            from alray.stages.embed import with_trained_encoder
+
+            # No task model: the score stage embeds with the self-supervised encoder of `embed`.
+            with progress.stage("embed"):
+                config = with_trained_encoder(config, progress=progress)
+        previous = _resumable_score(earlier, config) if earlier is not None else None
         if previous is not None:
             summary.counts.update(previous)
             summary.stages_completed.append("score")
@@ -167,20 +169,22 @@ def _remove_rows(lake: Lake, run_id: str, stages: tuple[str, ...], *, keep: list
                 lake.delete_run(name, run_id)
 
 
-def _resumable_score(lake: Lake, run_id: str, config: Config) -> dict[str, int] | None:
-    """Counts of an earlier attempt of this run that finished scoring but not the whole run.
+def _earlier_attempt(lake: Lake, run_id: str) -> dict[str, Any] | None:
+    """The runs row an earlier attempt of ``run_id`` left, if any."""
+    try:
+        rows = lake.read_run("runs", run_id).to_pylist()
+    except Exception:  # an unreadable or older runs table: nothing to resume from
+        return None
+    return rows[0] if rows else None
+
+
+def _resumable_score(row: dict[str, Any], config: Config) -> dict[str, int] | None:
+    """Counts of an earlier attempt of this run (its runs ``row``) that finished scoring but not the whole run.
 
     Only an attempt whose pool, model, scoring settings and seed were the same counts (other
     settings, such as the selection's, may differ), and only one that was killed, interrupted or
     scored alone: a failed run removed its rows, and a run that succeeded whole is redone.
     """
-    try:
-        rows = lake.read_run("runs", run_id).to_pylist()
-    except Exception:  # an unreadable or older runs table: nothing to resume from
-        return None
-    if not rows:
-        return None
-    row = rows[0]
     done = (row.get("stages_completed") or "").split(",")
     try:
         same_features = config_from_dict(json.loads(row["config"])).score_hash() == config.score_hash()

@@ -30,10 +30,12 @@ import torch
 from alray.config import SelectionConfig
 from alray.errors import InputError
 from alray.models import FeatureMLP, id_keys, mc_predict
+from alray.progress import Progress
 from alray.scoring import all_scores
 from alray.selection.local import select_table
 from alray.selection.result import LABELED_REASON
 from alray.simulate_config import SimulateConfig, strategy_entries
+from alray.simulate_ssl import SeedEncoder, seed_encoder
 from alray.tables import MC_SCORES
 from alray.training import accuracy, train_classifier
 
@@ -157,17 +159,20 @@ class CurvePoint:
     accuracy: float
 
 
-def initial_set(name: str, data: Dataset, n: int, *, config: SimulateConfig, seed: int) -> np.ndarray:
-    """Pool indices (n,) of the seed set: random, or picked by a model-free strategy on the dataset's features.
+def initial_set(name: str, data: Dataset, n: int, *, config: SimulateConfig, seed: int,
+                embeddings: np.ndarray | None = None) -> np.ndarray:
+    """Pool indices (n,) of the seed set: random, or picked by a model-free strategy on ``embeddings``
+    (N, D) of the pool (the dataset's features when None).
 
-    The cold start of ``alray run`` with no model: the features stand in for the embeddings an
-    encoder would give, and :func:`~alray.selection.local.select_table` picks with no labels.
+    The cold start of ``alray run`` with no model: :func:`~alray.selection.local.select_table` picks
+    with no labels from the embeddings a self-supervised encoder gives (or the features standing in).
     """
     entries = strategy_entries(name, n_neighbors=config.n_neighbors)
     if entries is None:
         return np.sort(np.random.default_rng([seed, 1]).choice(len(data.y_pool), size=n, replace=False))
+    vectors = (data.x_pool if embeddings is None else embeddings).astype(np.float32)
     features = pa.table({"id": pa.array(data.ids, pa.string()),
-                         "embedding": pa.array(list(data.x_pool.astype(np.float32)), pa.list_(pa.float32()))})
+                         "embedding": pa.array(list(vectors), pa.list_(pa.float32()))})
     selection = SelectionConfig(n_samples=n, strategies=entries, n_partitions=config.n_partitions,
                                 oversample=config.oversample)
     ranking, _ = select_table(features, selection, seed=seed)
@@ -177,13 +182,19 @@ def initial_set(name: str, data: Dataset, n: int, *, config: SimulateConfig, see
 
 
 def run_seed(config: SimulateConfig, seed: int, *, on_round: Callable[[CurvePoint], None] | None = None,
-             ) -> tuple[list[CurvePoint], float | None]:
-    """Every strategy's curve for one seed, and the accuracy of a model trained on the whole pool."""
+             output: Path | None = None, progress: Progress | None = None,
+             ) -> tuple[list[CurvePoint], float | None, SeedEncoder | None]:
+    """Every strategy's curve for one seed, the accuracy of a model trained on the whole pool, and
+    the seed's self-supervised encoder (``initial_embedding: ssl`` with a model-free initial strategy)."""
     data = load_dataset(config, seed)
     keys = id_keys(data.ids)
     points: list[CurvePoint] = []
+    encoder = None
+    if config.initial_embedding == "ssl" and any(name != "random" for name in config.initial_strategies):
+        encoder = seed_encoder(config, data, seed, output=output or Path(config.output), progress=progress)
     for initial_name in config.initial_strategies:
-        initial = initial_set(initial_name, data, config.initial_labels, config=config, seed=seed)
+        initial = initial_set(initial_name, data, config.initial_labels, config=config, seed=seed,
+                              embeddings=None if encoder is None else encoder.embeddings)
         # Round 0 is the same seed set for every strategy: train it once.
         first_model = _train(config, data, initial, seed * 1000)
         first_accuracy = accuracy(first_model, data.x_test, data.y_test)
@@ -205,7 +216,7 @@ def run_seed(config: SimulateConfig, seed: int, *, on_round: Callable[[CurvePoin
     if config.full_pool_reference:
         full = _train(config, data, np.arange(len(data.y_pool)), seed * 1000)
         ceiling = accuracy(full, data.x_test, data.y_test)
-    return points, ceiling
+    return points, ceiling, encoder
 
 
 def labels_to_reach(curve: list[CurvePoint], target: float) -> int | None:
@@ -304,7 +315,8 @@ class SimulationResult:
 
 
 def simulate(config: SimulateConfig, *, output: str | Path | None = None,
-             on_round: Callable[[CurvePoint], None] | None = None, plot: bool = True) -> SimulationResult:
+             on_round: Callable[[CurvePoint], None] | None = None, plot: bool = True,
+             progress: Progress | None = None) -> SimulationResult:
     """Run every seed and strategy of ``config``; write curves.csv, summary.json and curves.png.
 
     Deterministic for a config: the split, seed set, model initialisation, shuffles, MC masks and
@@ -318,15 +330,23 @@ def simulate(config: SimulateConfig, *, output: str | Path | None = None,
     started = time.perf_counter()
     points: list[CurvePoint] = []
     ceilings: list[float] = []
+    encoders: list[SeedEncoder] = []
     try:
         for seed in config.seeds:
-            seed_points, ceiling = run_seed(config, seed, on_round=on_round)
+            seed_points, ceiling, encoder = run_seed(config, seed, on_round=on_round, output=folder,
+                                                     progress=progress)
             points.extend(seed_points)
             if ceiling is not None:
                 ceilings.append(ceiling)
+            if encoder is not None:
+                encoders.append(encoder)
     finally:
         torch.set_num_threads(threads)
     summary = summarise(config, points, ceilings)
+    summary["initial_embedding"] = config.initial_embedding
+    if encoders:
+        summary["encoders"] = [{"seed": e.seed, "path": e.path, "reused": e.reused, "epochs": e.epochs,
+                                "final_loss": e.final_loss, "train_s": e.train_s} for e in encoders]
     summary["elapsed_s"] = round(time.perf_counter() - started, 1)
     summary["config"] = config.model_dump(mode="json")
     files = {"curves_csv": str(folder / "curves.csv"), "summary_json": str(folder / "summary.json")}

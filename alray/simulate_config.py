@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alray.config import StrategyConfig, _format_validation_error, apply_override
+from alray.config import EmbedConfig, RayConfig, StrategyConfig, _format_validation_error, apply_override
 from alray.errors import ConfigError
 from alray.strategies.base import EMBEDDINGS
 
@@ -57,6 +57,12 @@ class SimModelConfig(_Section):
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate.")
 
 
+def _digits_embed() -> EmbedConfig:
+    # Digits fill their 8x8 frame and a mirror changes them: crops keep most of the image, no flips.
+    return EmbedConfig(epochs=30, batch_size=256, image_size=16, channels=1, width=16,
+                       augment={"flip_probability": 0.0, "crop_min_scale": 0.4})  # type: ignore[arg-type]
+
+
 class SimulateConfig(_Section):
     dataset: Literal["digits", "mnist1d"] = Field(
         "digits", description="digits: scikit-learn's 1,797 8x8 digits (64 pixel features); mnist1d: MNIST-1D "
@@ -71,6 +77,16 @@ class SimulateConfig(_Section):
         description="How the seed set is picked, with no labels and no model: random, or a strategy that needs no "
         "predictions (typiclust, probcover, coreset, typicality, ...) run on the dataset's features. Each is "
         "crossed with every strategy; its curves are named INITIAL>STRATEGY (random's keep the strategy's name).")
+    initial_embedding: Literal["features", "ssl"] = Field(
+        "features", description="What the seed set's strategies measure: the dataset's features, or (ssl, digits "
+        "only) the embeddings of a self-supervised encoder trained on each seed's pool by alray embed's code path "
+        "(Ray Train), once per seed and cached.")
+    embed: EmbedConfig = Field(default_factory=_digits_embed, description="ssl: the encoder's training settings "
+                               "(as a run's embed section); its seed is the simulation's seed.")
+    cache: str | None = Field(None, description="ssl: folder of the seeds' pools (as PNGs) and their encoders "
+                              "(default OUTPUT/ssl-cache); a rerun reuses an encoder trained on the same pool "
+                              "with the same settings.")
+    ray: RayConfig = Field(default_factory=lambda: RayConfig(), description="ssl: the Ray instance of the training.")
     batch_size: int = Field(20, ge=1, description="Labels revealed per round.")
     rounds: int = Field(20, ge=0, description="Selection rounds after the seed set.")
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1,
@@ -113,6 +129,13 @@ class SimulateConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("a strategy is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _ssl_needs_images(self) -> SimulateConfig:
+        if self.initial_embedding == "ssl" and self.dataset != "digits":
+            raise ValueError(f"initial_embedding: ssl trains an image encoder; {self.dataset} has no images "
+                             "(use features)")
+        return self
 
     def curve_names(self) -> list[tuple[str, str, str]]:
         """(curve name, initial strategy, strategy) of every curve, in order."""

@@ -45,6 +45,7 @@ from alray.config import EmbedConfig, OutputConfig, PoolConfig, RayConfig
 from alray.demo import build_pool, png_bytes
 from alray.engines import ensure_ray
 from alray.models import load_model
+from alray.models.encoders import embed_images
 from alray.payloads import decode_image
 from alray.progress import Progress
 from alray.stages.embed import new_encoder, train_or_reuse
@@ -85,16 +86,6 @@ def decoded(pool: str, ids: list[str], size: int) -> np.ndarray:
     return np.stack([decode_image(by_id[i], channels=1, size=size).pixels for i in ids])
 
 
-def embeddings(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Embeddings (N, D) of images (N, C, S, S) by a model's ``encode``."""
-    model.eval()
-    parts = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            parts.append(model.encode(torch.from_numpy(images[start:start + batch]))[0].numpy())
-    return np.concatenate(parts)
-
-
 def probe_scores(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Linear-probe and 20-NN accuracy, 5-fold stratified cross-validated (mean and std)."""
     from sklearn.linear_model import LogisticRegression
@@ -125,8 +116,8 @@ def quality(name: str, pool: str, ids: list[str], labels: np.ndarray, embed: Emb
     trained = load_model(result.path)
     random = new_encoder(embed)  # the initial weights training started from
     rows = {
-        "ssl_encoder": probe_scores(embeddings(trained, images), labels),
-        "random_encoder": probe_scores(embeddings(random, images), labels),
+        "ssl_encoder": probe_scores(embed_images(trained, images), labels),
+        "random_encoder": probe_scores(embed_images(random, images), labels),
         "raw_pixels": probe_scores(images.reshape(len(images), -1), labels),
     }
     for method, scores in rows.items():

@@ -105,3 +105,37 @@ def test_a_cold_start_seed_set_is_picked_with_no_model_and_named_in_the_curves(t
     assert list(summary["strategies"]) == ["random", "typiclust>random"]
     with pytest.raises(ValueError, match="reads scores or predictions; the seed set is picked with no model"):
         tiny(tmp_path, initial_strategies=["bald"])
+
+
+@pytest.mark.slow
+def test_an_ssl_seed_set_trains_one_encoder_per_seed_on_ray_train_then_reuses_it(ray_session, tmp_path):
+    from alray.simulate import initial_set, load_dataset
+    from alray.simulate_ssl import seed_encoder
+
+    embed = {"epochs": 2, "batch_size": 64, "image_size": 16, "channels": 1, "width": 4, "projection_dim": 8,
+             "augment": {"flip_probability": 0.0}}
+    config = tiny(tmp_path, initial_labels=10, rounds=1, batch_size=10, strategies=["random"], n_pool=200,
+                  seeds=[0, 1], initial_strategies=["random", "typiclust"], initial_embedding="ssl",
+                  embed=embed, cache=str(tmp_path / "cache"))
+    first = simulate(config, plot=False).summary
+    encoders = first["encoders"]
+    assert [e["seed"] for e in encoders] == [0, 1] and not any(e["reused"] for e in encoders)
+    assert encoders[0]["path"] != encoders[1]["path"]  # each seed's pool has its own encoder
+    assert all(e["epochs"] == 2 and Path(e["path"]).is_file() for e in encoders)
+    # The second simulation of the same config trains nothing and picks the same seed sets.
+    second = simulate(config, plot=False).summary
+    assert [e["reused"] for e in second["encoders"]] == [True, True]
+    assert [e["path"] for e in second["encoders"]] == [e["path"] for e in encoders]
+    assert second["strategies"] == first["strategies"]
+    # The seed set is picked on the encoder's embeddings (4 x width wide), not on the 64 pixels.
+    data = load_dataset(config, 0)
+    encoder = seed_encoder(config, data, 0, output=tmp_path)
+    assert encoder.reused and encoder.embeddings.shape == (200, 16)
+    on_ssl = initial_set("typiclust", data, 10, config=config, seed=0, embeddings=encoder.embeddings)
+    on_pixels = initial_set("typiclust", data, 10, config=config, seed=0)
+    assert len(set(on_ssl.tolist())) == 10 and set(on_ssl.tolist()) != set(on_pixels.tolist())
+
+
+def test_ssl_seed_sets_need_an_image_dataset(tmp_path):
+    with pytest.raises(ValueError, match="initial_embedding: ssl trains an image encoder; mnist1d has no images"):
+        tiny(tmp_path, dataset="mnist1d", initial_embedding="ssl")

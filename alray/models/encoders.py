@@ -98,3 +98,13 @@ class ConvEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) of images (B, C, S, S)."""
         return self.backbone(x)
+
+
+def embed_images(model: Any, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Embeddings (N, D) float32 of images (N, C, S, S) by a model's ``encode``, in batches, without gradients."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            parts.append(model.encode(torch.from_numpy(images[start:start + batch_size]))[0].numpy())
+    return np.concatenate(parts).astype(np.float32, copy=False)

@@ -97,3 +97,21 @@ def test_refuses_pools_without_images_and_workers_that_starve_the_reads(ray_sess
     greedy = _config(tmp_path, cpus_per_worker=1.0)
     with pytest.raises(ConfigError, match="embed: num_workers x cpus_per_worker"):
         train_or_reuse(greedy.pool, greedy.embed, greedy.output, greedy.ray)
+
+
+def test_a_run_whose_encoder_training_fails_is_recorded_as_failed(ray_session, tmp_path):
+    from alray.lake import Lake
+    from alray.pipeline import run_pipeline
+
+    (tmp_path / "features").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "features": [[0.0, 1.0], [1.0, 0.0]]}),
+                   str(tmp_path / "features" / "part.parquet"))
+    config = config_from_dict({"run": {"run_id": "embed-fails"}, "pool": {"path": str(tmp_path / "features")},
+                               "selection": {"n_samples": 1}, "output": {"path": str(tmp_path / "lake")},
+                               "embed": EMBED})
+    with pytest.raises(InputError, match="needs images"):
+        run_pipeline(config)
+    row = Lake.from_output(config.output).read_run("runs", "embed-fails").to_pylist()
+    assert len(row) == 1
+    assert row[0]["status"] == "failed"
+    assert "needs images" in row[0]["error"] and row[0]["finished_at"] is not None
