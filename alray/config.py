@@ -254,6 +254,8 @@ class StrategyConfig(_Section):
                              "hash order) the clusters and the ball graph are built on; all when fewer.")
     delta: float | None = Field(None, gt=0, description="probcover: ball radius; from the purity heuristic when unset.")
     purity: float = Field(0.95, description="probcover: share of pure balls the chosen delta keeps.")
+    temperature: float = Field(1.0, gt=0, description="power, softmax, softrank: sampling temperature (1 / beta); "
+                               "lower is closer to taking the top scores.")
 
     @field_validator("strategy")
     @classmethod
@@ -296,6 +298,10 @@ class SelectionConfig(_Section):
     near_duplicate_distance: float = Field(
         0.0, ge=0, description="Two selected samples (or one and a labeled one) are never closer than this.")
     filters: list[FilterConfig] = Field(default_factory=list, description="Metadata filters, applied in order.")
+    engine: Literal["auto", "spark", "local"] = Field(
+        "auto", description="Where the selection runs: spark (the configured Spark session), local (in this "
+        "process, the same selection core and the same ranking; no JVM), or auto: local when the run's features "
+        "hold fewer than 100,000 rows, else spark.")
     n_partitions: int = Field(
         4, ge=1, description="Partitions of the first coreset round; changes results (see README)."
     )

@@ -87,7 +87,7 @@ def train(config: Config) -> TrainSummary:
     if len(classes) < 2:
         raise InputError(f"labeled.path {config.labeled.path}: {len(used)} of its {len(label_of)} ids have "
                          f"embeddings in run {run_id}, with {len(classes)} class(es); a head needs at least 2")
-    x = embedding_matrix(features.take(pa.array([position[i] for i in used], pa.int64())))
+    x = np.array(embedding_matrix(features.take(pa.array([position[i] for i in used], pa.int64()))))  # writable
     y = np.array([classes.index(label_of[i]) for i in used])
     settings = config.train
     layer = train_head(x, y, n_classes=len(classes), dropout=settings.dropout, epochs=settings.epochs,

@@ -20,6 +20,7 @@ PRESETS: dict[str, str | None] = {
     "entropy": "weights:entropy",
     "margin": "weights:margin",
     "bald": "weights:bald",
+    "power_bald": "power:bald",
     "coreset": "diversity",
     "uncertainty_diversity": "diversity+weights:bald",
     "typicality": "diversity+typicality",

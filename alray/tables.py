@@ -100,7 +100,9 @@ RANKING_COLUMNS: dict[str, str] = {
              "distance from it to any candidate. Without diversity: `weight`. The other candidates score the "
              "same product against the final picks, at most the last pick's score (a quota or a minimum "
              "distance may have kept a row with a higher product out).",
-    "weight": "The product of the objectives, each raised to its strength (1 when there is none).",
+    "weight": "The product of the objectives, each raised to its strength (1 when there is none). With a "
+              "sampler (power, softmax, softrank): the Gumbel-top-k key, log(sampling probability x that product) "
+              "plus the candidate's Gumbel noise.",
     "diversity": "With diversity: the pick's distance to the nearest centre chosen before it (labeled samples "
                  "count; the first pick without one: its reach). Otherwise, and for the other candidates: the "
                  "distance to the nearest pick or labeled sample (0 for a pick). Null when there is no centre.",

@@ -276,7 +276,7 @@ def bench_spark_stage(
         config = config_from_dict({
             "run": {"seed": seed, "run_id": "bench"}, "pool": {"path": "synthetic"},
             "model": {"checkpoint": "none"}, "output": {"path": lake.root},
-            "selection": {"n_samples": k, "n_partitions": n_partitions,
+            "selection": {"n_samples": k, "n_partitions": n_partitions, "engine": "spark",
                           **({"strategies": strategies} if strategies else {})},
             "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "6g",
                                                       "spark.sql.shuffle.partitions": str(n_partitions)}},

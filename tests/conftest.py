@@ -53,7 +53,10 @@ def demo_files(tmp_path_factory):
 
 
 def demo_config(demo_files, lake: Path, **selection) -> Config:
-    """A config for the demo subset writing to ``lake``; selection keys may be overridden."""
+    """A config for the demo subset writing to ``lake``; selection keys may be overridden.
+
+    The selection runs on Spark (``engine: spark``) unless ``engine`` is given: these tests are
+    about the Spark stage, which ``engine: auto`` would skip for a pool this small."""
     return config_from_dict({
         "run": {"seed": 0},
         "pool": {"path": demo_files.pool, "format": "parquet"},
@@ -64,6 +67,7 @@ def demo_config(demo_files, lake: Path, **selection) -> Config:
             "n_samples": 30,
             "filters": [{"column": "sharpness", "op": ">", "value": 50.0}],
             "n_partitions": 3,
+            "engine": "spark",
             **selection,
         },
         "output": {"path": str(lake)},

@@ -140,3 +140,32 @@ def test_select_without_features_fails_and_is_recorded_without_touching_other_ru
     assert status[summary.run_id] == "succeeded"
     first = read_run(summary.tables["ranking"], summary.run_id)
     assert first.filter(pc.field("selected")).num_rows == config.selection.n_samples
+
+
+def test_the_local_engine_writes_the_spark_stage_ranking_and_auto_picks_it_for_small_pools(finished_run):
+    config, summary = finished_run
+    spark_ranking = read_run(summary.tables["ranking"], summary.run_id).sort_by("rank")
+    lines: list[str] = []
+
+    class Lines:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    for engine in ("local", "auto"):
+        lines.clear()
+        again = config.model_copy(update={"selection": config.selection.model_copy(update={"engine": engine})})
+        rerun = run_pipeline(again, progress=Progress(Lines()), stages=("select",))
+        local = read_run(rerun.tables["ranking"], rerun.run_id).sort_by("rank")
+        assert local.num_rows == spark_ranking.num_rows  # the rerun replaced the run's ranking, no duplicate
+        for column in ("id", "rank", "selected", "strategy", "parts"):
+            assert local.column(column).to_pylist() == spark_ranking.column(column).to_pylist(), column
+        for column in ("score", "weight", "diversity"):
+            np.testing.assert_allclose(local.column(column).to_numpy(zero_copy_only=False).astype(float),
+                                       spark_ranking.column(column).to_numpy(zero_copy_only=False).astype(float),
+                                       rtol=1e-12, err_msg=column)
+        assert rerun.counts["selected"] == summary.counts["selected"]
+        assert rerun.filtered_by_reason == summary.filtered_by_reason
+    assert any("engine auto: local" in line for line in lines)

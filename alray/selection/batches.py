@@ -75,6 +75,10 @@ class TableCandidates:
         parts = [np.asarray(fn(CandidateBatch.of(b)), dtype=np.float64) for b in self.batches if b.num_rows]
         return np.sum(parts, axis=0) if parts else np.asarray(fn(CandidateBatch.of(self.table)))
 
+    def sorted_values(self, column: str) -> np.ndarray:
+        values = CandidateBatch.of(self.table).column(column)
+        return np.sort(values[~np.isnan(values)])
+
 
 # Spark's default spark.sql.execution.arrow.maxRecordsPerBatch: the rows of one Arrow batch.
 ARROW_BATCH_ROWS = 10_000

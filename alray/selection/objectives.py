@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,21 @@ from alray.strategies.base import CandidateBatch, Candidates, combine
 from alray.strategies.registry import get_strategy
 
 
-def prepare_objectives(plan: Plan, source: Candidates) -> list[tuple[PlannedObjective, Any]]:
-    """Each objective with what it asked of the whole candidate set (its ``prepare``)."""
-    return [(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives]
+@dataclass(frozen=True)
+class Prepared:
+    """What the objectives and the sampler asked of the whole candidate set (their ``prepare``)."""
+
+    objectives: list[tuple[PlannedObjective, Any]]
+    sampler: Any = None
+
+
+def prepare_objectives(plan: Plan, source: Candidates) -> Prepared:
+    """Each objective with what it asked of the whole candidate set, and the sampler's."""
+    sampler = None
+    if plan.sampler is not None:
+        entry, strategy, column = plan.sampler
+        sampler = strategy.prepare(entry, column, source)
+    return Prepared([(o, o.strategy.prepare(o.entry, o.column, source)) for o in plan.objectives], sampler)
 
 
 def with_objectives(batches: list[pa.Table], plan: Plan, source: TableCandidates) -> list[pa.Table]:
@@ -27,15 +40,22 @@ def with_objectives(batches: list[pa.Table], plan: Plan, source: TableCandidates
 
 
 def add_objective_columns(table: pa.Table | pa.RecordBatch, batch: CandidateBatch, plan: Plan,
-                          states: Sequence[tuple[PlannedObjective, Any]]) -> pa.Table | pa.RecordBatch:
+                          prepared: Prepared) -> pa.Table | pa.RecordBatch:
     """One batch with its objective values, the weight (their product) and the greedy weight.
 
     The greedy maximises weight x distance^strength, i.e. weight^(1/strength) x distance; in
-    top_m mode the greedy is unweighted among the top_m rows.
+    top_m mode the greedy is unweighted among the top_m rows. With a sampler the weight is the
+    sampler's key plus the log of the objectives' product: the largest weights are then a draw
+    with probability the sampling's times that product.
     """
+    states = prepared.objectives
     values = [(o.strategy.evaluate(o.entry, o.column, state, batch), o.entry.strength) for o, state in states]
     weight = combine(values, len(batch))
     greedy = np.ones(len(batch)) if plan.top_m is not None else np.power(weight, 1.0 / plan.diversity_strength)
+    if plan.sampler is not None:
+        entry, sampler, column = plan.sampler
+        with np.errstate(divide="ignore"):
+            weight = sampler.keys(entry, column, prepared.sampler, batch) + np.log(weight)
     columns = [*table.columns, *[pa.array(v, pa.float64()) for v, _ in values],
                pa.array(weight, pa.float64()), pa.array(greedy, pa.float64())]
     names = [*table.schema.names, *[o.name for o, _ in states], "_weight", "_greedy_weight"]

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 
 from alray.config import FilterConfig, SelectionConfig, StrategyConfig
 from alray.errors import ConfigError
-from alray.strategies.base import EMBEDDINGS, PREDICTION_COLUMN, PREDICTIONS, Filter, Objective, Selector, Strategy
+from alray.strategies.base import (
+    EMBEDDINGS,
+    PREDICTION_COLUMN,
+    PREDICTIONS,
+    Filter,
+    Objective,
+    Sampler,
+    Selector,
+    Strategy,
+)
 from alray.strategies.registry import get_strategy
 
 
@@ -43,6 +52,7 @@ class Plan:
     min_distance: float
     label: str
     selector: tuple[StrategyConfig, Selector] | None = None
+    sampler: tuple[StrategyConfig, Sampler, str] | None = None  # (entry, strategy, column)
 
     @property
     def ranks_by_distance(self) -> bool:
@@ -81,6 +91,7 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
     balance_column: str | None = None
     objectives: list[PlannedObjective] = []
     selector: tuple[StrategyConfig, Selector] | None = None
+    sampler: tuple[StrategyConfig, Sampler, str] | None = None
     filters = [(spec, f"selection.filters.{i}") for i, spec in enumerate(selection.filters)]
     for i, entry in enumerate(selection.strategies):
         key = f"selection.strategies.{i}"
@@ -95,6 +106,11 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
             diversity = entry
         elif strategy.role == "balance":
             balance, balance_column = entry, column
+        elif isinstance(strategy, Sampler):
+            if sampler is not None:
+                raise ConfigError(f"{key}: only one of power, softmax and softrank per selection")
+            assert column is not None
+            sampler = (entry, strategy, column)
         elif isinstance(strategy, Selector):
             if selector is not None:
                 raise ConfigError(f"{key}: only one of typiclust, probcover and other selectors per selection")
@@ -103,10 +119,14 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
         key = f"selection.strategies.{selection.strategies.index(selector[0])}"
         raise ConfigError(f"{key}: {selector[0].strategy} picks the batch itself; combine it only with filters and "
                           "thresholds, not with diversity, objectives or balance")
+    if sampler is not None and (diversity is not None or selector is not None):
+        key = f"selection.strategies.{selection.strategies.index(sampler[0])}"
+        raise ConfigError(f"{key}: {sampler[0].strategy} draws the batch at random; combine it with filters, "
+                          "thresholds, objectives and balance, not with diversity or a selector")
     min_distance = max(selection.near_duplicate_distance, (diversity.min_distance or 0.0) if diversity else 0.0)
     return Plan(selection=selection, diversity=diversity, objectives=objectives, filters=filters, balance=balance,
                 balance_column=balance_column, min_distance=min_distance, label=strategy_label(selection),
-                selector=selector)
+                selector=selector, sampler=sampler)
 
 
 def target_count(selection: SelectionConfig, n_candidates: int) -> int:

@@ -28,7 +28,7 @@ from alray.config import LabeledConfig, QueryConfig, SelectionConfig, SparkConfi
 from alray.engines import spark_session
 from alray.errors import InputError
 from alray.faults import fail_once
-from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
+from alray.lake import Lake, filesystem_for
 from alray.progress import Progress
 from alray.selection.batches import read_query_embeddings
 from alray.selection.objectives import add_objective_columns, prepare_objectives, quotas_for
@@ -43,6 +43,7 @@ from alray.selection.rounds import (
     reduce_levels,
     sorted_by_id,
 )
+from alray.stages.select_local import LOCAL_MAX_ROWS, choose_engine, excluded_ids, run_select_local
 from alray.stages.spark_filters import rejection_reason
 from alray.strategies.base import CandidateBatch, embedding_matrix
 from alray.tables import RANKING_SCHEMA, without_run_id
@@ -105,19 +106,31 @@ class SparkCandidates:
             return np.asarray(fn(CandidateBatch.of(self.frame.limit(0).toArrow())))
         return np.sum(parts, axis=0)
 
+    def sorted_values(self, column: str) -> np.ndarray:
+        table = self.frame.select(F.col(column).cast("double").alias("v")).toArrow()
+        values = np.asarray(pc.fill_null(table.column("v"), np.nan).to_numpy(), dtype=np.float64)
+        return np.sort(values[~np.isnan(values)])
+
 
 def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_config: SparkConfig, *, seed: int,
                run_id: str, lake: Lake, progress: Progress, run_time: dt.datetime | None = None,
                labeled_storage_options: dict[str, str] | None = None, source: str = "features") -> SelectResult:
-    """Select on Spark from this run's features and replace this run's ranking rows.
+    """Select from this run's features and replace this run's ranking rows: on Spark, or in this process
+    (:mod:`alray.stages.select_local`) as ``selection.engine`` says.
 
     Takes the config's ``selection``, ``labeled`` and ``spark`` sections and the run seed;
     ``source`` names the input in error messages (e.g. ``pool PATH``).
     """
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
+    engine, rows = choose_engine(selection_config, lake, run_id)
+    if rows is not None:
+        progress.say(f"select: engine auto: {engine} ({rows:,} feature rows; local below {LOCAL_MAX_ROWS:,})")
+    if engine == "local":
+        return run_select_local(selection_config, labeled, seed=seed, run_id=run_id, lake=lake, progress=progress,
+                                run_time=run_time, labeled_storage_options=labeled_storage_options)
     spark = spark_session(spark_config)
     features = _read_features(spark, lake, run_id)
-    excluded = _excluded_ids(labeled, labeled_storage_options, lake, run_id)
+    excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id)
     with select_dataframe(features, selection_config, seed=seed, excluded=excluded,
                           run_time=run_time, progress=progress, source=source) as selection:
         _write_ranking(selection.ranking, run_id, lake, selection.result.strategy, run_time)
@@ -365,26 +378,6 @@ def _sorted_by_id(frame: DataFrame) -> pa.Table:
     the features files happen to be laid out.
     """
     return sorted_by_id(frame.select("id", "embedding").toArrow())
-
-
-
-def _excluded_ids(labeled: LabeledConfig, storage_options: dict[str, str] | None, lake: Lake,
-                  run_id: str) -> pa.Table | None:
-    """Ids kept out of the candidates with their reason: the labeled set, earlier selections."""
-    parts = []
-    if labeled.path:
-        ids = read_ids(labeled.path, labeled.format, name="labeled.path", storage_options=storage_options)
-        parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
-    if labeled.exclude_previous_runs:
-        ids = previously_selected_ids(lake, run_id)
-        parts.append(pa.table({"id": ids, "_excluded": pa.array([PREVIOUS_REASON] * len(ids), pa.string())}))
-    if not parts or not sum(p.num_rows for p in parts):
-        return None
-    table = pa.concat_tables(parts)
-    # an id both labeled and selected before counts once, as labeled
-    first = pc.equal(pc.index_in(table.column("id"), value_set=table.column("id").combine_chunks()),
-                     pa.array(np.arange(table.num_rows)))
-    return table.filter(first)
 
 
 

@@ -8,6 +8,9 @@ Its role says where the selection uses it:
   raised to its strength;
 - ``diversity``: the weighted k-center over the embeddings;
 - ``balance``: class quotas over a column;
+- ``sampler``: draws the batch at random with probabilities from a score (``power``, ``softmax``,
+  ``softrank``): each candidate gets a key, its log-probability (times the objectives' product)
+  plus Gumbel noise; the picks are the largest keys and the ranking follows the keys;
 - ``selector``: picks the whole batch by its own procedure (``typiclust``, ``probcover``), after
   the filters; the ranking then orders the rest by distance to the picks.
 
@@ -40,7 +43,7 @@ OBJECTIVE_FLOOR = 1e-6
 # Distances below this count as zero in the inverse-distance objectives.
 DISTANCE_EPSILON = 1e-6
 
-ROLES = ("filter", "objective", "diversity", "balance", "selector")
+ROLES = ("filter", "objective", "diversity", "balance", "sampler", "selector")
 # What an entry's ``input`` may name: the embeddings, a numeric column (a score or metadata),
 # or a column or the model's predictions.
 INPUT_KINDS = ("embeddings", "column", "column_or_predictions")
@@ -107,6 +110,10 @@ class Candidates(Protocol):
         """The sum over all candidate batches of ``fn(batch)`` (arrays of one shape)."""
         ...
 
+    def sorted_values(self, column: str) -> np.ndarray:
+        """Every candidate's non-null value of a numeric column (float64), ascending."""
+        ...
+
 
 class Strategy:
     """Base of every strategy: a name, a role, the inputs it takes, its checks and its label."""
@@ -149,6 +156,20 @@ class Filter(Strategy):
 
     def as_filter(self, entry: StrategyConfig, column: str) -> FilterConfig:
         """The condition as a metadata filter on ``column``."""
+        raise NotImplementedError
+
+
+class Sampler(Strategy):
+    """A strategy that draws the batch: a random key per candidate, the largest keys picked."""
+
+    role = "sampler"
+
+    def prepare(self, entry: StrategyConfig, column: str, candidates: Candidates) -> Any:
+        """What :meth:`keys` needs of the whole candidate set (default: the seed)."""
+        return candidates.seed
+
+    def keys(self, entry: StrategyConfig, column: str, state: Any, batch: CandidateBatch) -> np.ndarray:
+        """Each candidate's key (N,): its log-probability plus its Gumbel noise."""
         raise NotImplementedError
 
 

@@ -12,13 +12,14 @@ from alray.strategies.base import INPUT_KINDS, ROLES, Filter, Objective, Strateg
 from alray.strategies.diversity import Diversity
 from alray.strategies.probcover import ProbCover
 from alray.strategies.similarity import Similarity
+from alray.strategies.stochastic import PowerSampling, SoftmaxSampling, SoftrankSampling
 from alray.strategies.threshold import Threshold
 from alray.strategies.typicality import Typicality
 from alray.strategies.typiclust import TypiClust
 from alray.strategies.weights import Weights
 
 _BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), Similarity(), Typicality(),
-                                   TypiClust(), ProbCover())
+                                   TypiClust(), ProbCover(), PowerSampling(), SoftmaxSampling(), SoftrankSampling())
 
 _REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in _BUILT_IN}
 

@@ -45,6 +45,16 @@ CONFIGS = {
         n_samples=15, strategies=[{"input": "embeddings", "strategy": "probcover", "n_clusters": 6},
                                   {"input": "bald", "strategy": "threshold", "threshold": 0.01,
                                    "operation": "bigger"}], n_partitions=2),
+    "power sampling of bald": dict(n_samples=25, strategies=[{"input": "bald", "strategy": "power",
+                                                              "temperature": 0.5}], n_partitions=3),
+    "softmax with a threshold": dict(
+        n_samples=20, strategies=[{"input": "entropy", "strategy": "softmax", "temperature": 0.2},
+                                  {"input": "size", "strategy": "threshold", "threshold": 50,
+                                   "operation": "smaller"}], n_partitions=4),
+    "softrank of bald": dict(n_samples=30, strategies=[{"input": "bald", "strategy": "softrank"}]),
+    "power x weights with quotas": dict(
+        n_samples=24, strategies=[{"input": "bald", "strategy": "power"}, {"input": "entropy", "strategy": "weights"},
+                                  {"input": "predictions", "strategy": "balance"}], n_partitions=2),
     "by weight, quotas, near duplicates": dict(
         n_samples=35, strategies=[BALD, {"input": "predictions", "strategy": "balance"}],
         near_duplicate_distance=1.0),

@@ -66,7 +66,7 @@ def select(tmp_path, features: pa.Table, labeled_ids: list[str] | None = None, *
         "pool": {"path": "unused"},
         "labeled": {"path": labeled},
         "model": {"checkpoint": "unused"},
-        "selection": {"n_partitions": 3, **selection},
+        "selection": {"n_partitions": 3, "engine": "spark", **selection},  # the Spark stage unless told
         "output": {"path": lake.root},
     })
     result = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed, run_id=run_id,
@@ -347,11 +347,12 @@ def test_n_samples_above_candidates_selects_all(spark, tmp_path):
     assert result.n_selected == 12 and ranking.num_rows == 12
 
 
-def test_duplicate_ids_are_a_clear_error(spark, tmp_path):
+@pytest.mark.parametrize("engine", ["spark", "local"])
+def test_duplicate_ids_are_a_clear_error(spark, tmp_path, engine):
     features = make_features(10)
     features = pa.concat_tables([features, features.slice(0, 1)])
     with pytest.raises(InputError, match=r"duplicate ids \('s0000'\)"):
-        select(tmp_path, features, n_samples=3)
+        select(tmp_path, features, n_samples=3, engine=engine)
 
 
 def test_unknown_strategy_input_is_a_config_error(spark, tmp_path, features):
