@@ -109,8 +109,8 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
         raise InputError("features: expected a string column 'id'")
     ids = np.array([str(i) for i in features.column("id").to_pylist()], dtype=object)
     if len(set(ids)) != len(ids):
-        unique, counts = np.unique(ids, return_counts=True)
-        shown = ", ".join(repr(str(i)) for i in unique[counts > 1][:3])
+        values, repeats = np.unique(ids, return_counts=True)
+        shown = ", ".join(repr(str(i)) for i in values[repeats > 1][:3])
         raise InputError(f"features: duplicate ids ({shown}); ids must be unique")
     plan = plan_selection(selection, features.column_names)
     before = []
