@@ -300,8 +300,8 @@ class SelectionConfig(_Section):
     filters: list[FilterConfig] = Field(default_factory=list, description="Metadata filters, applied in order.")
     engine: Literal["auto", "spark", "local"] = Field(
         "auto", description="Where the selection runs: spark (the configured Spark session), local (in this "
-        "process, the same selection core and the same ranking; no JVM), or auto: local when the run's features "
-        "hold fewer than 100,000 rows, else spark.")
+        "process, the same selection core: the same picks and ranking order; no JVM), or auto: local when the "
+        "run's features hold fewer than 100,000 rows, else spark.")
     n_partitions: int = Field(
         4, ge=1, description="Partitions of the first coreset round; changes results (see README)."
     )

@@ -29,7 +29,7 @@ import torch
 
 from alray.config import SelectionConfig
 from alray.errors import InputError
-from alray.models import FeatureMLP, id_keys, mc_predict
+from alray.models import FeatureMLP, SequenceCNN, id_keys, mc_predict
 from alray.progress import Progress
 from alray.scoring import all_scores
 from alray.selection.local import select_table
@@ -98,12 +98,17 @@ def load_dataset(config: SimulateConfig, seed: int) -> Dataset:
     return data
 
 
-def _train(config: SimulateConfig, data: Dataset, labeled: np.ndarray, seed: int) -> FeatureMLP:
+def _train(config: SimulateConfig, data: Dataset, labeled: np.ndarray, seed: int) -> FeatureMLP | SequenceCNN:
     m = config.model
     # Same initial weights and shuffles for every strategy in a round: curves differ by the data only.
     torch.manual_seed(seed)
-    model = FeatureMLP(n_features=data.x_pool.shape[1], n_classes=data.n_classes, hidden_dim=m.hidden_dim,
-                       embedding_dim=m.embedding_dim, dropout=m.dropout)
+    model: FeatureMLP | SequenceCNN
+    if m.architecture == "sequence_cnn":
+        model = SequenceCNN(n_features=data.x_pool.shape[1], n_classes=data.n_classes, channels=m.channels,
+                            embedding_dim=m.embedding_dim, dropout=m.dropout)
+    else:
+        model = FeatureMLP(n_features=data.x_pool.shape[1], n_classes=data.n_classes, hidden_dim=m.hidden_dim,
+                           embedding_dim=m.embedding_dim, dropout=m.dropout)
     steps_per_epoch = math.ceil(len(labeled) / m.batch_size)
     epochs = max(1, math.ceil(m.train_steps / steps_per_epoch))
     train_classifier(model, data.x_pool[labeled], data.y_pool[labeled], epochs=epochs, batch_size=m.batch_size,
@@ -111,7 +116,7 @@ def _train(config: SimulateConfig, data: Dataset, labeled: np.ndarray, seed: int
     return model
 
 
-def select_batch(name: str, model: FeatureMLP, data: Dataset, keys: np.ndarray, labeled: np.ndarray,
+def select_batch(name: str, model: FeatureMLP | SequenceCNN, data: Dataset, keys: np.ndarray, labeled: np.ndarray,
                  n_select: int, *, config: SimulateConfig, seed: int) -> np.ndarray:
     """Pool indices (n_select,) that strategy ``name`` picks among the unlabeled rows, in pick order.
 

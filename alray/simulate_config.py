@@ -49,6 +49,10 @@ class _Section(BaseModel):
 
 
 class SimModelConfig(_Section):
+    architecture: Literal["feature_mlp", "sequence_cnn"] = Field(
+        "feature_mlp", description="feature_mlp: a two-layer MLP; sequence_cnn: the built-in 1-D CNN (three strided "
+        "convolutions, for MNIST-1D).")
+    channels: int = Field(25, ge=1, description="sequence_cnn: channels of each convolution.")
     hidden_dim: int = Field(128, ge=1, description="FeatureMLP hidden width.")
     embedding_dim: int = Field(64, ge=1, description="FeatureMLP embedding width (what k-center measures).")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout rate: in training and for MC dropout.")

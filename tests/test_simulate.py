@@ -139,3 +139,17 @@ def test_an_ssl_seed_set_trains_one_encoder_per_seed_on_ray_train_then_reuses_it
 def test_ssl_seed_sets_need_an_image_dataset(tmp_path):
     with pytest.raises(ValueError, match="initial_embedding: ssl trains an image encoder; mnist1d has no images"):
         tiny(tmp_path, dataset="mnist1d", initial_embedding="ssl")
+
+
+def test_the_loop_trains_the_1d_cnn_when_asked(tmp_path):
+    config = tiny(tmp_path, rounds=1, strategies=["random", "power_bald"],
+                  model={"architecture": "sequence_cnn", "channels": 8, "train_steps": 150, "learning_rate": 1e-2})
+    points = simulate(config, plot=False).points
+    assert [p.n_labels for p in points if p.strategy == "power_bald"] == [20, 50]
+    assert all(0.3 < p.accuracy <= 1.0 for p in points)  # chance is 0.1
+    import numpy as np
+
+    from alray.models import SequenceCNN
+    from alray.simulate import _train, load_dataset
+
+    assert isinstance(_train(config, load_dataset(config, 0), np.arange(20), 0), SequenceCNN)

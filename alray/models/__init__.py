@@ -18,7 +18,7 @@ from alray.models.checkpoints import CHECKPOINT_FORMAT, architecture_name, load_
 from alray.models.contract import INPUT_KINDS, TEXT_ENCODERS, TaskModel
 from alray.models.dropout import Prediction, dropout_masks, dropout_masks_torch, id_keys, mc_predict, sample_seeds
 from alray.models.loading import load_model, pick_device
-from alray.models.networks import ARCHITECTURES, FeatureMLP, LossPredictionHead, SmallCNN
+from alray.models.networks import ARCHITECTURES, FeatureMLP, LossPredictionHead, SequenceCNN, SmallCNN
 from alray.models.torchscript import (
     TORCHSCRIPT_METADATA,
     ScriptedModel,
@@ -38,6 +38,7 @@ __all__ = [
     "LossPredictionHead",
     "Prediction",
     "ScriptedModel",
+    "SequenceCNN",
     "SmallCNN",
     "TaskModel",
     "TorchvisionModel",

@@ -37,3 +37,33 @@ def test_wide_cnn_records_its_width(tmp_path):
     assert model.params["channels"] == 8 and "channels" not in SmallCNN().params
     save_checkpoint(model, tmp_path / "w.pt")
     assert load_checkpoint(tmp_path / "w.pt").backbone[0].out_channels == 8
+
+
+def test_sequence_cnn_learns_mnist1d_where_the_mlp_cannot_and_round_trips(tmp_path):
+    import numpy as np
+
+    from alray.models import FeatureMLP, SequenceCNN
+    from alray.simulate import _mnist1d
+    from alray.simulate_config import SimulateConfig
+    from alray.training import accuracy, train_classifier
+
+    data = _mnist1d(SimulateConfig(dataset="mnist1d"), 0)
+    x, y = data.x_pool[:2000], data.y_pool[:2000]
+    scores = {}
+    torch.manual_seed(0)
+    for name, model in (("cnn", SequenceCNN(n_features=40, n_classes=10, dropout=0.2)),
+                        ("mlp", FeatureMLP(n_features=40, n_classes=10, dropout=0.2))):
+        train_classifier(model, x, y, epochs=25, batch_size=100, learning_rate=1e-2, seed=0)
+        scores[name] = accuracy(model, data.x_test, data.y_test)
+    assert scores["cnn"] > 0.7 and scores["cnn"] > scores["mlp"] + 0.15, scores
+    cnn = SequenceCNN(n_features=40, n_classes=10, channels=8).eval()
+    save_checkpoint(cnn, tmp_path / "cnn.pt")
+    loaded = load_checkpoint(tmp_path / "cnn.pt")
+    assert isinstance(loaded, SequenceCNN) and loaded.params == cnn.params
+    batch = torch.from_numpy(np.ascontiguousarray(data.x_test[:6]))
+    keys = id_keys([f"t{i}" for i in range(6)])
+    ours = mc_predict(loaded, batch, keys, n_samples=5, seed=1)
+    theirs = mc_predict(cnn, batch, keys, n_samples=5, seed=1)
+    torch.testing.assert_close(ours.embedding, theirs.embedding)
+    torch.testing.assert_close(ours.probs, theirs.probs)
+    assert ours.probs is not None and ours.probs.shape == (6, 5, 10)
