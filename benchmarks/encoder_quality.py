@@ -46,8 +46,8 @@ from alray.demo import build_pool, png_bytes
 from alray.engines import ensure_ray
 from alray.models import load_model
 from alray.models.encoders import embed_images
-from alray.payloads import decode_image
 from alray.progress import Progress
+from alray.simulate_ssl import decoded_pool
 from alray.stages.embed import new_encoder, train_or_reuse
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -79,13 +79,6 @@ def digits_pool(folder: Path) -> tuple[str, list[str], np.ndarray]:
     return str(folder), ids, digits.target.astype(np.int64)
 
 
-def decoded(pool: str, ids: list[str], size: int) -> np.ndarray:
-    """Images (N, 1, size, size) of the rows ``ids``, decoded as training and scoring decode them."""
-    table = pq.read_table(pool, columns=["id", "image"])
-    by_id = dict(zip(table.column("id").to_pylist(), table.column("image").to_pylist(), strict=True))
-    return np.stack([decode_image(by_id[i], channels=1, size=size).pixels for i in ids])
-
-
 def probe_scores(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Linear-probe and 20-NN accuracy, 5-fold stratified cross-validated (mean and std)."""
     from sklearn.linear_model import LogisticRegression
@@ -112,7 +105,7 @@ def quality(name: str, pool: str, ids: list[str], labels: np.ndarray, embed: Emb
     begin = time.perf_counter()
     result = train_or_reuse(PoolConfig(path=pool), embed, output, RayConfig(), progress=progress)
     train_s = time.perf_counter() - begin
-    images = decoded(pool, ids, embed.image_size)
+    images = decoded_pool(Path(pool), ids, channels=1, size=embed.image_size)
     trained = load_model(result.path)
     random = new_encoder(embed)  # the initial weights training started from
     rows = {

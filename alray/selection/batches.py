@@ -17,7 +17,7 @@ from alray.config import QueryConfig
 from alray.errors import InputError
 from alray.selection.partitions import partition_of, spark_xxhash64
 from alray.selection.rounds import sorted_by_id
-from alray.strategies.base import CandidateBatch, embedding_matrix
+from alray.strategies.base import CandidateBatch, ascending_non_null, embedding_matrix, numeric_column
 
 
 def read_query_embeddings(query: QueryConfig, features: pa.Table | Callable[[list[str]], pa.Table]) -> np.ndarray:
@@ -76,8 +76,7 @@ class TableCandidates:
         return np.sum(parts, axis=0) if parts else np.asarray(fn(CandidateBatch.of(self.table)))
 
     def sorted_values(self, column: str) -> np.ndarray:
-        values = CandidateBatch.of(self.table).column(column)
-        return np.sort(values[~np.isnan(values)])
+        return ascending_non_null(numeric_column(self.table, column))
 
 
 # Spark's default spark.sql.execution.arrow.maxRecordsPerBatch: the rows of one Arrow batch.

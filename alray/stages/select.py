@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,7 +44,7 @@ from alray.selection.rounds import (
 )
 from alray.stages.select_local import LOCAL_MAX_ROWS, choose_engine, excluded_ids, run_select_local
 from alray.stages.spark_filters import rejection_reason
-from alray.strategies.base import CandidateBatch, embedding_matrix
+from alray.strategies.base import CandidateBatch, ascending_non_null, embedding_matrix, numeric_column
 from alray.tables import RANKING_SCHEMA, without_run_id
 
 __all__ = ["SelectResult", "global_rank", "ranking_order", "run_select", "select_dataframe"]
@@ -107,9 +106,7 @@ class SparkCandidates:
         return np.sum(parts, axis=0)
 
     def sorted_values(self, column: str) -> np.ndarray:
-        table = self.frame.select(F.col(column).cast("double").alias("v")).toArrow()
-        values = np.asarray(pc.fill_null(table.column("v"), np.nan).to_numpy(), dtype=np.float64)
-        return np.sort(values[~np.isnan(values)])
+        return ascending_non_null(numeric_column(self.frame.select(column).toArrow(), column))
 
 
 def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_config: SparkConfig, *, seed: int,

@@ -59,6 +59,17 @@ def embedding_matrix(batch: pa.RecordBatch | pa.Table, column: str = "embedding"
     return flat.reshape(n, -1) if n else np.zeros((0, 0), dtype=np.float32)
 
 
+def numeric_column(table: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
+    """Column ``name`` of ``table`` as float64 (N,); nulls become NaN."""
+    values = pc.cast(table.column(name), pa.float64())
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def ascending_non_null(values: np.ndarray) -> np.ndarray:
+    """The non-NaN ``values``, ascending."""
+    return np.sort(values[~np.isnan(values)])
+
+
 @dataclass
 class CandidateBatch:
     """Some candidates: their ids (N,), embeddings (N, D) and every other column of the features."""
@@ -81,8 +92,7 @@ class CandidateBatch:
 
     def column(self, name: str) -> np.ndarray:
         """Column ``name`` as float64 (N,); nulls become NaN."""
-        values = pc.cast(self.table.column(name), pa.float64())
-        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+        return numeric_column(self.table, name)
 
 
 class Candidates(Protocol):

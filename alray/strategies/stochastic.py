@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alray.selection.partitions import spark_xxhash64
-from alray.strategies.base import CandidateBatch, Candidates, Sampler
+from alray.strategies.base import CandidateBatch, Candidates, Sampler, ascending_non_null
 
 if TYPE_CHECKING:
     from alray.config import StrategyConfig
@@ -91,7 +91,9 @@ def sampling_keys(ids: Sequence[str], scores: npt.ArrayLike, *, sampling: str, b
         ranks = competition_ranks(scores, sorted_scores)
     values = log_weights(scores, sampling, beta, ranks=ranks)
     noise = gumbel_noise(ids, seed)
-    return np.where(np.isneginf(values), -1e300 + noise, values + noise)
+    # A null score's key sits far below any finite one and still follows its noise (in steps of
+    # 1e290, well above the spacing of float64 near 1e300), so nulls come last in a random order.
+    return np.where(np.isneginf(values), -1e300 + 1e290 * noise, values + noise)
 
 
 def gumbel_top_k(ids: Sequence[str], scores: npt.ArrayLike, k: int, *, sampling: str, temperature: float = 1.0,
@@ -99,7 +101,7 @@ def gumbel_top_k(ids: Sequence[str], scores: npt.ArrayLike, k: int, *, sampling:
     """Rows (min(k, N),) of a sample without replacement of ``scores`` (N,) by ``sampling``, in draw order."""
     s = np.asarray(scores, dtype=np.float64)
     keys = sampling_keys(ids, s, sampling=sampling, beta=1.0 / temperature, seed=seed,
-                         sorted_scores=np.sort(s[~np.isnan(s)]))
+                         sorted_scores=ascending_non_null(s) if sampling == "softrank" else None)
     return top_k_order(ids, keys, k)
 
 

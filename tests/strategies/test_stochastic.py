@@ -79,6 +79,11 @@ def test_seeded_independent_of_order_and_nulls_last():
     ids = ["a", "b", "c", "d", "e"]
     rows = gumbel_top_k(ids, scores, 5, sampling="power", seed=3)
     assert set(rows[:3].tolist()) == {0, 2, 3} and set(rows[3:].tolist()) == {1, 4}
+    # nulls last, in the order of their noise (which is not their ids' order here)
+    null_ids = [f"n{i}" for i in range(8)]
+    null_rows = gumbel_top_k(["x", *null_ids], np.array([0.5] + [np.nan] * 8), 9, sampling="power", seed=3)
+    by_noise = (np.argsort(-gumbel_noise(null_ids, 3), kind="stable") + 1).tolist()
+    assert null_rows[0] == 0 and null_rows[1:].tolist() == by_noise != sorted(by_noise)
     assert (gumbel_top_k(ids, scores, 5, sampling="power", seed=3) == rows).all()
     reversed_rows = gumbel_top_k(ids[::-1], scores[::-1], 5, sampling="power", seed=3)
     assert [ids[::-1][r] for r in reversed_rows] == [ids[r] for r in rows]
