@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alray-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench peers clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ test: lint
 
 bench: setup
 	$(PY) benchmarks/coreset.py --quick
+
+# scikit-activeml's and baal's strategies on the simulator's loop (dev-only dependencies)
+peers: setup
+	$(PY) -m pip install -q -e ".[peers]"
+	$(PY) benchmarks/peers.py
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -77,7 +77,7 @@ def select(features: pd.DataFrame | pa.Table, *, n_samples: int | None = None,
     n_samples : how many to select (or give ``proportion_samples``, or a diversity ``min_distance``)
     strategies : entries of ``selection.strategies``: mappings as in the YAML config,
         :class:`~alray.config.StrategyConfig` objects, or short forms such as ``"diversity"`` and
-        ``"weights:bald"``. Default: BALD-weighted diversity.
+        ``"weights:bald"``. Default: ``auto``, the budget-aware choice.
     labeled : ids already labeled: never selected; their embeddings (when in ``features``) count
         as existing centres
     seed : the run seed (partition hash, reference samples)

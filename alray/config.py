@@ -247,11 +247,15 @@ class StrategyConfig(_Section):
     n_neighbors: int = Field(20, ge=1, description="typicality knn: neighbours averaged.")
     reference_size: int = Field(4096, ge=2, description="typicality knn: candidates sampled as neighbours.")
     n_clusters: int = Field(32, ge=1, description="typicality kmeans: clusters; probcover: k-means pseudo-labels "
-                            "for the purity heuristic (the number of classes you expect).")
+                            "for the purity heuristic (the number of classes you expect); cluster_margin: clusters "
+                            "of the average-linkage clustering.")
     max_clusters: int = Field(500, ge=1, description="typiclust: at most this many k-means clusters "
-                              "(labeled + n_samples otherwise).")
-    sample_size: int = Field(20_000, ge=2, description="typiclust, probcover: candidates (the first in the seeded "
-                             "hash order) the clusters and the ball graph are built on; all when fewer.")
+                              "(labeled + n_samples otherwise); cluster_margin: k-means micro-clusters the "
+                              "average linkage merges.")
+    sample_size: int = Field(20_000, ge=2, description="typiclust, probcover, cluster_margin: candidates (the first "
+                             "in the seeded hash order) the clusters and the ball graph are built on; all when fewer.")
+    margin_candidates: int | None = Field(None, ge=1, description="cluster_margin: the most uncertain candidates "
+                                          "the batch is taken from (default 10 x the batch).")
     delta: float | None = Field(None, gt=0, description="probcover: ball radius; from the purity heuristic when unset.")
     purity: float = Field(0.95, description="probcover: share of pure balls the chosen delta keeps.")
     temperature: float = Field(1.0, gt=0, description="power, softmax, softrank: sampling temperature (1 / beta); "
@@ -280,7 +284,7 @@ class StrategyConfig(_Section):
 
 
 def _default_strategies() -> list[StrategyConfig]:
-    return [StrategyConfig(input=EMBEDDINGS, strategy="diversity"), StrategyConfig(input="bald", strategy="weights")]
+    return [StrategyConfig(input=EMBEDDINGS, strategy="auto")]
 
 
 class SelectionConfig(_Section):
@@ -290,7 +294,7 @@ class SelectionConfig(_Section):
     strategies: list[StrategyConfig] = Field(
         default_factory=_default_strategies,
         description="Objectives; thresholds apply first, the rest combine as a product of each objective "
-        "raised to its strength. Default: uncertainty (BALD)-weighted diversity.")
+        "raised to its strength. Default: auto, the budget-aware choice (README: Strategies).")
     mode: Literal["combined", "top_m"] = Field(
         "combined", description="combined: weighted diversity; top_m: keep the top_m candidates by the "
         "weights, then diversify among them.")

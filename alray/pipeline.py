@@ -51,6 +51,7 @@ class RunSummary:
     filtered_by_reason: dict[str, int] = field(default_factory=dict)
     coverage_radius: float | None = None
     strategy: str = ""
+    strategy_reason: str | None = None  # why ``auto`` chose the strategy
     selection_details: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
@@ -73,6 +74,8 @@ def _runs_row(summary: RunSummary, config: Config, started: dt.datetime, finishe
         "coverage_radius": summary.coverage_radius, "timings": json.dumps(summary.timings, sort_keys=True),
         "versions": json.dumps(library_versions(), sort_keys=True), "error": summary.error,
         "stages_completed": ",".join(summary.stages_completed),
+        "strategy": summary.strategy or None, "strategy_reason": summary.strategy_reason,
+        "selection_details": json.dumps(summary.selection_details, sort_keys=True) if summary.strategy else None,
     }
     return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
 
@@ -136,6 +139,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.filtered_by_reason = selected.filtered_by_reason
             summary.coverage_radius = selected.coverage_radius
             summary.strategy = selected.strategy
+            summary.strategy_reason = selected.strategy_reason
             summary.selection_details = selected.details
             summary.stages_completed.append("select")
         summary.status = "succeeded"

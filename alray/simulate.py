@@ -34,7 +34,7 @@ from alray.progress import Progress
 from alray.scoring import all_scores
 from alray.selection.local import select_table
 from alray.selection.result import LABELED_REASON
-from alray.simulate_config import SimulateConfig, strategy_entries
+from alray.simulate_config import PEER_STRATEGIES, PeerQuery, SimLakeConfig, SimulateConfig, strategy_entries
 from alray.simulate_ssl import SeedEncoder, seed_encoder
 from alray.tables import MC_SCORES
 from alray.training import accuracy, train_classifier
@@ -84,9 +84,57 @@ def _mnist1d(config: SimulateConfig, seed: int) -> Dataset:
                    [f"mnist1d-{i:05d}" for i in range(len(x))], 10)
 
 
+@lru_cache(maxsize=4)
+def _lake_arrays(settings: str) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+    """Embeddings (N, D), label indices (N,), ids and the class count of a run's features joined to the labels
+    (``settings``: the ``simulate.lake`` section as JSON)."""
+    from alray.lake import Lake
+    from alray.lake.inputs import read_columns
+    from alray.strategies.base import embedding_matrix
+
+    lake_config = SimLakeConfig.model_validate_json(settings)
+    lake = Lake.from_output(lake_config.output)
+    name = "simulate.lake"
+    if not lake.run_files("features", lake_config.run_id):
+        raise InputError(f"{name}.run_id: no features rows for run {lake_config.run_id!r} in {lake.table('features')}")
+    features = lake.read_run("features", lake_config.run_id, columns=["id", "embedding"])
+    labels = read_columns(lake_config.labels_path, lake_config.labels_format, ["id", lake_config.label_column],
+                          name=f"{name}.labels_path",
+                          storage_options=dict(lake_config.output.storage_options) or None)
+    label_of = {str(i): v for i, v in zip(labels.column("id").to_pylist(),
+                                          labels.column(lake_config.label_column).to_pylist(), strict=True)
+                if v is not None}
+    ids = [str(i) for i in features.column("id").to_pylist()]
+    keep = np.array([i in label_of for i in ids], dtype=bool)
+    keep &= np.asarray(features.column("embedding").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if keep.sum() < 10:
+        raise InputError(f"{name}.labels_path: {lake_config.labels_path}: only {int(keep.sum())} of the run's "
+                         f"{len(ids)} feature ids have a label; expected at least 10")
+    kept = [i for i, k in zip(ids, keep, strict=True) if k]
+    classes = sorted({str(label_of[i]) for i in kept})
+    index = {c: n for n, c in enumerate(classes)}
+    x = embedding_matrix(features.filter(pa.array(keep)))
+    y = np.array([index[str(label_of[i])] for i in kept], dtype=np.int64)
+    return x, y, kept, len(classes)
+
+
+def _lake(config: SimulateConfig, seed: int) -> Dataset:
+    assert config.lake is not None  # the config's validator
+    x, y, ids, n_classes = _lake_arrays(config.lake.model_dump_json())
+    if config.n_test >= len(y):
+        raise InputError(f"simulate.n_test: {config.n_test} test rows leave no pool of the {len(y)} labeled rows")
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    x = ((x - mean) / std).astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(y))
+    test, pool = order[: config.n_test], order[config.n_test :]
+    return Dataset("lake", x[pool], y[pool], x[test], y[test], [ids[i] for i in pool], n_classes)
+
+
 def load_dataset(config: SimulateConfig, seed: int) -> Dataset:
-    """The dataset of ``config`` split for ``seed`` (digits is split per seed; MNIST-1D has its own test set)."""
-    loaders: dict[str, Callable[[SimulateConfig, int], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d}
+    """The dataset of ``config`` split for ``seed`` (digits and lake tables are split per seed; MNIST-1D has
+    its own test set)."""
+    loaders: dict[str, Callable[[SimulateConfig, int], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d,
+                                                                   "lake": _lake}
     data = loaders[config.dataset](config, seed)
     if config.n_pool is not None and config.n_pool < len(data.y_pool):
         keep = np.sort(np.random.default_rng(seed + 1).choice(len(data.y_pool), config.n_pool, replace=False))
@@ -125,21 +173,35 @@ def select_batch(name: str, model: FeatureMLP | SequenceCNN, data: Dataset, keys
     the strategies ``name`` stands for: the code path of ``alray run``'s selection stage.
     """
     unlabeled = np.setdiff1d(np.arange(len(data.y_pool)), labeled)
-    entries = strategy_entries(name, n_neighbors=config.n_neighbors)
-    if entries is None:
+    peer = PEER_STRATEGIES.get(name)
+    entries = None if peer is not None else strategy_entries(name, n_neighbors=config.n_neighbors)
+    if entries is None and peer is None:
         return np.random.default_rng([seed, 7]).choice(unlabeled, size=n_select, replace=False)
     x = torch.as_tensor(data.x_pool[unlabeled])
     prediction = mc_predict(model, x, keys[unlabeled], n_samples=config.mc_samples, seed=seed)
     assert prediction.probs is not None  # the simulator's models are classifiers
-    scores = all_scores(prediction.probs.numpy())
     with torch.no_grad():
         labeled_embeddings = model.embed(torch.as_tensor(data.x_pool[labeled])).numpy().astype(np.float32)
+    if peer is not None:
+        rows = peer(PeerQuery(mc_probs=prediction.probs.numpy(), embeddings=prediction.embedding.numpy(),
+                              labeled_embeddings=labeled_embeddings, labeled_y=data.y_pool[labeled],
+                              n_classes=data.n_classes, n_select=n_select, seed=seed))
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) != n_select or len(set(rows.tolist())) != n_select:
+            raise RuntimeError(f"peer strategy {name!r} returned {len(rows)} rows, {len(set(rows.tolist()))} "
+                               f"distinct, for a batch of {n_select}")
+        return unlabeled[rows]
+    assert entries is not None
+    scores = all_scores(prediction.probs.numpy())
+    mean_probs = scores["probs"]  # (N, C): the mean over the MC passes, as the features table's probs
     embeddings = np.vstack([prediction.embedding.numpy().astype(np.float32), labeled_embeddings])
     rows = np.concatenate([unlabeled, labeled])
     features = pa.table({
         "id": pa.array([data.ids[i] for i in rows], pa.string()),
         "embedding": pa.array(list(embeddings), pa.list_(pa.float32())),
         "pred": pa.array(np.concatenate([scores["pred"], np.full(len(labeled), -1)]).astype(np.int32)),
+        "probs": pa.array(list(np.vstack([mean_probs, np.zeros((len(labeled), mean_probs.shape[1]))]).astype(
+            np.float32)), pa.list_(pa.float32())),
         **{score: pa.array(np.concatenate([scores[score], np.zeros(len(labeled))]), pa.float64())
            for score in MC_SCORES},
     })

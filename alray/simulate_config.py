@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alray.config import EmbedConfig, RayConfig, StrategyConfig, _format_validation_error, apply_override
+from alray.config import EmbedConfig, OutputConfig, RayConfig, StrategyConfig, _format_validation_error, apply_override
 from alray.errors import ConfigError
 from alray.strategies.base import EMBEDDINGS
 
@@ -21,11 +24,34 @@ PRESETS: dict[str, str | None] = {
     "margin": "weights:margin",
     "bald": "weights:bald",
     "power_bald": "power:bald",
+    "badge": "badge",
+    "cluster_margin": "cluster_margin:margin",
+    "typiclust": "typiclust",
+    "auto": "auto",
     "coreset": "diversity",
     "uncertainty_diversity": "diversity+weights:bald",
     "typicality": "diversity+typicality",
 }
 STRATEGY_NAMES = tuple(PRESETS)
+
+
+@dataclass(frozen=True)
+class PeerQuery:
+    """What another library's query strategy sees in a simulator round (``benchmarks/peers.py``)."""
+
+    mc_probs: np.ndarray  # (U, T, C) MC-dropout probabilities of the unlabeled rows
+    embeddings: np.ndarray  # (U, D) the task model's embeddings of the unlabeled rows
+    labeled_embeddings: np.ndarray  # (L, D) the same of the labeled rows
+    labeled_y: np.ndarray  # (L,) their labels
+    n_classes: int
+    n_select: int
+    seed: int
+
+
+# Query strategies of other libraries, run on the simulator's exact loop: a name (``library:method``) to
+# a function of a PeerQuery giving rows (n_select,) of the unlabeled rows in pick order. Registered by
+# ``benchmarks/peers.py`` (their libraries are dev-only dependencies), empty otherwise.
+PEER_STRATEGIES: dict[str, Callable[[PeerQuery], np.ndarray]] = {}
 
 
 def strategy_entries(name: str, *, n_neighbors: int = 20) -> list[StrategyConfig] | None:
@@ -68,10 +94,20 @@ def _digits_embed() -> EmbedConfig:
                        augment={"flip_probability": 0.0, "crop_min_scale": 0.4})  # type: ignore[arg-type]
 
 
+class SimLakeConfig(_Section):
+    output: OutputConfig = Field(description="The lake the run wrote (a run config's output section).")
+    run_id: str = Field(description="The run whose features table (id, embedding) the loop replays on.")
+    labels_path: str = Field(description="Table of the true labels: `id` and the label column.")
+    labels_format: Literal["parquet", "delta"] = Field("parquet", description="Format of the labels table.")
+    label_column: str = Field("label", description="The labels table's column of labels (any type).")
+
+
 class SimulateConfig(_Section):
-    dataset: Literal["digits", "mnist1d"] = Field(
+    dataset: Literal["digits", "mnist1d", "lake"] = Field(
         "digits", description="digits: scikit-learn's 1,797 8x8 digits (64 pixel features); mnist1d: MNIST-1D "
-        "generated locally by the mnist1d package (40 features, 4,000 train / 1,000 test).")
+        "generated locally by the mnist1d package (40 features, 4,000 train / 1,000 test); lake: a run's "
+        "features table and a labels table of your own (simulate.lake), a head trained on the embeddings.")
+    lake: SimLakeConfig | None = Field(None, description="dataset lake: where the features and labels are.")
     n_test: int = Field(500, ge=10, description="digits: held-out test rows (MNIST-1D has its own test split).")
     n_pool: int | None = Field(None, ge=10, description="Cap on the pool size (all training rows when absent).")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
@@ -111,6 +147,8 @@ class SimulateConfig(_Section):
     @classmethod
     def _known_strategies(cls, value: list[str]) -> list[str]:
         for name in value:
+            if name in PEER_STRATEGIES:
+                continue
             try:
                 strategy_entries(name)
             except (ValueError, ValidationError) as exc:
@@ -134,6 +172,12 @@ class SimulateConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("a strategy is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _lake_needs_tables(self) -> SimulateConfig:
+        if self.dataset == "lake" and self.lake is None:
+            raise ValueError("dataset lake needs simulate.lake (output, run_id, labels_path)")
+        return self
 
     @model_validator(mode="after")
     def _ssl_needs_images(self) -> SimulateConfig:

@@ -125,6 +125,8 @@ RUNS_SCHEMA = pa.schema([
     pa.field("filtered_by_reason", pa.string()), pa.field("coverage_radius", pa.float64()),
     pa.field("timings", pa.string()), pa.field("versions", pa.string()), pa.field("error", pa.string()),
     pa.field("stages_completed", pa.string()),
+    pa.field("strategy", pa.string()), pa.field("strategy_reason", pa.string()),
+    pa.field("selection_details", pa.string()),
 ])
 
 

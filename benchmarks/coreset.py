@@ -236,12 +236,13 @@ def bench_two_stage_radius(
 def bench_spark_stage(
     n_rows: int, n_features: int, n_clusters: int, k: int, n_partitions: int, *, seed: int,
     single_machine_radius: float | None = None, workdir: Path | None = None,
-    strategies: list[dict[str, Any]] | None = None,
+    strategies: list[dict[str, Any]] | None = None, n_classes: int = 0,
 ) -> dict[str, Any]:
     """The Spark selection stage on ``local[2]``: wall time, peak memory, radius.
 
-    Writes a synthetic features table (clustered embeddings, random BALD) to a Delta lake in
-    ``workdir``, then runs ``strategies`` (default: BALD-weighted diversity) selecting ``k``.
+    Writes a synthetic features table (clustered embeddings, random BALD; with ``n_classes``,
+    also ``probs`` over that many classes and their ``margin``) to a Delta lake in ``workdir``,
+    then runs ``strategies`` (default: BALD-weighted diversity) selecting ``k``.
     """
     import shutil
     import tempfile
@@ -258,17 +259,28 @@ def bench_spark_stage(
         pool = clustered_pool(n_rows, n_features, n_clusters, seed=seed)
         bald = np.random.default_rng(seed + 1).random(n_rows)
         lake = Lake(str(root / "lake"))
-        schema = pa.schema([("run_id", pa.string()), ("id", pa.string()),
-                            ("embedding", pa.list_(pa.float32())), ("bald", pa.float64())])
+        fields = [("run_id", pa.string()), ("id", pa.string()), ("embedding", pa.list_(pa.float32())),
+                  ("bald", pa.float64())]
+        if n_classes:
+            fields += [("probs", pa.list_(pa.float32())), ("margin", pa.float64())]
+        schema = pa.schema(fields)
 
         def batches() -> Iterator[pa.RecordBatch]:
             for start in range(0, n_rows, 100_000):
                 stop = min(start + 100_000, n_rows)
                 flat = pa.array(pool[start:stop].ravel(), pa.float32())
                 offsets = pa.array(np.arange(0, (stop - start + 1) * n_features, n_features, dtype=np.int32))
-                yield pa.RecordBatch.from_arrays([
-                    pa.array(["bench"] * (stop - start)), pa.array([f"row-{i:08d}" for i in range(start, stop)]),
-                    pa.ListArray.from_arrays(offsets, flat), pa.array(bald[start:stop])], schema=schema)
+                columns = [pa.array(["bench"] * (stop - start)), pa.array([f"row-{i:08d}" for i in range(start, stop)]),
+                           pa.ListArray.from_arrays(offsets, flat), pa.array(bald[start:stop])]
+                if n_classes:
+                    logits = np.random.default_rng([seed, start]).normal(scale=2.0, size=(stop - start, n_classes))
+                    probs = np.exp(logits - logits.max(1, keepdims=True))
+                    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+                    top = np.sort(probs, axis=1)[:, -2:]
+                    class_offsets = pa.array(np.arange(0, (stop - start + 1) * n_classes, n_classes, dtype=np.int32))
+                    columns += [pa.ListArray.from_arrays(class_offsets, pa.array(probs.ravel(), pa.float32())),
+                                pa.array(1.0 - (top[:, 1] - top[:, 0]).astype(np.float64))]
+                yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
         write_start = time.perf_counter()
         replace_run(lake.table("features"), pa.RecordBatchReader.from_batches(schema, batches()), "bench")

@@ -56,7 +56,8 @@ def demo_config(demo_files, lake: Path, **selection) -> Config:
     """A config for the demo subset writing to ``lake``; selection keys may be overridden.
 
     The selection runs on Spark (``engine: spark``) unless ``engine`` is given: these tests are
-    about the Spark stage, which ``engine: auto`` would skip for a pool this small."""
+    about the Spark stage, which ``engine: auto`` would skip for a pool this small. Its strategies
+    are BALD-weighted diversity unless given (``auto``, the default, would pick by the budget)."""
     return config_from_dict({
         "run": {"seed": 0},
         "pool": {"path": demo_files.pool, "format": "parquet"},
@@ -68,6 +69,7 @@ def demo_config(demo_files, lake: Path, **selection) -> Config:
             "filters": [{"column": "sharpness", "op": ">", "value": 50.0}],
             "n_partitions": 3,
             "engine": "spark",
+            "strategies": [{"input": "embeddings", "strategy": "diversity"}, {"input": "bald", "strategy": "weights"}],
             **selection,
         },
         "output": {"path": str(lake)},

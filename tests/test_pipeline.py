@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -169,3 +171,21 @@ def test_the_local_engine_writes_the_spark_stage_ranking_and_auto_picks_it_for_s
         assert rerun.counts["selected"] == summary.counts["selected"]
         assert rerun.filtered_by_reason == summary.filtered_by_reason
     assert any("engine auto: local" in line for line in lines)
+
+
+def test_the_default_auto_records_its_choice_and_reason_in_the_runs_table(finished_run):
+    # last in this module: it replaces the run's ranking with auto's
+    from alray.config import SelectionConfig
+
+    config, summary = finished_run
+    default = SelectionConfig(n_samples=config.selection.n_samples, engine="local").strategies
+    assert [s.strategy for s in default] == ["auto"]
+    again = config.model_copy(update={"selection": config.selection.model_copy(update={"strategies": default})})
+    rerun = run_pipeline(again, progress=Progress(quiet=True), stages=("select",))
+    assert rerun.strategy.startswith("auto(") and rerun.strategy_reason
+    runs = DeltaTable(summary.tables["runs"]).to_pyarrow_dataset().to_table()
+    row = runs.filter(pc.equal(runs.column("run_id"), summary.run_id)).to_pylist()[0]
+    assert (row["strategy"], row["strategy_reason"]) == (rerun.strategy, rerun.strategy_reason)
+    assert json.loads(row["selection_details"]) == rerun.selection_details
+    ranking = read_run(summary.tables["ranking"], summary.run_id)
+    assert set(ranking.column("strategy").to_pylist()) == {rerun.strategy}

@@ -153,3 +153,77 @@ def test_the_loop_trains_the_1d_cnn_when_asked(tmp_path):
     from alray.simulate import _train, load_dataset
 
     assert isinstance(_train(config, load_dataset(config, 0), np.arange(20), 0), SequenceCNN)
+
+
+def _lake_with_digits(tmp_path, n=700):
+    """A lake holding a run's features (the digits' pixels as embeddings) and a labels table beside it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_digits
+
+    from alray.lake import Lake
+
+    x, y = load_digits(return_X_y=True)
+    ids = [f"img-{i:05d}" for i in range(n)]
+    lake = Lake(str(tmp_path / "lake"))
+    features = pa.table({"run_id": ["r1"] * n, "id": ids,
+                         "embedding": pa.array(list(x[:n].astype(np.float32)), pa.list_(pa.float32()))})
+    lake.replace_run("features", features, "r1")
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    # labels for all but the last 50 features, plus ids the run never scored
+    pq.write_table(pa.table({"id": [*ids[:-50], "elsewhere-1"], "label": [*names[y[:n - 50]], "one"]}),
+                   tmp_path / "labels.parquet")
+    return lake, names[y[: n - 50]]
+
+
+def test_the_loop_replays_on_a_runs_features_and_the_users_labels(tmp_path):
+    lake, _ = _lake_with_digits(tmp_path)
+    config = tiny(tmp_path, dataset="lake", n_test=150, n_pool=None, batch_size=50, strategies=["random", "auto"],
+                  lake={"output": {"path": lake.root}, "run_id": "r1", "labels_path": str(tmp_path / "labels.parquet")})
+    from alray.simulate import load_dataset
+
+    data = load_dataset(config, 0)
+    assert data.n_classes == 10 and len(data.y_pool) + len(data.y_test) == 650  # labeled feature rows only
+    assert not set(data.ids) & {"elsewhere-1", "img-00699"}
+    points = simulate(config, plot=False).points
+    auto = sorted((p for p in points if p.strategy == "auto"), key=lambda p: p.round)
+    assert [p.n_labels for p in auto] == [20, 70, 120]  # batches of 10% of the 500-row pool
+    assert auto[-1].accuracy > 0.6  # a head on the embeddings learns the user's classes (chance: 0.1)
+
+
+def test_a_lake_without_matching_labels_names_the_labels_table(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake, _ = _lake_with_digits(tmp_path)
+    pq.write_table(pa.table({"id": ["nobody"], "label": ["x"]}), tmp_path / "none.parquet")
+    path = tmp_path / "sim.yaml"
+    path.write_text(f"simulate:\n  dataset: lake\n  lake: {{output: {{path: {lake.root}}}, run_id: r1, "
+                    f"labels_path: {tmp_path / 'none.parquet'}}}\n")
+    assert main(["simulate", str(path), "--out", str(tmp_path / "o")]) == 2
+    path.write_text("simulate:\n  dataset: lake\n")
+    with pytest.raises(ConfigError, match=r"simulate\.lake"):
+        load_simulate_config(path)
+
+
+def test_a_registered_peer_strategy_runs_on_the_same_loop(tmp_path, monkeypatch):
+    import numpy as np
+
+    from alray.simulate_config import PEER_STRATEGIES, PeerQuery
+
+    seen: list[PeerQuery] = []
+
+    def top_margin(query: PeerQuery) -> np.ndarray:  # a peer's margin sampling, written on its inputs
+        seen.append(query)
+        p = np.sort(query.mc_probs.mean(axis=1), axis=1)
+        return np.argsort(p[:, -1] - p[:, -2], kind="stable")[: query.n_select]
+
+    monkeypatch.setitem(PEER_STRATEGIES, "peer:margin", top_margin)
+    points = simulate(tiny(tmp_path, strategies=["margin", "peer:margin"]), plot=False).points
+    ours = [p.accuracy for p in points if p.strategy == "margin"]
+    theirs = [p.accuracy for p in points if p.strategy == "peer:margin"]
+    assert ours == theirs  # the same picks on the same loop give the same curve
+    query = seen[0]
+    assert query.mc_probs.shape[1:] == (5, 10) and query.n_select == 30 and len(query.labeled_y) == 20
+    assert query.embeddings.shape[0] == query.mc_probs.shape[0] == 580  # the unlabeled rows of the 600

@@ -48,6 +48,13 @@ class TableCandidates:
     features: pa.Table
     seed: int
     batches: Sequence[pa.Table] = ()
+    partitions: Sequence[pa.Table] = ()  # the hash partitions, in id order (:func:`spark_partitions`)
+    n_partitions: int = 1
+    oversample: float = 4.0
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.table.column_names)
 
     def column_range(self, column: str) -> tuple[float | None, float | None]:
         values = pc.cast(self.table.column(column), pa.float64())
@@ -78,23 +85,30 @@ class TableCandidates:
     def sorted_values(self, column: str) -> np.ndarray:
         return ascending_non_null(numeric_column(self.table, column))
 
+    def partition_map(self, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> pa.Table:
+        parts = self.partitions or [sorted_by_id(self.table)]
+        return pa.concat_tables([fn(p).cast(schema) for p in parts if p.num_rows] or [schema.empty_table()])
+
 
 # Spark's default spark.sql.execution.arrow.maxRecordsPerBatch: the rows of one Arrow batch.
 ARROW_BATCH_ROWS = 10_000
 
 
-def spark_batches(table: pa.Table, n_partitions: int, seed: int, *,
+def spark_partitions(table: pa.Table, n_partitions: int, seed: int) -> list[pa.Table]:
+    """``table``'s rows in the Spark stage's hash partitions (:func:`partition_of`), each in id order."""
+    ids = [str(i) for i in table.column("id").to_pylist()]
+    part = partition_of(ids, n_partitions, seed)
+    return [sorted_by_id(table.filter(pa.array(part == p))) for p in range(n_partitions)]
+
+
+def spark_batches(table: pa.Table | Sequence[pa.Table], n_partitions: int, seed: int, *,
                   batch_rows: int = ARROW_BATCH_ROWS) -> list[pa.Table]:
     """``table`` cut as the Spark stage's Arrow tasks see it: hash partitions, id order, batches of ``batch_rows``.
 
     Per-batch arithmetic (matrix products over a batch, sums over batches) then runs on the same
     rows in the same order as on Spark. ``batch_rows`` is Spark's default
     ``spark.sql.execution.arrow.maxRecordsPerBatch``; a session that changes it cuts otherwise.
+    ``table`` may be its :func:`spark_partitions` already.
     """
-    ids = [str(i) for i in table.column("id").to_pylist()]
-    part = partition_of(ids, n_partitions, seed)
-    batches: list[pa.Table] = []
-    for p in range(n_partitions):
-        rows = sorted_by_id(table.filter(pa.array(part == p)))
-        batches.extend(rows.slice(start, batch_rows) for start in range(0, rows.num_rows, batch_rows))
-    return batches
+    parts = spark_partitions(table, n_partitions, seed) if isinstance(table, pa.Table) else table
+    return [rows.slice(start, batch_rows) for rows in parts for start in range(0, rows.num_rows, batch_rows)]

@@ -16,18 +16,28 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from alray.config import SelectionConfig
 from alray.coreset import nearest_centre_distances
 from alray.errors import InputError
-from alray.selection.batches import TableCandidates, spark_batches
+from alray.selection.batches import TableCandidates, spark_batches, spark_partitions
 from alray.selection.filters import rejection_reasons
 from alray.selection.objectives import greedy_table, quotas_for, with_objectives
 from alray.selection.partitions import partition_of
-from alray.selection.plan import Plan, plan_selection, target_count
+from alray.selection.plan import Plan, plan_selection, resolve_auto, target_count
 from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
-from alray.selection.rounds import GreedySpec, by_weight_round, local_centres, merge_round, reduce_levels, sorted_by_id
+from alray.selection.rounds import (
+    GreedySpec,
+    by_weight_round,
+    kept_apart,
+    local_centres,
+    merge_round,
+    reduce_levels,
+    sorted_by_id,
+)
+from alray.strategies.auto import MODEL_COLUMNS, Budget
 from alray.strategies.balance import class_labels
 from alray.strategies.base import embedding_matrix
 from alray.tables import RANKING_SCHEMA
@@ -126,11 +136,19 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     centre_rows = sorted_by_id(features.filter(pa.array(np.isin(reasons, [LABELED_REASON, PREVIOUS_REASON]))))
     labeled = embedding_matrix(centre_rows) if centre_rows.num_rows else None
     n_select = target_count(selection, candidates.num_rows)
+    labeled_given = excluded is not None and LABELED_REASON in set(excluded.values())
+    plan = resolve_auto(plan, Budget(n_labeled=counts.get(LABELED_REASON, 0) if labeled_given else None,
+                                     n_classes=class_count(features),
+                                     n_candidates=candidates.num_rows, n_select=n_select,
+                                     columns=[c for c in MODEL_COLUMNS if c in features.column_names
+                                              and features.column(c).null_count < features.num_rows]))
     result = SelectResult(n_features=features.num_rows, n_candidates=candidates.num_rows, n_selected=0,
                           n_filtered=int((~is_candidate).sum()), filtered_by_reason=counts,
-                          n_labeled_in_pool=counts.get(LABELED_REASON, 0), strategy=plan.label)
-    cut = spark_batches(candidates, selection.n_partitions, seed)
-    source = TableCandidates(candidates, features, seed, cut)
+                          n_labeled_in_pool=counts.get(LABELED_REASON, 0), strategy=plan.label,
+                          strategy_reason=plan.auto_reason)
+    parts = spark_partitions(candidates, selection.n_partitions, seed)
+    cut = spark_batches(parts, selection.n_partitions, seed)
+    source = TableCandidates(candidates, features, seed, cut, parts, selection.n_partitions, selection.oversample)
     batches = with_objectives(cut, plan, source)
     candidates = pa.concat_tables(batches) if batches else with_objectives([candidates], plan, source)[0]
     available: dict[str, int] = {}
@@ -146,7 +164,8 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     if plan.selector is not None and n_select:
         entry, selector = plan.selector
         chosen = selector.select(entry, source, n_select, labeled)
-        picked_ids, picked, result.details = chosen.ids, chosen.embeddings, chosen.details
+        picked_ids, picked = kept_apart(chosen.ids, chosen.embeddings, labeled, plan.min_distance)
+        result.details = chosen.details
     elif plan.diversity is not None and n_select:
         rows = greedy_table(candidates, plan)
         if plan.top_m is not None:
@@ -169,6 +188,15 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     ranking, result.coverage_radius = score_candidates(candidates, embeddings, pick_rows, picked, labeled, plan,
                                                       batch_sizes=[b.num_rows for b in batches])
     return ranking_table(ranking, run_id, plan.label, run_time), result
+
+
+def class_count(features: pa.Table) -> int:
+    """Classes of the model: the widest ``probs`` entry (0 without the column)."""
+    if "probs" not in features.column_names or not features.num_rows or pa.types.is_null(features.schema.field(
+            "probs").type):
+        return 0
+    widest = pc.max(pc.list_value_length(features.column("probs"))).as_py()
+    return int(widest or 0)
 
 
 def score_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,

@@ -5,12 +5,14 @@ Both engines start from a :class:`Plan`; its checks name the config key at fault
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from alray.config import FilterConfig, SelectionConfig, StrategyConfig
 from alray.errors import ConfigError
+from alray.strategies.auto import Auto, Budget
 from alray.strategies.base import (
     EMBEDDINGS,
     PREDICTION_COLUMN,
@@ -53,6 +55,8 @@ class Plan:
     label: str
     selector: tuple[StrategyConfig, Selector] | None = None
     sampler: tuple[StrategyConfig, Sampler, str] | None = None  # (entry, strategy, column)
+    auto: StrategyConfig | None = None  # an ``auto`` entry, until :func:`resolve_auto` replaces it
+    auto_reason: str | None = None  # why ``auto`` chose what it chose
 
     @property
     def ranks_by_distance(self) -> bool:
@@ -92,6 +96,7 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
     objectives: list[PlannedObjective] = []
     selector: tuple[StrategyConfig, Selector] | None = None
     sampler: tuple[StrategyConfig, Sampler, str] | None = None
+    auto: StrategyConfig | None = None
     filters = [(spec, f"selection.filters.{i}") for i, spec in enumerate(selection.filters)]
     for i, entry in enumerate(selection.strategies):
         key = f"selection.strategies.{i}"
@@ -111,6 +116,8 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
                 raise ConfigError(f"{key}: only one of power, softmax and softrank per selection")
             assert column is not None
             sampler = (entry, strategy, column)
+        elif isinstance(strategy, Auto):
+            auto = entry
         elif isinstance(strategy, Selector):
             if selector is not None:
                 raise ConfigError(f"{key}: only one of typiclust, probcover and other selectors per selection")
@@ -123,10 +130,29 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
         key = f"selection.strategies.{selection.strategies.index(sampler[0])}"
         raise ConfigError(f"{key}: {sampler[0].strategy} draws the batch at random; combine it with filters, "
                           "thresholds, objectives and balance, not with diversity or a selector")
+    if auto is not None and (len(objectives) or diversity or balance or selector or sampler
+                             or sum(isinstance(get_strategy(e.strategy), Auto) for e in selection.strategies) > 1):
+        key = f"selection.strategies.{selection.strategies.index(auto)}"
+        raise ConfigError(f"{key}: auto chooses the strategies itself; combine it only with filters and thresholds")
     min_distance = max(selection.near_duplicate_distance, (diversity.min_distance or 0.0) if diversity else 0.0)
     return Plan(selection=selection, diversity=diversity, objectives=objectives, filters=filters, balance=balance,
                 balance_column=balance_column, min_distance=min_distance, label=strategy_label(selection),
-                selector=selector, sampler=sampler)
+                selector=selector, sampler=sampler, auto=auto)
+
+
+def resolve_auto(plan: Plan, budget: Budget) -> Plan:
+    """``plan`` with its ``auto`` entry replaced by the strategies it chooses under ``budget`` (as is without one).
+
+    The new plan's label is ``auto(<chosen label>)`` and its ``auto_reason`` says why.
+    """
+    if plan.auto is None:
+        return plan
+    chosen, reason = Auto().resolve(plan.auto, budget)
+    strategies = [e for e in plan.selection.strategies if e is not plan.auto]
+    position = plan.selection.strategies.index(plan.auto)
+    selection = plan.selection.model_copy(update={"strategies": strategies[:position] + chosen + strategies[position:]})
+    resolved = plan_selection(selection, budget.columns)
+    return dataclasses.replace(resolved, label=f"auto({resolved.label})", auto_reason=reason)
 
 
 def target_count(selection: SelectionConfig, n_candidates: int) -> int:

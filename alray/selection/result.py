@@ -22,3 +22,4 @@ class SelectResult:
     strategy: str = ""
     stop_reason: str = ""
     details: dict[str, float] = field(default_factory=dict)  # a selector's figures (probcover's delta, ...)
+    strategy_reason: str | None = None  # why ``auto`` chose the strategy

@@ -31,12 +31,13 @@ from alray.lake import Lake, filesystem_for
 from alray.progress import Progress
 from alray.selection.batches import read_query_embeddings
 from alray.selection.objectives import add_objective_columns, prepare_objectives, quotas_for
-from alray.selection.plan import Plan, plan_selection, target_count
+from alray.selection.plan import Plan, plan_selection, resolve_auto, target_count
 from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 from alray.selection.rounds import (
     GreedySpec,
     by_weight_round,
+    kept_apart,
     local_centres,
     merge_round,
     reduce_levels,
@@ -44,6 +45,7 @@ from alray.selection.rounds import (
 )
 from alray.stages.select_local import LOCAL_MAX_ROWS, choose_engine, excluded_ids, run_select_local
 from alray.stages.spark_filters import rejection_reason
+from alray.strategies.auto import MODEL_COLUMNS, Budget
 from alray.strategies.base import CandidateBatch, ascending_non_null, embedding_matrix, numeric_column
 from alray.tables import RANKING_SCHEMA, without_run_id
 
@@ -62,6 +64,12 @@ class SparkCandidates:
     frame: DataFrame
     features: DataFrame
     seed: int
+    n_partitions: int = 1
+    oversample: float = 4.0
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
 
     def column_range(self, column: str) -> tuple[float | None, float | None]:
         value = F.col(column).cast("double")
@@ -107,6 +115,14 @@ class SparkCandidates:
 
     def sorted_values(self, column: str) -> np.ndarray:
         return ascending_non_null(numeric_column(self.frame.select(column).toArrow(), column))
+
+    def partition_map(self, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> pa.Table:
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            received = [b for b in batches if b.num_rows]
+            if received:  # the frame is in hash partitions, each sorted by id
+                yield from fn(pa.Table.from_batches(received)).cast(schema).to_batches()
+
+        return self.frame.mapInArrow(run, from_arrow_schema(schema)).toArrow().cast(schema)
 
 
 def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_config: SparkConfig, *, seed: int,
@@ -185,6 +201,14 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
             n_filtered=sum(counts.values()), filtered_by_reason={str(k): int(v) for k, v in counts.items()},
             n_labeled_in_pool=int(counts.get(LABELED_REASON, 0)), strategy=plan.label)
         n_select = target_count(selection, n_candidates)
+        if plan.auto is not None:
+            given = excluded is not None and LABELED_REASON in set(excluded.column("_excluded").to_pylist())
+            plan = resolve_auto(plan, Budget(n_labeled=result.n_labeled_in_pool if given else None,
+                                             n_classes=_class_count(features),
+                                             n_candidates=n_candidates, n_select=n_select,
+                                             columns=_model_columns(features)))
+            result.strategy, result.strategy_reason = plan.label, plan.auto_reason
+            progress.say(f"select: auto chose {plan.label} ({plan.auto_reason})")
         if selection.n_samples is not None and n_select < selection.n_samples:
             progress.say(f"select: only {n_candidates} candidates for n_samples={selection.n_samples}; "
                          "selecting all of them")
@@ -200,8 +224,10 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
                           min_distance=plan.min_distance or None)
         if plan.selector is not None:
             entry, selector = plan.selector
-            chosen = selector.select(entry, SparkCandidates(candidates, features, seed), n_select, labeled)
-            picked_ids, picked, result.details = chosen.ids, chosen.embeddings, chosen.details
+            chosen = selector.select(entry, SparkCandidates(candidates, features, seed, selection.n_partitions,
+                                                                   selection.oversample), n_select, labeled)
+            picked_ids, picked = kept_apart(chosen.ids, chosen.embeddings, labeled, plan.min_distance)
+            result.details = chosen.details
             pick_weights = np.ones(len(picked_ids))
             progress.say(f"select: {entry.strategy} " + ", ".join(f"{k} {v:.4g}" for k, v in chosen.details.items()))
         elif plan.diversity is not None:
@@ -223,9 +249,26 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
             frame.unpersist()
 
 
+def _model_columns(features: DataFrame) -> list[str]:
+    """The :data:`~alray.strategies.auto.MODEL_COLUMNS` of ``features`` that hold a value."""
+    present = [c for c in MODEL_COLUMNS if c in features.columns]
+    if not present:
+        return []
+    counts = features.agg(*[F.count(F.col(c)).alias(c) for c in present]).collect()[0]
+    return [c for c in present if counts[c]]
+
+
+def _class_count(features: DataFrame) -> int:
+    """Classes of the model: the widest ``probs`` entry (0 without the column)."""
+    if "probs" not in features.columns or isinstance(features.schema["probs"].dataType, T.NullType):
+        return 0
+    widest = features.agg(F.max(F.size("probs"))).collect()[0][0]
+    return max(0, int(widest or 0))
+
+
 def _with_objectives(candidates: DataFrame, plan: Plan, features: DataFrame, seed: int) -> DataFrame:
     """Candidates with one column per objective, ``_weight`` and ``_greedy_weight`` (computed per Arrow batch)."""
-    source = SparkCandidates(candidates, features, seed)
+    source = SparkCandidates(candidates, features, seed, plan.selection.n_partitions, plan.selection.oversample)
     states = prepare_objectives(plan, source)
     names = [*[o.name for o in plan.objectives], "_weight", "_greedy_weight"]
     schema = T.StructType([*candidates.schema.fields, *[T.StructField(n, T.DoubleType()) for n in names]])

@@ -11,8 +11,11 @@ Its role says where the selection uses it:
 - ``sampler``: draws the batch at random with probabilities from a score (``power``, ``softmax``,
   ``softrank``): each candidate gets a key, its log-probability (times the objectives' product)
   plus Gumbel noise; the picks are the largest keys and the ranking follows the keys;
-- ``selector``: picks the whole batch by its own procedure (``typiclust``, ``probcover``), after
-  the filters; the ranking then orders the rest by distance to the picks.
+- ``selector``: picks the whole batch by its own procedure (``typiclust``, ``probcover``,
+  ``badge``, ``cluster_margin``), after the filters; the ranking then orders the rest by
+  distance to the picks;
+- ``auto``: stands for other strategies, chosen by the labeled set and the batch once the
+  filters have run (:mod:`alray.strategies.auto`).
 
 Objectives are evaluated in two steps so that every engine can run them: :meth:`Objective.prepare`
 asks the engine's :class:`Candidates` for what needs the whole candidate set (a column's range,
@@ -43,7 +46,7 @@ OBJECTIVE_FLOOR = 1e-6
 # Distances below this count as zero in the inverse-distance objectives.
 DISTANCE_EPSILON = 1e-6
 
-ROLES = ("filter", "objective", "diversity", "balance", "sampler", "selector")
+ROLES = ("filter", "objective", "diversity", "balance", "sampler", "selector", "auto")
 # What an entry's ``input`` may name: the embeddings, a numeric column (a score or metadata),
 # or a column or the model's predictions.
 INPUT_KINDS = ("embeddings", "column", "column_or_predictions")
@@ -99,6 +102,13 @@ class Candidates(Protocol):
     """What an engine answers about the whole candidate set (after filters)."""
 
     seed: int
+    n_partitions: int  # the hash partitions of the first coreset round (``selection.n_partitions``)
+    oversample: float  # ``selection.oversample``
+
+    @property
+    def columns(self) -> list[str]:
+        """The candidates' columns."""
+        ...
 
     def column_range(self, column: str) -> tuple[float | None, float | None]:
         """Smallest and largest non-null value of a numeric column (None, None without one)."""
@@ -122,6 +132,13 @@ class Candidates(Protocol):
 
     def sorted_values(self, column: str) -> np.ndarray:
         """Every candidate's non-null value of a numeric column (float64), ascending."""
+        ...
+
+    def partition_map(self, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> pa.Table:
+        """``fn`` run on every hash partition (all its candidates, in id order), the results concatenated.
+
+        ``fn`` returns a table of ``schema``; an empty partition is skipped.
+        """
         ...
 
 

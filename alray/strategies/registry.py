@@ -7,8 +7,11 @@ and one line in ``_BUILT_IN`` (or a :func:`register` call from outside the packa
 
 from __future__ import annotations
 
+from alray.strategies.auto import Auto
+from alray.strategies.badge import Badge
 from alray.strategies.balance import Balance
 from alray.strategies.base import INPUT_KINDS, ROLES, Filter, Objective, Strategy
+from alray.strategies.cluster_margin import ClusterMargin
 from alray.strategies.diversity import Diversity
 from alray.strategies.probcover import ProbCover
 from alray.strategies.similarity import Similarity
@@ -19,7 +22,8 @@ from alray.strategies.typiclust import TypiClust
 from alray.strategies.weights import Weights
 
 _BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), Similarity(), Typicality(),
-                                   TypiClust(), ProbCover(), PowerSampling(), SoftmaxSampling(), SoftrankSampling())
+                                   TypiClust(), ProbCover(), PowerSampling(), SoftmaxSampling(), SoftrankSampling(),
+                                   Badge(), ClusterMargin(), Auto())
 
 _REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in _BUILT_IN}
 

@@ -55,6 +55,18 @@ CONFIGS = {
     "power x weights with quotas": dict(
         n_samples=24, strategies=[{"input": "bald", "strategy": "power"}, {"input": "entropy", "strategy": "weights"},
                                   {"input": "predictions", "strategy": "balance"}], n_partitions=2),
+    "badge, merged by k-means++": dict(n_samples=30, strategies=[{"input": "embeddings", "strategy": "badge"}],
+                                       n_partitions=4),
+    "badge with a filter, 1 partition": dict(n_samples=20, strategies=[{"input": "embeddings", "strategy": "badge"}],
+                                             filters=[{"column": "size", "op": ">=", "value": 30}], n_partitions=1),
+    "cluster_margin of entropy": dict(n_samples=40, strategies=[{"input": "entropy", "strategy": "cluster_margin",
+                                                                 "n_clusters": 6, "max_clusters": 40,
+                                                                 "sample_size": 500}], n_partitions=3),
+    "cluster_margin, few candidates, a filter": dict(
+        n_samples=15, strategies=[{"input": "bald", "strategy": "cluster_margin", "margin_candidates": 30}],
+        filters=[{"column": "size", "op": "<", "value": 60}], n_partitions=2),
+    "auto (typiclust cold, diversity x bald with labels)": dict(
+        n_samples=40, strategies=[{"input": "embeddings", "strategy": "auto"}], n_partitions=3),
     "by weight, quotas, near duplicates": dict(
         n_samples=35, strategies=[BALD, {"input": "predictions", "strategy": "balance"}],
         near_duplicate_distance=1.0),

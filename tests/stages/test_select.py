@@ -20,6 +20,8 @@ from alray.stages.select import run_select
 from alray.strategies import minmax_objective
 
 RUN_TIME = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
+# BALD-weighted diversity, the default before `auto`
+UD = [{"input": "embeddings", "strategy": "diversity"}, {"input": "bald", "strategy": "weights"}]
 _counter = itertools.count()
 
 
@@ -173,7 +175,7 @@ def test_filter_errors_name_the_filter(spark, tmp_path, features, spec, message)
 
 
 def test_single_partition_equals_the_greedy_on_the_driver(spark, tmp_path, features):
-    result, ranking = select(tmp_path, features, n_samples=12, n_partitions=1)
+    result, ranking = select(tmp_path, features, n_samples=12, n_partitions=1, strategies=UD)
     bald = features.column("bald").to_numpy(zero_copy_only=False)
     weights = minmax_objective(bald, np.nanmin(bald), np.nanmax(bald))
     expected, _ = k_center_greedy(embeddings(features), 12, weights=weights, first=int(np.argmax(weights)))
@@ -197,7 +199,7 @@ def test_labeled_embeddings_are_existing_centres(spark, tmp_path, features):
 
 
 def test_ranking_rows_and_parts(spark, tmp_path, features):
-    result, ranking = select(tmp_path, features, n_samples=10)
+    result, ranking = select(tmp_path, features, n_samples=10, strategies=UD)
     assert ranking.num_rows == features.num_rows
     top = ranking.slice(0, 10)
     assert top.column("selected").to_pylist() == [True] * 10
@@ -265,13 +267,19 @@ def test_min_distance_stops_and_spaces_the_selection(spark, tmp_path, features):
 
 
 def test_near_duplicates_are_never_both_selected(spark, tmp_path):
-    features = make_features(60, duplicates=30)  # rows 30..59 duplicate rows 0..29
-    _result, ranking = select(tmp_path, features, n_samples=40, near_duplicate_distance=1e-3)
+    features = make_features(60, duplicates=30)  # rows 30..59 duplicate rows 0..29 (not their probs)
+    _result, ranking = select(tmp_path, features, n_samples=40, near_duplicate_distance=1e-3, strategies=UD)
     chosen = selected_ids(ranking)
     assert len(chosen) == 30
     x = embeddings(features)[rows_of(features, chosen)]
     for j in range(1, len(x)):
         assert nearest_centre_distances(x[j : j + 1], x[:j])[0] > 1e-3
+    # a selector (badge: the duplicates' gradient embeddings differ) keeps the rule too, its batch short
+    result, ranking = select(tmp_path, features, n_samples=40, near_duplicate_distance=1e-3,
+                             strategies=[{"input": "embeddings", "strategy": "badge"}])
+    chosen = selected_ids(ranking)
+    assert 20 <= len(chosen) <= 30 and result.stop_reason
+    assert len({int(i[1:]) % 30 for i in chosen}) == len(chosen)  # never a row and its duplicate
 
 
 def test_threshold_and_proportion(spark, tmp_path, features):
@@ -369,3 +377,14 @@ def test_a_query_table_without_embeddings_is_a_clear_error(tmp_path):
     entry = StrategyConfig(input="embeddings", strategy="similarity", query={"path": str(tmp_path / "q.parquet")})
     with pytest.raises(InputError, match=r"query\.path: .*q\.parquet: missing required column 'embedding'"):
         read_query_embeddings(entry.query, features=lambda ids: pa.table({"embedding": []}))
+
+
+def test_the_default_is_auto_and_says_what_it_chose(spark, tmp_path, features):
+    result, ranking = select(tmp_path, features, n_samples=10)  # no labeled set: the model taken as informed
+    assert result.strategy == "auto(weights:entropy^1)"  # small batch, no margin column: the top of entropy
+    assert "no labeled set" in result.strategy_reason
+    assert set(ranking.column("strategy").to_pylist()) == {result.strategy}
+    few = [f"s{i:04d}" for i in range(3)]  # 3 labeled for 3 classes: cold start
+    result, ranking = select(tmp_path, features, labeled_ids=few, n_samples=10)
+    assert result.strategy == "auto(typiclust^1)" and "cold start" in result.strategy_reason
+    assert ranking.filter(pc.field("selected")).num_rows == 10

@@ -22,7 +22,7 @@ def test_config_schema_lists_exactly_the_registry():
     assert set(strategy_names()) >= {"diversity", "weights", "threshold", "balance", "similarity", "typicality"}
     for name in strategy_names():
         strategy = get_strategy(name)
-        assert strategy.role in ("filter", "objective", "diversity", "balance", "sampler", "selector")
+        assert strategy.role in ("filter", "objective", "diversity", "balance", "sampler", "selector", "auto")
         assert strategy.summary
 
 
