@@ -92,7 +92,7 @@ class Auto(Strategy):
     name = "auto"
     role = "auto"
     inputs = "embeddings"
-    summary = "budget-aware default: typiclust, uncertainty-weighted diversity, badge or cluster_margin by the budget"
+    summary = "budget-aware default: typiclust, top-k margin, badge or cluster_margin by the labeled set and batch"
 
     def resolve(self, entry: StrategyConfig, budget: Budget) -> tuple[list[StrategyConfig], str]:
         """The entries ``entry`` stands for under ``budget``, and the reason."""
