@@ -23,6 +23,8 @@ def print_summary(summary: RunSummary) -> None:
         print(f"    filtered by {reason}: {n}")
     if summary.coverage_radius is not None:
         print(f"  coverage radius: {summary.coverage_radius:.4f}   strategy: {summary.strategy}")
+    if summary.strategy_reason:
+        print(f"  auto chose {summary.strategy}: {summary.strategy_reason}")
     if summary.selection_details:
         print("  selection: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.selection_details.items()))
     print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))

@@ -173,7 +173,7 @@ def test_the_local_engine_writes_the_spark_stage_ranking_and_auto_picks_it_for_s
     assert any("engine auto: local" in line for line in lines)
 
 
-def test_the_default_auto_records_its_choice_and_reason_in_the_runs_table(finished_run):
+def test_the_default_auto_records_its_choice_and_reason_in_the_runs_table(finished_run, capsys):
     # last in this module: it replaces the run's ranking with auto's
     from alray.config import SelectionConfig
 
@@ -183,6 +183,10 @@ def test_the_default_auto_records_its_choice_and_reason_in_the_runs_table(finish
     again = config.model_copy(update={"selection": config.selection.model_copy(update={"strategies": default})})
     rerun = run_pipeline(again, progress=Progress(quiet=True), stages=("select",))
     assert rerun.strategy.startswith("auto(") and rerun.strategy_reason
+    from alray.report import print_summary
+
+    print_summary(rerun)
+    assert f"auto chose {rerun.strategy}: {rerun.strategy_reason}" in capsys.readouterr().out
     runs = DeltaTable(summary.tables["runs"]).to_pyarrow_dataset().to_table()
     row = runs.filter(pc.equal(runs.column("run_id"), summary.run_id)).to_pylist()[0]
     assert (row["strategy"], row["strategy_reason"]) == (rerun.strategy, rerun.strategy_reason)

@@ -80,6 +80,8 @@ def run_select_local(selection: SelectionConfig, labeled: LabeledConfig, *, seed
     ranking, result = select_table(features, selection, seed=seed, excluded=marks, run_id=run_id, run_time=run_time)
     progress.say(f"select: {result.n_features} scored, {result.n_candidates} candidates; filtered "
                  f"{result.filtered_by_reason or 'none'}")
+    if result.strategy_reason:
+        progress.say(f"select: auto chose {result.strategy} ({result.strategy_reason})")
     if result.details:
         progress.say("select: " + ", ".join(f"{k} {v:.4g}" for k, v in result.details.items()))
     lake.replace_run("ranking", ranking, run_id)
