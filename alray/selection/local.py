@@ -136,12 +136,12 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     centre_rows = sorted_by_id(features.filter(pa.array(np.isin(reasons, [LABELED_REASON, PREVIOUS_REASON]))))
     labeled = embedding_matrix(centre_rows) if centre_rows.num_rows else None
     n_select = target_count(selection, candidates.num_rows)
-    labeled_given = excluded is not None and LABELED_REASON in set(excluded.values())
-    plan = resolve_auto(plan, Budget(n_labeled=counts.get(LABELED_REASON, 0) if labeled_given else None,
-                                     n_classes=class_count(features),
-                                     n_candidates=candidates.num_rows, n_select=n_select,
-                                     columns=[c for c in MODEL_COLUMNS if c in features.column_names
-                                              and features.column(c).null_count < features.num_rows]))
+    if plan.auto is not None:
+        labeled_given = excluded is not None and LABELED_REASON in set(excluded.values())
+        columns, n_classes = model_figures(features)
+        plan = resolve_auto(plan, Budget(n_labeled=counts.get(LABELED_REASON, 0) if labeled_given else None,
+                                         n_classes=n_classes, n_candidates=candidates.num_rows, n_select=n_select,
+                                         columns=columns))
     result = SelectResult(n_features=features.num_rows, n_candidates=candidates.num_rows, n_selected=0,
                           n_filtered=int((~is_candidate).sum()), filtered_by_reason=counts,
                           n_labeled_in_pool=counts.get(LABELED_REASON, 0), strategy=plan.label,
@@ -190,13 +190,14 @@ def select_table(features: pa.Table, selection: SelectionConfig, *, seed: int = 
     return ranking_table(ranking, run_id, plan.label, run_time), result
 
 
-def class_count(features: pa.Table) -> int:
-    """Classes of the model: the widest ``probs`` entry (0 without the column)."""
-    if "probs" not in features.column_names or not features.num_rows or pa.types.is_null(features.schema.field(
-            "probs").type):
-        return 0
-    widest = pc.max(pc.list_value_length(features.column("probs"))).as_py()
-    return int(widest or 0)
+def model_figures(features: pa.Table) -> tuple[list[str], int]:
+    """The :data:`~alray.strategies.auto.MODEL_COLUMNS` of ``features`` that hold a value, and the model's
+    classes (the widest ``probs`` entry; 0 without one)."""
+    columns = [c for c in MODEL_COLUMNS
+               if c in features.column_names and features.column(c).null_count < features.num_rows]
+    if "probs" not in columns or pa.types.is_null(features.schema.field("probs").type):
+        return columns, 0
+    return columns, int(pc.max(pc.list_value_length(features.column("probs"))).as_py() or 0)
 
 
 def score_candidates(candidates: pa.Table, embeddings: np.ndarray, pick_rows: np.ndarray, picked: np.ndarray,

@@ -113,8 +113,15 @@ def by_weight_round(ordered: pa.Table, spec: GreedySpec) -> tuple[list[str], np.
     return [str(ids[i]) for i in picks], embeddings[picks], weights[picks]
 
 
-# Picks measured against each other at a time in :func:`pick_distances`.
+# Picks measured against each other at a time in :func:`pick_distances` and :func:`without_near_duplicates`.
 _PICK_BLOCK = 1024
+
+
+def _block_squared_distances(block: np.ndarray) -> np.ndarray:
+    """Squared distances (B, B) between the rows of one block of picks, in float64."""
+    rows = block.astype(np.float64)
+    sq = np.einsum("ij,ij->i", rows, rows)
+    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * rows @ rows.T, 0.0)
 
 
 def pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> np.ndarray:
@@ -136,9 +143,7 @@ def pick_distances(picked: np.ndarray, labeled: np.ndarray | None) -> np.ndarray
         if start:
             earlier = nearest_centre_distances(points[start:stop], points[:start]).astype(np.float64)
             running[start:stop] = np.minimum(running[start:stop], earlier)
-        block = points[start:stop].astype(np.float64)
-        sq = np.einsum("ij,ij->i", block, block)
-        within = np.maximum(sq[:, None] + sq[None, :] - 2.0 * block @ block.T, 0.0)
+        within = _block_squared_distances(points[start:stop])
         within[np.triu_indices(stop - start)] = np.inf  # only the picks before each one
         running[start:stop] = np.minimum(running[start:stop], np.sqrt(within.min(axis=1)))
     return np.where(np.isfinite(running), running, np.nan)
@@ -169,9 +174,7 @@ def without_near_duplicates(picked: np.ndarray, labeled: np.ndarray | None, min_
         kept_before = np.flatnonzero(keep[:start])
         if len(kept_before):
             keep[start:stop] &= nearest_centre_distances(points[start:stop], points[kept_before]) >= min_distance
-        block = points[start:stop].astype(np.float64)
-        sq = np.einsum("ij,ij->i", block, block)
-        close = np.maximum(sq[:, None] + sq[None, :] - 2.0 * block @ block.T, 0.0) < min_distance * min_distance
+        close = _block_squared_distances(points[start:stop]) < min_distance * min_distance
         for j in range(stop - start):
             if keep[start + j]:
                 later = np.flatnonzero(close[j, j + 1:]) + j + 1

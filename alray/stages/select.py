@@ -203,10 +203,10 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
         n_select = target_count(selection, n_candidates)
         if plan.auto is not None:
             given = excluded is not None and LABELED_REASON in set(excluded.column("_excluded").to_pylist())
+            columns, n_classes = _model_figures(features)
             plan = resolve_auto(plan, Budget(n_labeled=result.n_labeled_in_pool if given else None,
-                                             n_classes=_class_count(features),
-                                             n_candidates=n_candidates, n_select=n_select,
-                                             columns=_model_columns(features)))
+                                             n_classes=n_classes, n_candidates=n_candidates, n_select=n_select,
+                                             columns=columns))
             result.strategy, result.strategy_reason = plan.label, plan.auto_reason
             progress.say(f"select: auto chose {plan.label} ({plan.auto_reason})")
         if selection.n_samples is not None and n_select < selection.n_samples:
@@ -249,21 +249,16 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
             frame.unpersist()
 
 
-def _model_columns(features: DataFrame) -> list[str]:
-    """The :data:`~alray.strategies.auto.MODEL_COLUMNS` of ``features`` that hold a value."""
+def _model_figures(features: DataFrame) -> tuple[list[str], int]:
+    """The :data:`~alray.strategies.auto.MODEL_COLUMNS` of ``features`` that hold a value, and the model's
+    classes (the widest ``probs`` entry; 0 without one), in one pass."""
     present = [c for c in MODEL_COLUMNS if c in features.columns]
     if not present:
-        return []
-    counts = features.agg(*[F.count(F.col(c)).alias(c) for c in present]).collect()[0]
-    return [c for c in present if counts[c]]
-
-
-def _class_count(features: DataFrame) -> int:
-    """Classes of the model: the widest ``probs`` entry (0 without the column)."""
-    if "probs" not in features.columns or isinstance(features.schema["probs"].dataType, T.NullType):
-        return 0
-    widest = features.agg(F.max(F.size("probs"))).collect()[0][0]
-    return max(0, int(widest or 0))
+        return [], 0
+    with_probs = "probs" in present and not isinstance(features.schema["probs"].dataType, T.NullType)
+    widest = [F.max(F.size("probs")).alias("_widest")] if with_probs else []
+    row = features.agg(*[F.count(F.col(c)).alias(c) for c in present], *widest).collect()[0]
+    return [c for c in present if row[c]], max(0, int(row["_widest"] or 0)) if with_probs else 0
 
 
 def _with_objectives(candidates: DataFrame, plan: Plan, features: DataFrame, seed: int) -> DataFrame:

@@ -42,6 +42,7 @@ import pyarrow as pa
 import xxhash
 
 from alray.errors import ConfigError
+from alray.selection.partitions import spark_xxhash64
 from alray.strategies.base import Candidates, Picks, Selector, embedding_matrix
 
 if TYPE_CHECKING:
@@ -157,8 +158,6 @@ def merge_runs(n_select: int, union: int) -> bool:
 
 def blocks_of(ids: list[str], seed: int, block_rows: int | None = None) -> np.ndarray:
     """Block (N,) of each of a partition's ids: ceil(N / ``block_rows``) blocks by a seeded hash of the id."""
-    from alray.selection.partitions import spark_xxhash64
-
     n_blocks = max(1, math.ceil(len(ids) / (block_rows or BLOCK_ROWS)))
     if n_blocks == 1:
         return np.zeros(len(ids), np.int64)
