@@ -33,3 +33,14 @@ class Progress:
             elapsed = time.perf_counter() - start
             self.timings[f"{name}_s"] = round(elapsed, 3)
             self.say(f"{name}: finished in {elapsed:.1f}s")
+
+    @contextmanager
+    def phase(self, stage: str, name: str) -> Iterator[None]:
+        """Time one phase of a stage (``timings["STAGE.NAME_s"]``, summed over repeats); prints nothing.
+        On a lazy engine a phase holds the action that runs it: its time includes what it computes."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"{stage}.{name}_s"
+            self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - start, 3)

@@ -27,7 +27,12 @@ def print_summary(summary: RunSummary) -> None:
         print(f"  auto chose {summary.strategy}: {summary.strategy_reason}")
     if summary.selection_details:
         print("  selection: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.selection_details.items()))
-    print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))
+    stages = {k: v for k, v in summary.timings.items() if "." not in k}
+    print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
+    phases = {k: v for k, v in summary.timings.items() if "." in k}
+    for stage in dict.fromkeys(k.split(".", 1)[0] for k in phases):
+        print(f"    {stage} phases: " + ", ".join(f"{k.split('.', 1)[1].removesuffix('_s')} {v:.1f}s"
+                                            for k, v in phases.items() if k.startswith(stage + ".")))
     for name, path in summary.tables.items():
         print(f"  {name:9s} {path}")
 

@@ -116,6 +116,20 @@ def test_runs_table_records_the_run(finished_run):
     assert row[0]["finished_at"] >= row[0]["started_at"]
 
 
+def test_the_spark_stage_times_its_phases_within_the_stage(finished_run, capsys):
+    from alray.report import print_summary
+
+    _, summary = finished_run
+    phases = {k: v for k, v in summary.timings.items() if k.startswith("select.")}
+    assert {"select.read_filter_count_s", "select.duplicate_check_s", "select.partition_s", "select.local_rounds_s",
+            "select.merge_round_s", "select.distances_and_rank_s", "select.write_s", "select.commit_s"} <= set(phases)
+    assert 0 < sum(phases.values()) <= summary.timings["select_s"]
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "    select phases: read_filter_count " in out
+    assert "select.read_filter_count_s" not in out.split("select phases")[0]  # stage timings stay one line
+
+
 def test_rerun_of_a_run_id_replaces_it_without_duplicates(finished_run):
     config, summary = finished_run
     before = read_run(summary.tables["ranking"], summary.run_id).sort_by("rank")

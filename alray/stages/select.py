@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -146,7 +146,7 @@ def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_
     excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id)
     with select_dataframe(features, selection_config, seed=seed, excluded=excluded,
                           run_time=run_time, progress=progress, source=source) as selection:
-        _write_ranking(selection.ranking, run_id, lake, selection.result.strategy, run_time)
+        _write_ranking(selection.ranking, run_id, lake, selection.result.strategy, run_time, progress)
     return selection.result
 
 
@@ -174,10 +174,6 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
     spark = features.sparkSession
     if "id" not in features.columns or not isinstance(features.schema["id"].dataType, T.StringType):
         raise InputError(f"{source}: expected a string column 'id'")
-    duplicates = features.groupBy("id").count().filter(F.col("count") > 1).limit(3).collect()
-    if duplicates:
-        shown = ", ".join(repr(row["id"]) for row in duplicates)
-        raise InputError(f"{source}: duplicate ids ({shown}); ids must be unique")
     plan = plan_selection(selection, features.schema.fieldNames())
     before: list[tuple[Column, str]] = []
     if excluded is not None and excluded.num_rows:
@@ -188,14 +184,26 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
     annotated = features.withColumn("_reason", reason).cache()
     cached = [annotated]
     try:
-        counts = {row["_reason"]: row["count"] for row in annotated.groupBy("_reason").count().collect()}
+        # One read of the features (it fills the cache): the counts per reason and the model's figures
+        # for auto; the duplicate check then reads the cache.
+        figures = _model_figures(annotated) if plan.auto is not None else None
+        with progress.phase("select", "read_filter_count"):
+            per_reason = annotated.groupBy("_reason").agg(F.count(F.lit(1)).alias("count"),
+                                                          *(figures.aggregates if figures else [])).collect()
+        with progress.phase("select", "duplicate_check"):
+            duplicates = annotated.groupBy("id").count().filter(F.col("count") > 1).limit(3).collect()
+        if duplicates:
+            shown = ", ".join(repr(row["id"]) for row in duplicates)
+            raise InputError(f"{source}: duplicate ids ({shown}); ids must be unique")
+        counts = {row["_reason"]: row["count"] for row in per_reason}
         n_features = sum(counts.values())
         n_candidates = counts.pop(None, 0)
         progress.say(f"select: {n_features} scored, {n_candidates} candidates; filtered {counts or 'none'}")
         labeled = None  # embeddings of labeled and earlier-selected samples: centres that already exist
         if before:
-            rows = _sorted_by_id(annotated.filter(F.col("_reason").isin(LABELED_REASON, PREVIOUS_REASON)))
-            labeled = embedding_matrix(rows) if rows.num_rows else None
+            with progress.phase("select", "labeled_centres"):
+                rows = _sorted_by_id(annotated.filter(F.col("_reason").isin(LABELED_REASON, PREVIOUS_REASON)))
+                labeled = embedding_matrix(rows) if rows.num_rows else None
         result = SelectResult(
             n_features=n_features, n_candidates=n_candidates, n_selected=0,
             n_filtered=sum(counts.values()), filtered_by_reason={str(k): int(v) for k, v in counts.items()},
@@ -203,7 +211,8 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
         n_select = target_count(selection, n_candidates)
         if plan.auto is not None:
             given = excluded is not None and LABELED_REASON in set(excluded.column("_excluded").to_pylist())
-            columns, n_classes = _model_figures(features)
+            assert figures is not None
+            columns, n_classes = figures.read(per_reason)
             plan = resolve_auto(plan, Budget(n_labeled=result.n_labeled_in_pool if given else None,
                                              n_classes=n_classes, n_candidates=n_candidates, n_select=n_select,
                                              columns=columns))
@@ -216,30 +225,36 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
         # layout of the features files, so float results do not move by a bit between reruns.
         partitioned = _hash_partitions(annotated.filter(F.col("_reason").isNull()), selection.n_partitions,
                                        seed).sortWithinPartitions("id")
-        candidates = _with_objectives(partitioned, plan, features, seed).cache()
-        cached.append(candidates)
+        with progress.phase("select", "objectives"):
+            candidates = _with_objectives(partitioned, plan, features, seed).cache()
+            cached.append(candidates)
+        with progress.phase("select", "partition"):  # fills the cache: the shuffle, the sort, the objectives
+            candidates.count()
         quotas = _quotas(candidates, plan, n_select)
         spec = GreedySpec(n_select=n_select, oversample=selection.oversample, seed=seed, labeled=labeled,
                           group_index=quotas[0] if quotas else None, quotas=quotas[1] if quotas else None,
                           min_distance=plan.min_distance or None)
         if plan.selector is not None:
             entry, selector = plan.selector
-            chosen = selector.select(entry, SparkCandidates(candidates, features, seed, selection.n_partitions,
-                                                                   selection.oversample), n_select, labeled)
-            picked_ids, picked = kept_apart(chosen.ids, chosen.embeddings, labeled, plan.min_distance)
+            with progress.phase("select", entry.strategy):
+                chosen = selector.select(entry, SparkCandidates(candidates, features, seed, selection.n_partitions,
+                                                                selection.oversample), n_select, labeled)
+                picked_ids, picked = kept_apart(chosen.ids, chosen.embeddings, labeled, plan.min_distance)
             result.details = chosen.details
             pick_weights = np.ones(len(picked_ids))
             progress.say(f"select: {entry.strategy} " + ", ".join(f"{k} {v:.4g}" for k, v in chosen.details.items()))
         elif plan.diversity is not None:
-            picked_ids, picked, pick_weights = _two_stage(candidates, plan, spec)
+            picked_ids, picked, pick_weights = _two_stage(candidates, plan, spec, progress)
         else:
-            picked_ids, picked, pick_weights = _by_weight(candidates, n_candidates, plan, spec)
+            with progress.phase("select", "by_weight"):
+                picked_ids, picked, pick_weights = _by_weight(candidates, n_candidates, plan, spec)
         result.n_selected = len(picked_ids)
         if len(picked_ids) < n_select:
             result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
             progress.say(f"select: stopped at {len(picked_ids)} of {n_select} ({result.stop_reason})")
-        ranked = _score_candidates(candidates, picked_ids, picked, pick_weights, labeled, plan)
-        with global_rank(ranked, ranking_order()) as numbered:
+        with progress.phase("select", "reach"):
+            ranked = _score_candidates(candidates, picked_ids, picked, pick_weights, labeled, plan)
+        with progress.phase("select", "distances_and_rank"), global_rank(ranked, ranking_order()) as numbered:
             cached.append(numbered)
             radius = numbered.agg(F.max("_nearest")).collect()[0][0]
             result.coverage_radius = float(radius) if radius is not None and math.isfinite(radius) else None
@@ -249,16 +264,30 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
             frame.unpersist()
 
 
-def _model_figures(features: DataFrame) -> tuple[list[str], int]:
-    """The :data:`~alray.strategies.auto.MODEL_COLUMNS` of ``features`` that hold a value, and the model's
-    classes (the widest ``probs`` entry; 0 without one), in one pass."""
+@dataclass
+class _ModelFigures:
+    """What ``auto`` reads of the features, as aggregates over the groups of one ``groupBy``: the
+    :data:`~alray.strategies.auto.MODEL_COLUMNS` that hold a value, and the model's classes (the
+    widest ``probs`` entry; 0 without one)."""
+
+    present: list[str]
+    with_probs: bool
+
+    @property
+    def aggregates(self) -> list[Column]:
+        counts = [F.count(F.col(c)).alias(f"_count_{c}") for c in self.present]
+        return [*counts, F.max(F.size("probs")).alias("_widest")] if self.with_probs else counts
+
+    def read(self, groups: Sequence[Row]) -> tuple[list[str], int]:
+        columns = [c for c in self.present if sum(int(g[f"_count_{c}"]) for g in groups)]
+        widest = max((int(g["_widest"]) for g in groups if g["_widest"] is not None), default=0)
+        return columns, max(0, widest) if self.with_probs else 0
+
+
+def _model_figures(features: DataFrame) -> _ModelFigures:
     present = [c for c in MODEL_COLUMNS if c in features.columns]
-    if not present:
-        return [], 0
-    with_probs = "probs" in present and not isinstance(features.schema["probs"].dataType, T.NullType)
-    widest = [F.max(F.size("probs")).alias("_widest")] if with_probs else []
-    row = features.agg(*[F.count(F.col(c)).alias(c) for c in present], *widest).collect()[0]
-    return [c for c in present if row[c]], max(0, int(row["_widest"] or 0)) if with_probs else 0
+    return _ModelFigures(present, "probs" in present and not isinstance(features.schema["probs"].dataType,
+                                                                           T.NullType))
 
 
 def _with_objectives(candidates: DataFrame, plan: Plan, features: DataFrame, seed: int) -> DataFrame:
@@ -289,7 +318,8 @@ def _candidate_columns(plan: Plan) -> list[Column]:
     return columns
 
 
-def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec, progress: Progress,
+               ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Round one per hash partition on the executors, the reduce levels, the merge round on the driver."""
     if spec.n_select == 0:
         return [], np.zeros((0, 0), dtype=np.float32), np.zeros(0)
@@ -315,8 +345,10 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec) -> tuple[lis
     for level, partitions in enumerate(reduce_levels(spec.n_select, n_partitions, spec.oversample), start=1):
         union = _hash_partitions(union, partitions, spec.seed + level).mapInArrow(local_round(partitions),
                                                                                    rows.schema)
-    table = union.toArrow()
-    ids, picked = merge_round(table, spec)
+    with progress.phase("select", "local_rounds"):
+        table = union.toArrow()
+    with progress.phase("select", "merge_round"):
+        ids, picked = merge_round(table, spec)
     weight_of = dict(zip(table.column("id").to_pylist(), table.column("weight").to_pylist(), strict=True))
     return ids, picked, np.array([weight_of[i] for i in ids], dtype=np.float64)
 
@@ -447,7 +479,8 @@ def global_rank(frame: DataFrame, order: Sequence[Column]) -> Iterator[DataFrame
 
 
 
-def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime) -> None:
+def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime,
+                   progress: Progress) -> None:
     """Spark tasks write the ranking's parquet files; the driver commits them in one transaction."""
     staging = lake.staging(run_id, "ranking")
     options = dict(lake.storage_options or {})
@@ -480,6 +513,8 @@ def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, ru
             yield pa.RecordBatch.from_arrays([pa.array([path]), pa.array([rows], pa.int64())],
                                              names=["path", "rows"])
 
-    written = ranked.mapInArrow(write, "path string, rows long").toArrow()
+    with progress.phase("select", "write"):
+        written = ranked.mapInArrow(write, "path string, rows long").toArrow()
     files = written.column("path").to_pylist()
-    lake.commit_files("ranking", files, run_id, schema=schema)
+    with progress.phase("select", "commit"):
+        lake.commit_files("ranking", files, run_id, schema=schema)
