@@ -1,6 +1,6 @@
 """Peers in the same run: scikit-activeml's and baal's query strategies on the simulator's exact loop.
 
-Run ``python benchmarks/peers.py [--setting digits|large-batch|large-batch-10|low-budget|all] [--seeds 0,1,2,3,4]``
+Run ``python benchmarks/peers.py [--setting NAME|all] [--seeds 0,1,2,3,4]`` (the names: ``SETTINGS``)
 after ``make peers`` (``pip install -e '.[peers]'``: scikit-activeml and baal, dev-only). Each peer
 strategy is registered with the simulator (:data:`alray.simulate_config.PEER_STRATEGIES`) and runs
 inside ``alray simulate``'s loop beside alray's strategies: the same seeds, splits, seed sets, task
@@ -16,7 +16,13 @@ model, MC-dropout passes (T=20), training and test set; only the batch each pick
   digits run would spend about 4.5 hours in it.
 
 Each setting writes ``benchmarks/results/peers-SETTING.json`` (the simulator's summary) and its
-curves under ``benchmarks/results/peers-SETTING/``.
+curves under ``benchmarks/results/peers-SETTING/``. ``--strategies`` runs a subset; with ``--part NAME``
+the subset is written as a part and ``--merge`` joins a setting's parts: since every curve depends on
+its seed alone (the seed set, initial weights, shuffles and MC masks are the seed's), strategies run in
+parallel processes give the same rows as one run. The MNIST-1D settings (the 1-D CNN, 2,000 steps a
+round) cost about 80 s per strategy and seed with batches of 200 on one core here. ``--worst-case`` reads
+the written summaries and prints, for every strategy, its labels to each large-batch target over the
+best strategy's (the figure RESULTS.md quotes for ``auto``).
 """
 
 from __future__ import annotations
@@ -31,15 +37,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    from alray.simulate import format_table, simulate
-    from alray.simulate_config import PEER_STRATEGIES, PeerQuery, load_simulate_config
+    from alray.simulate import CurvePoint, format_table, plot_curves, simulate
+    from alray.simulate_config import PEER_STRATEGIES, PeerQuery, SimulateConfig, load_simulate_config
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(ROOT))
-    from alray.simulate import format_table, simulate
-    from alray.simulate_config import PEER_STRATEGIES, PeerQuery, load_simulate_config
+    from alray.simulate import CurvePoint, format_table, plot_curves, simulate
+    from alray.simulate_config import PEER_STRATEGIES, PeerQuery, SimulateConfig, load_simulate_config
 
 RESULTS = ROOT / "benchmarks" / "results"
 ALRAY = ["random", "margin", "bald", "power_bald", "coreset", "uncertainty_diversity", "badge", "typiclust", "auto"]
+EXTRA_ALRAY = ["entropy", "cluster_margin"]  # by --strategies
+MNIST1D = ["simulate.initial_labels=100", "simulate.model.train_steps=2000", "simulate.targets=[0.8,0.85,0.9]"]
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     # conf file, overrides
     "digits": ("simulate-digits.yaml", []),
@@ -47,6 +55,13 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "large-batch-10": ("simulate-large-batch.yaml", ["simulate.batch_size=130", "simulate.rounds=4"]),  # 10%
     "low-budget": ("simulate-digits.yaml", ["simulate.initial_labels=10", "simulate.batch_size=10",
                                             "simulate.rounds=4", "simulate.targets=[0.7,0.8]"]),
+    # MNIST-1D with the 1-D CNN (4,000 pool rows): 2,000 steps a round reach 0.92 with the whole pool.
+    "mnist1d": ("simulate-mnist1d-cnn.yaml", [*MNIST1D, "simulate.batch_size=200", "simulate.rounds=10"]),  # 5%
+    "mnist1d-10": ("simulate-mnist1d-cnn.yaml", [*MNIST1D, "simulate.batch_size=400", "simulate.rounds=5"]),
+    # 1 to 5 labels per class: 300 steps a round (the CNN overfits 10 to 50 rows whatever the budget)
+    "mnist1d-low-budget": ("simulate-mnist1d-cnn.yaml", [
+        "simulate.initial_labels=10", "simulate.batch_size=10", "simulate.rounds=4", "simulate.model.train_steps=300",
+        "simulate.targets=[0.2,0.25]"]),
 }
 
 
@@ -143,20 +158,104 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--batchbald", action="store_true", help="also baal's BatchBALD (slow: see above)")
+    parser.add_argument("--strategies", help="comma-separated subset of alray's and the peers' names (default: all)")
+    parser.add_argument("--part", help="write this subset as part NAME of the setting, for --merge (to run the "
+                                       "strategies in parallel processes: every curve depends on its seed only)")
+    parser.add_argument("--merge", action="store_true", help="combine the setting's parts into one summary")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="from the written summaries: each strategy's largest ratio to the best labels-to-target "
+                             "over the large-batch settings of both datasets")
     args = parser.parse_args(argv)
+    if args.worst_case:
+        for name, (ratio, cells) in worst_case(LARGE_BATCH_SETTINGS).items():
+            print(f"{name:24s} {ratio:6.2f}  " + "  ".join(f"{cell}:{r:.2f}" for cell, r in cells))
+        return 0
     peers = register(batchbald=args.batchbald)
     for setting in (list(SETTINGS) if args.setting == "all" else [args.setting]):
+        if args.merge:
+            summary = merge_parts(setting)
+            print(f"\n{setting}:\n{format_table(summary)}", flush=True)
+            continue
         conf, overrides = SETTINGS[setting]
-        strategies = json.dumps([*ALRAY, *peers])
+        names = [*ALRAY, *peers] if args.strategies is None else args.strategies.split(",")
+        unknown = sorted(set(names) - {*ALRAY, *EXTRA_ALRAY, *peers})
+        if unknown:
+            parser.error(f"--strategies: unknown {unknown}; expected names from {[*ALRAY, *EXTRA_ALRAY, *peers]}")
+        name = f"peers-{setting}" + (f".part-{args.part}" if args.part else "")
         config = load_simulate_config(ROOT / "conf" / conf, [
-            *overrides, f"simulate.seeds=[{args.seeds}]", f"simulate.strategies={strategies}",
+            *overrides, f"simulate.seeds=[{args.seeds}]", f"simulate.strategies={json.dumps(names)}",
             "simulate.initial_strategies=[random]", *args.overrides])
-        result = simulate(config, output=RESULTS / f"peers-{setting}")
-        summary = {**result.summary, "command": "python benchmarks/peers.py --setting " + setting
-                   + f" --seeds {args.seeds}" + "".join(f" --set {o}" for o in args.overrides)}
-        (RESULTS / f"peers-{setting}.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        result = simulate(config, output=RESULTS / name)
+        command = (f"python benchmarks/peers.py --setting {setting} --seeds {args.seeds}"
+                   + "".join(f" --set {o}" for o in args.overrides)
+                   + (f" --strategies {args.strategies}" if args.strategies else "")
+                   + (f" --part {args.part}" if args.part else ""))
+        summary = {**result.summary, "command": command}
+        (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         print(f"\n{setting}:\n{format_table(result.summary)}", flush=True)
     return 0
+
+
+LARGE_BATCH_SETTINGS = {"large-batch": ["0.9", "0.95"], "large-batch-10": ["0.9", "0.95"],
+                        "mnist1d": ["0.8", "0.85"], "mnist1d-10": ["0.8", "0.85"]}
+
+
+def worst_case(settings: dict[str, list[str]]) -> dict[str, tuple[float, list[tuple[str, float]]]]:
+    """Each strategy's labels to a target over the fewest of any strategy that reaches it on every seed,
+    per setting and target, and the largest of those ratios (inf where it misses a seed); smallest first."""
+    summaries = {s: json.loads((RESULTS / f"peers-{s}.json").read_text())["strategies"] for s in settings}
+    names = set.intersection(*(set(rows) for rows in summaries.values()))
+    found: dict[str, tuple[float, list[tuple[str, float]]]] = {}
+    for name in names:
+        cells = []
+        for setting, targets in settings.items():
+            for target in targets:
+                reach = {n: r["labels_to_reach"][target] for n, r in summaries[setting].items()}
+                full = {n: r["mean"] for n, r in reach.items() if r["reached"] == r["seeds"]}
+                cells.append((f"{setting}@{target}", full[name] / min(full.values()) if name in full else float("inf")))
+        found[name] = (max(r for _, r in cells), cells)
+    return dict(sorted(found.items(), key=lambda item: (item[1][0], item[0])))
+
+
+def merge_parts(setting: str) -> dict[str, Any]:
+    """One summary (peers-SETTING.json) and curves.csv from the setting's parts, which must share the loop."""
+    import csv
+
+    parts = sorted(RESULTS.glob(f"peers-{setting}.part-*.json"))
+    if not parts:
+        raise SystemExit(f"--merge: no benchmarks/results/peers-{setting}.part-*.json to merge")
+    summaries = [json.loads(p.read_text()) for p in parts]
+    loop = ("dataset", "seeds", "initial_labels", "batch_size", "rounds", "targets")
+    for path, other in zip(parts[1:], summaries[1:], strict=True):
+        differing = [k for k in loop if other[k] != summaries[0][k]]
+        if differing:
+            raise SystemExit(f"--merge: {path.name} differs from {parts[0].name} in {differing}")
+    merged = {**summaries[0], "strategies": {}, "commands": [s["command"] for s in summaries],
+              "elapsed_s": round(sum(s["elapsed_s"] for s in summaries), 1)}
+    merged.pop("command", None)
+    found = {name: row for summary in summaries for name, row in summary["strategies"].items()}
+    order = [*ALRAY, *EXTRA_ALRAY, *PEERS]
+    merged["strategies"] = {name: found[name] for name in sorted(found, key=lambda n: (
+        order.index(n) if n in order else len(order), n))}
+    rows: list[list[str]] = []
+    for path in parts:
+        with open(RESULTS / path.stem / "curves.csv", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            rows.extend(reader)
+    folder = RESULTS / f"peers-{setting}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "curves.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    config = SimulateConfig.model_validate({**summaries[0]["config"], "strategies": list(merged["strategies"])})
+    points = [CurvePoint(d, name, int(seed), int(r), int(n), float(acc)) for d, name, seed, r, n, acc in rows]
+    plot_curves(config, points, merged, folder / "curves.png")
+    merged["files"] = {"curves_csv": str(folder / "curves.csv"), "curves_png": str(folder / "curves.png"),
+                       "summary_json": str(RESULTS / f"peers-{setting}.json")}
+    (RESULTS / f"peers-{setting}.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return merged
 
 
 if __name__ == "__main__":
