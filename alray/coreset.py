@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -284,6 +285,95 @@ def coverage_radius(
     return float(distances.max()) if distances.size else 0.0
 
 
+# Rows one pick's distance update and the next pick's search handle at a time: the small per-row
+# arrays of a step stay in cache while the rows stream from memory once per pick. A multiple of 64,
+# so that BLAS computes every row's product as it would over the whole matrix.
+_STEP_ROWS = 16_384
+
+
+_BLAS: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """Run BLAS on one thread inside the block. A threaded matrix-vector product splits the rows at
+    places that depend on the thread count and computes the rows next to a split another way, so
+    their last bits would depend on the machine; on one thread every row's product is the same in
+    every process, block and engine (Spark's Python workers run one thread each already)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+class _GreedyScan:
+    """The greedy's state and its one pass per pick: lower every row's squared distance to its
+    nearest centre with the new centre, and find the next pick, block by block.
+
+    The score of a row is ``weight^2 x min_sq`` (float64) with weights, else ``min_sq``; rows
+    closer than ``min_sq_allowed`` and rows of groups without quota left score 0; the pick is the
+    first row of the largest score, as ``np.argmax`` over all rows would give.
+    """
+
+    def __init__(self, rows: np.ndarray, row_sq: np.ndarray, min_sq: np.ndarray, weight_sq: np.ndarray | None,
+                 group_of: np.ndarray | None, remaining: np.ndarray | None, min_sq_allowed: float | None) -> None:
+        self.rows, self.row_sq, self.min_sq = rows, row_sq, min_sq
+        self.weight_sq, self.group_of, self.remaining = weight_sq, group_of, remaining
+        self.min_sq_allowed = min_sq_allowed
+        self.separate = weight_sq is not None or group_of is not None
+        self.buffer = np.empty(min(_STEP_ROWS, len(rows)), dtype=np.float64) if self.separate else None
+
+    def _block_best(self, start: int, stop: int) -> tuple[float, int]:
+        distances = self.min_sq[start:stop]
+        if self.buffer is None:
+            j = int(np.argmax(distances))
+            return float(distances[j]), start + j
+        score = self.buffer[: stop - start]
+        if self.weight_sq is not None:
+            np.multiply(self.weight_sq[start:stop], distances, out=score)
+        else:
+            np.copyto(score, distances)
+        if self.min_sq_allowed is not None:
+            np.copyto(score, 0.0, where=distances < self.min_sq_allowed)
+        if self.group_of is not None and self.remaining is not None:
+            np.copyto(score, 0.0, where=self.remaining[self.group_of[start:stop]] <= 0)
+        j = int(np.argmax(score))
+        return float(score[j]), start + j
+
+    def best(self) -> tuple[float, int]:
+        """The largest score and its row, before any pick of this run."""
+        value, best = -np.inf, 0
+        for start in range(0, len(self.rows), _STEP_ROWS):
+            found, row = self._block_best(start, min(start + _STEP_ROWS, len(self.rows)))
+            if found > value:
+                value, best = found, row
+        return value, best
+
+    def add_centre(self, index: int) -> tuple[float, int]:
+        """Make row ``index`` a centre; the largest score after it and its row."""
+        if self.group_of is not None and self.remaining is not None:
+            self.remaining[self.group_of[index]] -= 1
+        # The same float32 arithmetic as _squared_distances, one block of rows at a time.
+        scaled = -2.0 * self.rows[index]
+        centre_sq = self.row_sq[index]
+        value, best = -np.inf, 0
+        for start in range(0, len(self.rows), _STEP_ROWS):
+            stop = min(start + _STEP_ROWS, len(self.rows))
+            sq = self.rows[start:stop] @ scaled
+            norm_sums = self.row_sq[start:stop] + centre_sq
+            sq += norm_sums
+            norm_sums *= _NOISE_FLOOR
+            np.copyto(sq, np.float32(0.0), where=sq <= norm_sums)
+            np.minimum(self.min_sq[start:stop], sq, out=self.min_sq[start:stop])
+            if start <= index < stop:
+                self.min_sq[index] = 0.0
+            found, row = self._block_best(start, stop)
+            if found > value:
+                value, best = found, row
+        return value, best
+
+
 def k_center_greedy(
     X: npt.ArrayLike,
     k: int,
@@ -379,46 +469,29 @@ def k_center_greedy(
         )
         _update_min_squared(min_sq, rows, row_sq, centres, centre_sq, chunk_rows=chunk_rows)
 
-    picks: list[int] = []
-
-    def add_centre(index: int) -> None:
-        picks.append(index)
-        if group_of is not None:
-            remaining[group_of[index]] -= 1
-        new_sq = _squared_distances(
-            rows, row_sq, rows[index : index + 1], row_sq[index : index + 1]
-        )
-        np.minimum(min_sq, new_sq[:, 0], out=min_sq)
-        min_sq[index] = 0.0
-
-    n_new = min(k, n_rows)
-    if n_new and existing is None:
-        if first is None:
-            first = int(np.random.default_rng(seed).integers(n_rows))
-        add_centre(first)
-
     # argmax(w * d) == argmax(w^2 * d^2) for non-negative values, so no sqrt per pick; scaling
     # w to a maximum of 1 and scoring in float64 keeps w^2 * d^2 from overflowing/underflowing.
     weight_sq = None
     if w is not None:
         w_max = float(w.max()) if n_rows else 0.0
         weight_sq = np.square(w / w_max) if w_max > 0 else np.zeros(n_rows)
-    separate = weight_sq is not None or group_of is not None
-    score = np.empty(n_rows, dtype=np.float64) if separate else min_sq
-    while len(picks) < n_new:
-        if separate:
-            if weight_sq is not None:
-                np.multiply(weight_sq, min_sq, out=score)
-            else:
-                np.copyto(score, min_sq)
-            if min_distance is not None:
-                np.copyto(score, 0.0, where=min_sq < min_sq_allowed)
-            if group_of is not None:
-                np.copyto(score, 0.0, where=remaining[group_of] <= 0)
-        best = int(np.argmax(score))
-        if score[best] <= 0 or min_sq[best] < min_sq_allowed:
-            break
-        add_centre(best)
+    scan = _GreedyScan(rows, row_sq, min_sq, weight_sq, group_of, remaining,
+                       min_sq_allowed if min_distance is not None else None)
+    picks: list[int] = []
+    n_new = min(k, n_rows)
+    with _one_blas_thread():
+        if n_new and existing is None:
+            if first is None:
+                first = int(np.random.default_rng(seed).integers(n_rows))
+            picks.append(first)
+            value, best = scan.add_centre(first)
+        elif n_new:
+            value, best = scan.best()
+        while len(picks) < n_new:
+            if value <= 0 or min_sq[best] < min_sq_allowed:
+                break
+            picks.append(best)
+            value, best = scan.add_centre(best)
 
     return np.asarray(picks, dtype=np.int64), np.sqrt(min_sq)
 

@@ -369,3 +369,76 @@ def test_coverage_radius_is_greedy_radius(X, k, seed):
     assert coverage_radius(X, X[indices]) == pytest.approx(
         float(min_distances.max()), rel=1e-4, abs=1e-2 * scale + 1e-6
     )
+
+
+def _whole_matrix_greedy(X, k, weights=None, already_selected=None, first=None, min_distance=None,
+                         groups=None, quotas=None):
+    """The greedy as one pass over all rows per step (how k_center_greedy ran before its block scan):
+    the same float32 distance kernel and float64 scores, argmax over the whole score vector."""
+    rows = np.asarray(X, dtype=np.float32)
+    shift = coreset._mean_shift(rows)
+    rows, row_sq = coreset._centred_float32("X", rows, shift, chunk_rows=1 << 16)
+    min_sq = np.full(len(rows), np.inf, dtype=np.float32)
+    if already_selected is not None:
+        centres, centre_sq = coreset._centred_float32("c", np.asarray(already_selected), shift, chunk_rows=1 << 16)
+        coreset._update_min_squared(min_sq, rows, row_sq, centres, centre_sq, chunk_rows=1 << 16)
+    remaining = None if quotas is None else np.array(quotas, dtype=np.int64)
+    allowed = 0.0 if min_distance is None else min_distance * min_distance
+    picks = []
+
+    def add(index):
+        picks.append(index)
+        if remaining is not None:
+            remaining[groups[index]] -= 1
+        new = coreset._squared_distances(rows, row_sq, rows[index:index + 1], row_sq[index:index + 1])
+        np.minimum(min_sq, new[:, 0], out=min_sq)
+        min_sq[index] = 0.0
+
+    if already_selected is None:
+        add(first)
+    w_sq = None if weights is None else np.square(weights / weights.max())
+    separate = w_sq is not None or groups is not None
+    while len(picks) < min(k, len(rows)):
+        score = (w_sq * min_sq if w_sq is not None else min_sq.astype(np.float64)) if separate else min_sq
+        if separate and min_distance is not None:
+            score = np.where(min_sq < allowed, 0.0, score)
+        if groups is not None:
+            score = np.where(remaining[groups] <= 0, 0.0, score)
+        best = int(np.argmax(score))
+        if score[best] <= 0 or min_sq[best] < allowed:
+            break
+        add(best)
+    return np.asarray(picks), np.sqrt(min_sq)
+
+
+@pytest.mark.parametrize("case", ["plain", "weights", "labeled", "groups", "min_distance", "ties"])
+@pytest.mark.parametrize("threads", [1, None])
+def test_block_scan_is_the_whole_matrix_greedy(case, threads):
+    """The greedy's block-by-block update and search (rows past several blocks, odd row counts) gives
+    the picks, in order, and the distances, to the bit, of one pass over the whole matrix per pick,
+    whatever the BLAS threads of the process."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(7)
+    n = 2 * coreset._STEP_ROWS + 1_234
+    X = rng.normal(size=(n, 24)).astype(np.float32)
+    kwargs: dict = {"first": 5}
+    if case == "weights":
+        kwargs["weights"] = rng.random(n)
+    elif case == "labeled":
+        kwargs = {"already_selected": rng.normal(size=(30, 24)).astype(np.float32), "weights": rng.random(n)}
+    elif case == "groups":
+        groups = rng.integers(0, 4, size=n)
+        kwargs.update(groups=groups, quotas=[5, 1, 0, 9], weights=rng.random(n))
+    elif case == "min_distance":
+        kwargs.update(min_distance=8.5, weights=rng.random(n))
+    elif case == "ties":  # repeated rows: equal scores in different blocks, the first must win
+        X = np.tile(rng.normal(size=(50, 24)).astype(np.float32), (n // 50 + 1, 1))[:n]
+    with threadpool_limits(1):  # the reference as Spark's single-threaded Python workers ran it
+        expected = _whole_matrix_greedy(X, 40, **kwargs)
+    with threadpool_limits(threads):  # and the new greedy with the machine's threads or one
+        picks, distances = k_center_greedy(X, 40, **kwargs)
+    np.testing.assert_array_equal(picks, expected[0])
+    np.testing.assert_array_equal(distances, expected[1])
+    if case == "min_distance":
+        assert len(picks) < 40  # the minimum distance stopped it, inside the loop under test
