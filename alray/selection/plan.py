@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from alray.config import FilterConfig, SelectionConfig, StrategyConfig
 from alray.errors import ConfigError
-from alray.strategies.auto import Auto, Budget
+from alray.strategies.auto import MODEL_COLUMNS, Auto, Budget
 from alray.strategies.base import (
     EMBEDDINGS,
     PREDICTION_COLUMN,
@@ -138,6 +138,21 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
     return Plan(selection=selection, diversity=diversity, objectives=objectives, filters=filters, balance=balance,
                 balance_column=balance_column, min_distance=min_distance, label=strategy_label(selection),
                 selector=selector, sampler=sampler, auto=auto)
+
+
+def needed_columns(plan: Plan, columns: Sequence[str]) -> list[str]:
+    """The features ``columns`` the selection of ``plan`` reads, in table order: ids, embeddings, what
+    the filters, strategies and balance read, and (for ``auto``) the model's outputs it may choose from."""
+    wanted = {"id", "embedding", *(f.column for f, _ in plan.filters)}
+    wanted |= {o.column for o in plan.objectives if o.column is not None}
+    for entry in plan.selection.strategies:
+        strategy = get_strategy(entry.strategy)
+        if entry.input != EMBEDDINGS:
+            wanted.add(PREDICTION_COLUMN if entry.input == PREDICTIONS else entry.input)
+        wanted.update(strategy.reads(entry))
+    if plan.auto is not None:
+        wanted.update(MODEL_COLUMNS)
+    return [c for c in columns if c in wanted]
 
 
 def resolve_auto(plan: Plan, budget: Budget) -> Plan:

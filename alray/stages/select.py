@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ from alray.lake import Lake, filesystem_for
 from alray.progress import Progress
 from alray.selection.batches import read_query_embeddings
 from alray.selection.objectives import add_objective_columns, prepare_objectives, quotas_for
-from alray.selection.plan import Plan, plan_selection, resolve_auto, target_count
+from alray.selection.plan import Plan, needed_columns, plan_selection, resolve_auto, target_count
 from alray.selection.ranking import RankingPass, first_pick_reach
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 from alray.selection.rounds import (
@@ -46,7 +46,14 @@ from alray.selection.rounds import (
 from alray.stages.select_local import LOCAL_MAX_ROWS, choose_engine, excluded_ids, run_select_local
 from alray.stages.spark_filters import rejection_reason
 from alray.strategies.auto import MODEL_COLUMNS, Budget
-from alray.strategies.base import CandidateBatch, ascending_non_null, embedding_matrix, numeric_column
+from alray.strategies.base import (
+    CandidateBatch,
+    ascending_non_null,
+    embedding_matrix,
+    float_lists,
+    numeric_column,
+    packed_floats,
+)
 from alray.tables import RANKING_SCHEMA, without_run_id
 
 __all__ = ["SelectResult", "global_rank", "ranking_order", "run_select", "select_dataframe"]
@@ -90,7 +97,12 @@ class SparkCandidates:
         from pyspark.ml.clustering import KMeans
         from pyspark.ml.functions import array_to_vector
 
-        vectors = self.frame.select(array_to_vector(F.col("embedding")).alias("_vector"))
+        def unpacked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                yield pa.RecordBatch.from_arrays([float_lists(batch.column("embedding"))], names=["embedding"])
+
+        lists = self.frame.select("embedding").mapInArrow(unpacked, "embedding array<float>")
+        vectors = lists.select(array_to_vector(F.col("embedding")).alias("_vector"))
         model = KMeans(k=n_clusters, seed=seed, featuresCol="_vector", maxIter=20).fit(vectors)
         return np.array([np.asarray(c) for c in model.clusterCenters()], dtype=np.float32)
 
@@ -142,7 +154,8 @@ def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_
         return run_select_local(selection_config, labeled, seed=seed, run_id=run_id, lake=lake, progress=progress,
                                 run_time=run_time, labeled_storage_options=labeled_storage_options)
     spark = spark_session(spark_config)
-    features = _read_features(spark, lake, run_id)
+    features = _read_features(spark, lake, run_id, lambda names: needed_columns(
+        plan_selection(selection_config, names), names))
     excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id)
     with select_dataframe(features, selection_config, seed=seed, excluded=excluded,
                           run_time=run_time, progress=progress, source=source) as selection:
@@ -175,6 +188,7 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
     if "id" not in features.columns or not isinstance(features.schema["id"].dataType, T.StringType):
         raise InputError(f"{source}: expected a string column 'id'")
     plan = plan_selection(selection, features.schema.fieldNames())
+    features = _packed_embeddings(features)
     before: list[tuple[Column, str]] = []
     if excluded is not None and excluded.num_rows:
         unique = excluded.to_pandas().drop_duplicates("id")  # an id labeled and selected before counts once
@@ -253,12 +267,15 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
             result.stop_reason = "min_distance" if plan.min_distance else "quotas or candidates exhausted"
             progress.say(f"select: stopped at {len(picked_ids)} of {n_select} ({result.stop_reason})")
         with progress.phase("select", "reach"):
-            ranked = _score_candidates(candidates, picked_ids, picked, pick_weights, labeled, plan)
-        with progress.phase("select", "distances_and_rank"), global_rank(ranked, ranking_order()) as numbered:
-            cached.append(numbered)
-            radius = numbered.agg(F.max("_nearest")).collect()[0][0]
+            scored = _score_candidates(candidates, picked_ids, picked, pick_weights, labeled, plan).cache()
+            cached.append(scored)
+        with progress.phase("select", "distances"):  # fills the cache: the sort's sample and shuffle read it
+            radius = scored.agg(F.max("_nearest")).collect()[0][0]
             result.coverage_radius = float(radius) if radius is not None and math.isfinite(radius) else None
-            yield SparkSelection(numbered.drop("pick_order", "_nearest"), result)
+        with ExitStack() as ranks:  # the numbered frame stays cached while the caller writes it
+            with progress.phase("select", "rank"):
+                numbered = ranks.enter_context(global_rank(scored, ranking_order()))
+            yield SparkSelection(_with_parts(numbered, plan), result)
     finally:
         for frame in cached:
             frame.unpersist()
@@ -282,6 +299,22 @@ class _ModelFigures:
         columns = [c for c in self.present if sum(int(g[f"_count_{c}"]) for g in groups)]
         widest = max((int(g["_widest"]) for g in groups if g["_widest"] is not None), default=0)
         return columns, max(0, widest) if self.with_probs else 0
+
+
+def _packed_embeddings(features: DataFrame) -> DataFrame:
+    """``features`` with its ``embedding`` array column packed into bytes (:func:`packed_floats`), once."""
+    if "embedding" not in features.columns or isinstance(features.schema["embedding"].dataType, T.BinaryType):
+        return features
+    names = features.columns
+    schema = T.StructType([T.StructField("embedding", T.BinaryType()) if f.name == "embedding" else f
+                           for f in features.schema.fields])
+
+    def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield pa.RecordBatch.from_arrays([packed_floats(batch.column(n)) if n == "embedding" else batch.column(n)
+                                              for n in names], names=names)
+
+    return features.mapInArrow(pack, schema)
 
 
 def _model_figures(features: DataFrame) -> _ModelFigures:
@@ -400,19 +433,29 @@ def _score_candidates(candidates: DataFrame, picked_ids: list[str], picked: np.n
                         T.StructField("score", T.DoubleType()), T.StructField("diversity", T.DoubleType()),
                         T.StructField("_nearest", T.DoubleType()), T.StructField("pick_order", T.LongType())])
     scored = candidates.select("embedding", "_greedy_weight", *keep).mapInArrow(score, out)
+    return scored.select("id", "selected", "score", F.col("_weight").alias("weight"), "diversity",
+                         *objective_names, "_nearest", "pick_order")
+
+
+def _with_parts(ranked: DataFrame, plan: Plan) -> DataFrame:
+    """The ranking's columns, each objective's value gathered into ``parts`` (built after the sort,
+    so that the shuffle moves plain doubles, not maps)."""
+    names = [o.name for o in plan.objectives]
     labels = [o.label for o in plan.objectives]
-    parts = F.create_map(*[item for name, label in zip(objective_names, labels, strict=True)
+    parts = F.create_map(*[item for name, label in zip(names, labels, strict=True)
                            for item in (F.lit(label), F.col(name))]) if labels else F.create_map().cast(
         "map<string,double>")
-    return scored.select("id", "selected", "score", F.col("_weight").alias("weight"), "diversity",
-                         parts.alias("parts"), "_nearest", "pick_order")
+    return ranked.select("id", "selected", "score", "weight", "diversity", parts.alias("parts"), "rank")
 
 
-def _read_features(spark: SparkSession, lake: Lake, run_id: str) -> DataFrame:
+def _read_features(spark: SparkSession, lake: Lake, run_id: str,
+                   columns: Callable[[list[str]], list[str]] | None = None) -> DataFrame:
     """This run's features as a DataFrame, read by Python in the Spark tasks.
 
     Spark gets Arrow batches from pyarrow, which reads local paths and object stores alike
-    (no Hadoop file-system connector or Delta reader on the classpath).
+    (no Hadoop file-system connector or Delta reader on the classpath). ``columns`` picks the
+    columns to read from the table's names (every one without it); the embeddings come packed
+    (:func:`~alray.strategies.base.packed_floats`), as the selection carries them.
     """
     files = lake.run_files("features", run_id)
     if not files:
@@ -421,7 +464,9 @@ def _read_features(spark: SparkSession, lake: Lake, run_id: str) -> DataFrame:
     filesystem, first = filesystem_for(files[0], options)
     schema = pq.read_schema(first, filesystem=filesystem)
     names = [n for n in schema.names if n != "run_id"]  # Iceberg files hold it; Delta keeps it in the path
-    arrow_schema = pa.schema([schema.field(n) for n in names])
+    if columns is not None:
+        names = columns(names)
+    arrow_schema = pa.schema([pa.field(n, pa.binary()) if n == "embedding" else schema.field(n) for n in names])
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -430,7 +475,8 @@ def _read_features(spark: SparkSession, lake: Lake, run_id: str) -> DataFrame:
                 parquet = pq.ParquetFile(inner, filesystem=fs)
                 for part in parquet.iter_batches(batch_size=8192, columns=names):
                     yield pa.RecordBatch.from_arrays(
-                        [part.column(n).cast(arrow_schema.field(n).type) for n in names], schema=arrow_schema)
+                        [packed_floats(part.column(n)) if n == "embedding" else part.column(n).cast(
+                            arrow_schema.field(n).type) for n in names], schema=arrow_schema)
 
     paths = spark.createDataFrame([(f,) for f in files], "path string")
     paths = paths.repartition(min(len(files), spark.sparkContext.defaultParallelism * 4))

@@ -43,7 +43,7 @@ import xxhash
 
 from alray.errors import ConfigError
 from alray.selection.partitions import spark_xxhash64
-from alray.strategies.base import Candidates, Picks, Selector, embedding_matrix
+from alray.strategies.base import Candidates, Picks, Selector, embedding_matrix, float_lists
 
 if TYPE_CHECKING:
     from alray.config import StrategyConfig
@@ -191,7 +191,7 @@ def local_round(table: pa.Table, n_select: int, n_partitions: int, oversample: f
         share_out.append(np.full(len(picks), share))
     take = pa.array(np.concatenate(rows_out), pa.int64())
     return pa.table([table.column("id").take(take).cast(pa.string()),
-                     table.column("embedding").take(take).cast(UNION_SCHEMA.field("embedding").type),
+                     float_lists(table.column("embedding").take(take)),
                      table.column(PROBS).take(take).cast(UNION_SCHEMA.field(PROBS).type),
                      pa.array(np.concatenate(order_out), pa.int64()),
                      pa.array(np.concatenate(share_out), pa.int64())], schema=UNION_SCHEMA)
@@ -219,6 +219,9 @@ class Badge(Selector):
     name = "badge"
     inputs = "embeddings"
     summary = "uncertainty and diversity: k-means++ seeding on the last layer's gradient embeddings (BADGE)"
+
+    def reads(self, entry: StrategyConfig) -> tuple[str, ...]:
+        return (PROBS,)
 
     def select(self, entry: StrategyConfig, candidates: Candidates, n_select: int,
                labeled: np.ndarray | None) -> Picks:

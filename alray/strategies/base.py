@@ -53,13 +53,60 @@ INPUT_KINDS = ("embeddings", "column", "column_or_predictions")
 
 
 def embedding_matrix(batch: pa.RecordBatch | pa.Table, column: str = "embedding") -> np.ndarray:
-    """The list<float> column ``column`` as a float32 matrix (N, D); (0, 0) for no rows."""
+    """Column ``column`` as a float32 matrix (N, D); (0, 0) for no rows.
+
+    The column holds lists of floats, or each row's float32 values as bytes (:func:`packed_floats`:
+    how the Spark stage carries embeddings, read here without a copy).
+    """
     values = batch.column(column)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     n = len(values)
+    if not n:
+        return np.zeros((0, 0), dtype=np.float32)
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(values.type)
+                                else np.int32, count=n + 1, offset=values.offset * (
+                                    8 if pa.types.is_large_binary(values.type) else 4))
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+        return data.view(np.float32).reshape(n, -1)
     flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return flat.reshape(n, -1) if n else np.zeros((0, 0), dtype=np.float32)
+    return flat.reshape(n, -1)
+
+
+def packed_floats(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A list<float32> column as binary: each row's float32 values as bytes, sharing the list's buffer.
+
+    The Spark stage carries embeddings this way: the JVM copies one byte string per row where a
+    list is converted element by element at every crossing between Python and the JVM.
+    A list column with nulls, or of other widths per row, keeps its lengths (4 bytes a value).
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_binary(values.type):
+        return values
+    if not pa.types.is_list(values.type) or values.type.value_type != pa.float32():
+        values = values.cast(pa.list_(pa.float32()))
+    offsets = pc.multiply(pc.subtract(values.offsets, values.offsets[0]), 4).cast(pa.int32())
+    start = values.offsets[0].as_py()
+    flat = values.values.slice(start, values.offsets[-1].as_py() - start)
+    data = flat.buffers()[1]
+    byte_start = flat.offset * 4
+    return pa.Array.from_buffers(pa.binary(), len(values), [values.buffers()[0], offsets.buffers()[1],
+                                                            data.slice(byte_start, len(flat) * 4)],
+                                 null_count=values.null_count)
+
+
+def float_lists(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A binary column of :func:`packed_floats` (or any list of floats) as list<float32>."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
+        return values.cast(pa.list_(pa.float32()))
+    matrix = embedding_matrix(pa.table({"v": values}), "v")
+    n, width = matrix.shape if len(values) else (0, 0)
+    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel(), pa.float32()), mask=values.is_null())
 
 
 def numeric_column(table: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
@@ -160,6 +207,10 @@ class Strategy:
     def describe(self, entry: StrategyConfig) -> str:
         """The entry in the ranking's strategy label, e.g. ``weights:bald^1``."""
         return f"{self.label(entry)}^{entry.strength:g}"
+
+    def reads(self, entry: StrategyConfig) -> tuple[str, ...]:
+        """Features columns the strategy reads besides ``id``, ``embedding`` and its input column."""
+        return ()
 
 
 class Objective(Strategy):

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from alray.errors import ConfigError
 from alray.selection.partitions import spark_xxhash64
-from alray.strategies.base import Candidates, Picks, Selector, embedding_matrix, numeric_column
+from alray.strategies.base import Candidates, Picks, Selector, embedding_matrix, float_lists, numeric_column
 from alray.strategies.typicality import nearest_centroid
 from alray.strategies.typiclust import kmeans_centroids
 
@@ -144,7 +144,7 @@ class ClusterMargin(Selector):
         def embeddings(table: pa.Table) -> pa.Table:
             found = table.filter(pc.is_in(table.column("id").cast(pa.string()), value_set=wanted))
             return pa.table([found.column("id").cast(pa.string()),
-                             found.column("embedding").cast(_EMBEDDED.field("embedding").type)], schema=_EMBEDDED)
+                             float_lists(found.column("embedding"))], schema=_EMBEDDED)
 
         fetched = candidates.partition_map(embeddings, _EMBEDDED)
         position = {i: n for n, i in enumerate(fetched.column("id").to_pylist())}
