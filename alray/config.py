@@ -159,6 +159,9 @@ class ScoreConfig(_Section):
     batch_size: int = Field(256, ge=1, description="Rows per batch handed to a scoring actor.")
     num_actors: int = Field(1, ge=1, description="Scoring actors (one model copy each).")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per scoring actor.")
+    cpus_per_decode_task: float = Field(
+        1.0, gt=0, description="CPUs reserved per Ray task that decodes a batch of payloads (images, vectors, "
+                               "texts) into model inputs before the actors score them.")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per scoring actor; 0 scores on CPU.")
     max_image_pixels: int = Field(
         DEFAULT_MAX_IMAGE_PIXELS, ge=1,
@@ -456,10 +459,20 @@ class Config(_Section):
         return _digest(data)
 
     def score_hash(self) -> str:
-        """Hash of what the features depend on (pool, model, scoring, seed): equal hashes, same features."""
+        """Hash of what the features depend on (pool, model, scoring, seed): equal hashes, same features.
+
+        How the work is spread (actors, CPUs, GPUs, batch size: a sample's scores do not depend on its
+        batch) and when a run gives up (``max_bad_fraction``) change no feature and stay out."""
         data = self.public_dump(include={"pool", "model", "score"})
+        for key in _SCORE_RESOURCES:
+            data["score"].pop(key, None)
         data["seed"] = self.run.seed
         return _digest(data)
+
+
+# Score keys that change how the work is spread, not the features (see Config.score_hash).
+_SCORE_RESOURCES = ("num_actors", "cpus_per_actor", "gpus_per_actor", "cpus_per_decode_task", "batch_size",
+                    "max_bad_fraction")
 
 
 REDACTED = "REDACTED"

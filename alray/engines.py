@@ -35,10 +35,10 @@ def ensure_ray(config: RayConfig) -> None:
 
 
 def check_leaves_a_read_cpu(config: RayConfig, *, section: str, count_key: str, count: int, per_key: str,
-                            per: float) -> None:
+                            per: float, task_cpus: float = 1.0) -> None:
     """Refuse ``count`` x ``per`` reserved CPUs (scoring actors, training workers) that take every CPU of a
-    local Ray instance: the pool's read tasks (one CPU each) could then never run, and the job would wait
-    forever. ``section``, ``count_key`` and ``per_key`` name the config keys in the error."""
+    local Ray instance: the pool's read tasks (``task_cpus`` each, one by default) could then never run, and
+    the job would wait forever. ``section``, ``count_key`` and ``per_key`` name the config keys in the error."""
     import ray
 
     from alray.errors import ConfigError
@@ -47,11 +47,12 @@ def check_leaves_a_read_cpu(config: RayConfig, *, section: str, count_key: str, 
         return  # a cluster may autoscale; its operators size it
     total = float(ray.cluster_resources().get("CPU", 0.0))
     reserved = count * per
-    if reserved > total - 1.0 + 1e-9:
+    needed = max(1.0, task_cpus)
+    if reserved > total - needed + 1e-9:
         raise ConfigError(
-            f"{section}: {count_key} x {per_key} = {reserved:g} CPUs leaves less than one of the local Ray "
+            f"{section}: {count_key} x {per_key} = {reserved:g} CPUs leaves less than {needed:g} of the local Ray "
             f"instance's {total:g} CPUs to read the pool; lower {section}.{per_key} (e.g. "
-            f"{max(0.1, (total - 1.0) / count):.2g}) or {section}.{count_key}"
+            f"{max(0.1, (total - needed) / count):.2g}) or {section}.{count_key}"
         )
 
 

@@ -6,7 +6,7 @@ The Ray stage calls :func:`score_batch` once per batch inside an actor; nothing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -83,82 +83,146 @@ def _column(values: np.ndarray, ok: np.ndarray, dtype: pa.DataType) -> pa.Array:
     return pa.array(full, type=dtype, mask=~ok)
 
 
-@dataclass
-class _Inputs:
-    """Decoded rows of a batch: model inputs of the usable rows, reasons of the others, quality."""
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes, so that its inputs can be decoded away from it (in other processes than
+    the one holding the model): the input kind, the channels and side of images, the width of vectors."""
 
-    n: int
-    inputs: list[np.ndarray] = field(default_factory=list)
-    ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    reasons: list[str | None] = field(default_factory=list)
-    quality: dict[str, np.ndarray] = field(default_factory=dict)
-    channel_mean: list[list[float]] = field(default_factory=list)
-    channel_std: list[list[float]] = field(default_factory=list)
+    kind: str
+    in_channels: int = 1
+    image_size: int = 0
+    n_features: int = 0
 
-    def __post_init__(self) -> None:
-        self.ok = np.zeros(self.n, dtype=bool)
-        self.reasons = [None] * self.n
-        self.quality = {name: np.zeros(self.n) for name in IMAGE_COLUMNS}
+    @classmethod
+    def of(cls, model: TaskModel) -> InputSpec:
+        """The spec of ``model``'s inputs."""
+        return cls(model.input_kind, int(model.in_channels or 1), int(model.image_size or 0),
+                   int(model.n_features or 0))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One decoded input's shape: (C, H, W) for images, (n_features,) for vectors."""
+        if self.kind == "image":
+            return (self.in_channels, self.image_size, self.image_size)
+        return (self.n_features,)
 
 
-def _decode_texts(column: list[object], decoded: _Inputs, encoder: TextEncoder | None, n_features: int) -> None:
+# The decoded batch's column holding each usable row's model input: float32 values packed as bytes
+# (images at the model's size, feature vectors), or the checked text; null for a rejected row.
+MODEL_INPUT = "_model_input"
+
+
+def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> pa.Table:
+    """Decode a batch of pool rows into model inputs, the CPU work of scoring that needs no model.
+
+    Returns ``id``, :data:`MODEL_INPUT`, the reject reason (null for a usable row), the image
+    metrics and channel statistics (null but for decoded images), then the pool's metadata columns,
+    one row per input row in input order. :func:`score_decoded` then scores it with the model.
+    """
+    n = batch.num_rows
+    column = batch.column(options.payload).to_pylist() if options.payload in batch.column_names else [None] * n
+    ok = np.zeros(n, dtype=bool)
+    reasons: list[str | None] = [None] * n
+    inputs: list[np.ndarray] = []
     texts: list[str] = []
-    rows: list[int] = []
-    for i, value in enumerate(column):
-        try:
-            texts.append(text_value(value))
-            rows.append(i)
-        except PayloadError as exc:
-            decoded.reasons[i] = str(exc)
-    if not texts:
-        return
-    if encoder is None:
-        raise ValueError("text payloads need a text encoder (score_batch's text_encoder)")
-    vectors = encoder(texts)
-    if np.issubdtype(vectors.dtype, np.integer):  # token ids of the model's own tokenizer
-        for i, tokens in zip(rows, vectors, strict=True):
-            decoded.inputs.append(tokens)
-            decoded.ok[i] = True
-        return
-    for i, vector in zip(rows, vectors, strict=True):
-        try:
-            decoded.inputs.append(feature_vector(vector, n_features=n_features))
-            decoded.ok[i] = True
-        except PayloadError as exc:  # an encoder that disagrees with the model's width, or NaN
-            decoded.reasons[i] = f"text: encoder output unusable ({exc})"
-
-
-def _model_inputs(model: TaskModel, batch: pa.Table, options: ScoringOptions,
-                  text_encoder: TextEncoder | None) -> _Inputs:
-    decoded = _Inputs(batch.num_rows)
-    column = batch.column(options.payload).to_pylist()
+    quality = {name: np.zeros(n) for name in IMAGE_COLUMNS}
+    channel_mean: list[list[float]] = []
+    channel_std: list[list[float]] = []
     try:
-        check_payload_fits(options.payload, model.input_kind)
+        check_payload_fits(options.payload, spec.kind)
+        fits = True
     except PayloadError as exc:
-        decoded.reasons = [str(exc)] * batch.num_rows
-        return decoded
-    if options.payload == "text":
-        _decode_texts(column, decoded, text_encoder, model.n_features)
-        return decoded
-    for i, value in enumerate(column):
+        reasons, fits = [str(exc)] * n, False
+    for i, value in enumerate(column if fits else []):
         try:
-            if options.payload == "features":
-                decoded.inputs.append(feature_vector(value, n_features=model.n_features))
+            if options.payload == "text":
+                texts.append(text_value(value))
+            elif options.payload == "features":
+                inputs.append(feature_vector(value, n_features=spec.n_features))
             else:
                 data = (read_uri(value, max_bytes=max_image_bytes(options.max_image_pixels),
                                  storage_options=options.storage_options) if options.payload == "uri"
                         else value)
-                image = decode_image(data, channels=model.in_channels, size=model.image_size,
+                image = decode_image(data, channels=spec.in_channels, size=spec.image_size,
                                      max_pixels=options.max_image_pixels)
-                decoded.inputs.append(image.pixels)
+                inputs.append(image.pixels)
                 for name in IMAGE_COLUMNS:
-                    decoded.quality[name][i] = image.quality[name]
-                decoded.channel_mean.append(image.channel_mean)
-                decoded.channel_std.append(image.channel_std)
-            decoded.ok[i] = True
+                    quality[name][i] = image.quality[name]
+                channel_mean.append(image.channel_mean)
+                channel_std.append(image.channel_std)
+            ok[i] = True
         except PayloadError as exc:
-            decoded.reasons[i] = str(exc)
-    return decoded
+            reasons[i] = str(exc)
+    if options.payload == "text":
+        model_input: pa.Array = pa.array([None] * n, pa.string()) if not texts else _scatter_texts(texts, ok)
+    else:
+        model_input = _packed_rows(inputs, ok)
+    image_ok = ok if PAYLOAD_INPUT_KIND.get(options.payload) == "image" else np.zeros(n, dtype=bool)
+    columns: dict[str, pa.Array] = {
+        "id": pa.array([str(i) for i in batch.column("id").to_pylist()], type=pa.string()),
+        MODEL_INPUT: model_input,
+        REJECT_REASON: pa.array(reasons, type=pa.string()),
+        **{name: _column(quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},
+        "channel_mean": _list_column(_matrix(channel_mean), image_ok),
+        "channel_std": _list_column(_matrix(channel_std), image_ok),
+    }
+    metadata = batch.drop_columns([c for c in ("id", options.payload) if c in batch.column_names])
+    for name in metadata.column_names:
+        columns[name] = metadata.column(name).combine_chunks()
+    return pa.table(columns)
+
+
+def _packed_rows(rows: list[np.ndarray], ok: np.ndarray) -> pa.Array:
+    """The usable rows' float32 inputs as one byte string each, null for the others."""
+    if not rows:
+        return pa.nulls(len(ok), pa.binary())
+    flat = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+    width = flat[0].nbytes
+    offsets = np.concatenate([[0], np.cumsum(np.where(ok, width, 0))]).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(ok), [pa.array(ok).buffers()[1] if not ok.all() else None,
+                                                        pa.py_buffer(offsets), pa.py_buffer(flat)],
+                                 null_count=int((~ok).sum()))
+
+
+def _scatter_texts(texts: list[str], ok: np.ndarray) -> pa.Array:
+    values: list[str | None] = [None] * len(ok)
+    for i, text in zip(np.flatnonzero(ok), texts, strict=True):
+        values[int(i)] = text
+    return pa.array(values, pa.string())
+
+
+def _decoded_inputs(decoded: pa.Table, spec: InputSpec) -> np.ndarray:
+    """The usable rows' model inputs (n_ok, *spec.shape), float32, read from the packed column."""
+    column = decoded.column(MODEL_INPUT).combine_chunks()
+    valid = column.drop_null()
+    if not len(valid):
+        return np.zeros((0, *spec.shape), dtype=np.float32)
+    from alray.strategies.base import embedding_matrix
+
+    return embedding_matrix(pa.table({"v": valid}), "v").reshape(len(valid), *spec.shape)
+
+
+def _encoded_texts(decoded: pa.Table, ok: np.ndarray, reasons: list[str | None], encoder: TextEncoder | None,
+                   n_features: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The usable texts through the model's tokenizer or text encoder: inputs, and which rows stay usable."""
+    texts = [str(t) for t in decoded.column(MODEL_INPUT).drop_null().to_pylist()]
+    rows = np.flatnonzero(ok)
+    if not texts:
+        return [], ok
+    if encoder is None:
+        raise ValueError("text payloads need a text encoder (score_batch's text_encoder)")
+    vectors = encoder(texts)
+    if np.issubdtype(vectors.dtype, np.integer):  # token ids of the model's own tokenizer
+        return list(vectors), ok
+    inputs: list[np.ndarray] = []
+    kept = ok.copy()
+    for i, vector in zip(rows, vectors, strict=True):
+        try:
+            inputs.append(feature_vector(vector, n_features=n_features))
+        except PayloadError as exc:  # an encoder that disagrees with the model's width, or NaN
+            reasons[int(i)] = f"text: encoder output unusable ({exc})"
+            kept[int(i)] = False
+    return inputs, kept
 
 
 # CPU matrix kernels pick another code path for a handful of rows, which changes the last bits
@@ -183,7 +247,7 @@ def _predict_padded(model: TaskModel, x: torch.Tensor, keys: np.ndarray, options
 
 def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
                 text_encoder: TextEncoder | None = None) -> pa.Table:
-    """Score a batch of pool rows.
+    """Score a batch of pool rows: :func:`decode_batch` then :func:`score_decoded`, in this process.
 
     Parameters
     ----------
@@ -198,17 +262,36 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
     rows that could not be used have null scores and a reject reason. ``pred_loss`` is null
     for every row when the model has no loss head.
     """
-    ids = [str(i) for i in batch.column("id").to_pylist()]
-    decoded = _model_inputs(model, batch, options, text_encoder)
-    ok, reasons = decoded.ok, decoded.reasons
+    return score_decoded(model, decode_batch(batch, InputSpec.of(model), options), options,
+                         text_encoder=text_encoder)
+
+
+def score_decoded(model: TaskModel, decoded: pa.Table, options: ScoringOptions, *,
+                  text_encoder: TextEncoder | None = None) -> pa.Table:
+    """Score a batch that :func:`decode_batch` decoded: the model's work only (features table rows).
+
+    The scoring stage runs the decoding in Ray tasks and this in the model's actors, which then
+    spend their time on tensors; the result is the same as :func:`score_batch` on the raw rows.
+    """
+    spec = InputSpec.of(model)
+    ids = [str(i) for i in decoded.column("id").to_pylist()]
+    reasons = decoded.column(REJECT_REASON).to_pylist()
+    ok = np.array([r is None for r in reasons], dtype=bool)
+    image_ok = ok.copy() if PAYLOAD_INPUT_KIND.get(options.payload) == "image" else np.zeros(len(ids), dtype=bool)
+    if options.payload == "text":
+        text_inputs, ok = _encoded_texts(decoded, ok, reasons, text_encoder, model.n_features)
+        inputs = np.stack(text_inputs) if text_inputs else None
+    else:
+        matrix = _decoded_inputs(decoded, spec)
+        inputs = matrix if len(matrix) else None
     n_classes, width = model.n_classes, model.embedding_dim
     ok_ids = [ids[i] for i in np.flatnonzero(ok)]
     pred_loss: np.ndarray | None = None
     scores: dict[str, np.ndarray] = {**{name: np.zeros(0) for name in MC_SCORES}, "probs": np.zeros((0, n_classes)),
                                      "pred": np.zeros(0, dtype=np.int64)}
-    if decoded.inputs:
+    if inputs is not None:
         device = torch.device(options.device)
-        x = torch.from_numpy(np.stack(decoded.inputs)).to(device, non_blocking=True)
+        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device, non_blocking=True)
         prediction = _predict_padded(model, x, id_keys(ok_ids), options)
         # The scores are computed where the model ran: only (B, C) and (B,) arrays come back.
         finite_t = torch.isfinite(prediction.embedding).all(dim=1)
@@ -233,9 +316,8 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         embedding = np.zeros((0, width), dtype=np.float32)
     # An embedding-only model (n_classes 0) predicts nothing: its rows' scores stay null.
     scored = ok if n_classes > 0 else np.zeros(len(ok), dtype=bool)
-    is_image = PAYLOAD_INPUT_KIND.get(options.payload) == "image"
-    image_ok = ok if is_image else np.zeros(len(ok), dtype=bool)
-    metadata = batch.drop_columns([c for c in ("id", options.payload) if c in batch.column_names])
+    carried = {MODEL_INPUT, REJECT_REASON, "id", *IMAGE_COLUMNS, "channel_mean", "channel_std"}
+    metadata = decoded.select([c for c in decoded.column_names if c not in carried])
     schema = features_schema(metadata.schema)
     columns: dict[str, pa.Array] = {
         "run_id": pa.array([options.run_id] * len(ids), type=pa.string()),
@@ -246,11 +328,25 @@ def score_batch(model: TaskModel, batch: pa.Table, options: ScoringOptions, *,
         **{name: _column(scores[name], scored, pa.float64()) for name in MC_SCORES},
         "pred_loss": (_column(pred_loss, ok, pa.float64()) if pred_loss is not None
                       else pa.nulls(len(ids), type=pa.float64())),
-        **{name: _column(decoded.quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},
-        "channel_mean": _list_column(_matrix(decoded.channel_mean), image_ok),
-        "channel_std": _list_column(_matrix(decoded.channel_std), image_ok),
+        **{name: _column(_values(decoded, name, image_ok), image_ok, pa.float64()) for name in IMAGE_COLUMNS},
+        "channel_mean": _list_column(embedding_rows(decoded, "channel_mean", image_ok), image_ok),
+        "channel_std": _list_column(embedding_rows(decoded, "channel_std", image_ok), image_ok),
     }
     for name in metadata.column_names:
         columns[name] = metadata.column(name).combine_chunks()
     columns[REJECT_REASON] = pa.array(reasons, type=pa.string())
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def _values(decoded: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
+    values = decoded.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+    return values[rows]
+
+
+def embedding_rows(decoded: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
+    """The list<float> column ``name``'s values of ``rows`` as a float32 matrix."""
+    if not rows.any():
+        return np.zeros((0, 0), dtype=np.float32)
+    from alray.strategies.base import embedding_matrix
+
+    return embedding_matrix(decoded.filter(pa.array(rows)), name)

@@ -15,7 +15,14 @@ from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, Select
 from alray.engines import check_leaves_a_read_cpu, ensure_ray
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
-from alray.inference import ScoringOptions, check_payload_fits, score_batch, text_encoder_for
+from alray.inference import (
+    InputSpec,
+    ScoringOptions,
+    check_payload_fits,
+    decode_batch,
+    score_decoded,
+    text_encoder_for,
+)
 from alray.lake import Lake, ensure_dir, filesystem_for
 from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder
@@ -43,8 +50,15 @@ def load_configured_model(model: ModelConfig) -> TaskModel:
                       dropout=model.dropout, model_format=model.format, max_tokens=model.max_tokens)
 
 
+def decode_pool_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> pa.Table:
+    """Ray Data task: one batch of pool rows decoded into model inputs (:func:`~alray.inference.decode_batch`)."""
+    fail_once("score.decode")
+    return decode_batch(batch, spec, options)
+
+
 class PoolScorer:
-    """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch."""
+    """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch
+    of decoded inputs (:func:`~alray.inference.score_decoded`), or a pool's own precomputed columns."""
 
     def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int) -> None:
         import torch
@@ -64,7 +78,7 @@ class PoolScorer:
         fail_once("score.actor", kill=True)
         if self.precomputed:
             return score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
-        return score_batch(self.model, batch, self.options, text_encoder=self.text_encoder)
+        return score_decoded(self.model, batch, self.options, text_encoder=self.text_encoder)
 
 
 def _absolute(path: str) -> str:
@@ -73,8 +87,9 @@ def _absolute(path: str) -> str:
 
 
 def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging: str | None = None,
-                 selection: SelectionConfig | None = None) -> tuple[PoolSource, str]:
-    """Check the pool and the checkpoint before any engine starts; return the resolved pool and payload.
+                 selection: SelectionConfig | None = None) -> tuple[PoolSource, str, InputSpec | None]:
+    """Check the pool and the checkpoint before any engine starts; return the resolved pool, its payload
+    and what the model takes (None without a model).
 
     ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
     """
@@ -89,7 +104,7 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
         _check_scores_available(selection, available_scores(schema.names),
                                 has_predictions=bool({"probs", "logits", "mc_probs"} & set(schema.names)),
                                 source=f"pool {pool.path} has no model and no such column")
-        return source, payload
+        return source, payload, None
     model = load_configured_model(model_config)
     try:
         check_payload_fits(payload, model.input_kind)
@@ -101,7 +116,7 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
     elif not model.has_loss_head:
         _check_scores_available(selection, set(MC_SCORES), has_predictions=True,
                                 source=f"model.checkpoint {model_config.checkpoint} has no loss head")
-    return source, payload
+    return source, payload, InputSpec.of(model)
 
 
 def _check_scores_available(selection: SelectionConfig | None, available: set[str], *, has_predictions: bool,
@@ -126,17 +141,29 @@ def _check_scores_available(selection: SelectionConfig | None, available: set[st
 def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
     """Refuse an actor pool that leaves no local CPU to read the pool (:func:`check_leaves_a_read_cpu`)."""
     check_leaves_a_read_cpu(ray_config, section="score", count_key="num_actors", count=score.num_actors,
-                            per_key="cpus_per_actor", per=score.cpus_per_actor)
+                            per_key="cpus_per_actor", per=score.cpus_per_actor, task_cpus=score.cpus_per_decode_task)
 
 
-def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions) -> Any:
-    """A Ray Dataset of pool rows scored by an actor pool: the features rows (with a reject reason column).
+def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions,
+                  spec: InputSpec | None = None) -> Any:
+    """A Ray Dataset of pool rows scored: the features rows (with a reject reason column).
 
-    ``model`` and ``score`` are the config's sections; ``options`` says which payload column to
-    decode, the seed and the run id. Lazy, as Ray Datasets are: nothing runs until it is consumed.
+    Ray tasks decode the payloads into model inputs (image decoding, resizing, quality metrics: CPU
+    work), handed on as arrays, and an actor pool holding the model scores them: so an actor, on a GPU
+    or a CPU, does tensor work only. ``model`` and ``score`` are the config's sections; ``options`` says
+    which payload column to decode, the seed and the run id; ``spec`` what the model takes (read from
+    the checkpoint when not given). Lazy, as Ray Datasets are: nothing runs until it is consumed.
     """
     from ray.data import ActorPoolStrategy
 
+    if model is not None:
+        spec = spec or InputSpec.of(load_configured_model(model))
+        # Resources as a function: Ray Data then never fuses the decoding into the actors (it would,
+        # into an actor pool of the same CPUs, and the actors would decode again).
+        cpus = score.cpus_per_decode_task
+        dataset = dataset.map_batches(decode_pool_batch, fn_kwargs={"spec": spec, "options": options},
+                                      batch_size=score.batch_size, batch_format="pyarrow",
+                                      ray_remote_args_fn=lambda: {"num_cpus": cpus})
     return dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs={
@@ -159,7 +186,8 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
 
     Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections and the run seed.
     """
-    source, payload = check_inputs(pool, model, staging=_absolute(lake.staging(run_id, "pool")), selection=selection)
+    source, payload, spec = check_inputs(pool, model, staging=_absolute(lake.staging(run_id, "pool")),
+                                         selection=selection)
     ensure_ray(ray_config)
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
@@ -174,7 +202,7 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
     dataset = read_pool(source, rows_per_block=block_rows)
-    scored = score_dataset(dataset, model, score, options)
+    scored = score_dataset(dataset, model, score, options, spec)
     # Without a floor, Ray writes one file per block: thousands of files for a million rows,
     # each then split and committed on its own. Without a ceiling, a file grows with the pool,
     # and so does the memory of the task that splits it.

@@ -88,5 +88,13 @@ def test_a_pool_the_model_cannot_read_fails_before_ray_starts(small_pool, tmp_pa
 def test_an_actor_pool_that_takes_every_local_cpu_is_refused(ray_session, small_pool):
     root, _ = small_pool
     config = _config(root, num_actors=2, cpus_per_actor=1.0)  # the session's Ray has 2 CPUs
-    with pytest.raises(ConfigError, match="leaves less than one of the local Ray instance's 2 CPUs"):
+    with pytest.raises(ConfigError, match="leaves less than 1 of the local Ray instance's 2 CPUs"):
+        run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
+
+
+def test_decode_tasks_that_cannot_run_beside_the_actors_are_refused(ray_session, small_pool):
+    root, _ = small_pool
+    config = _config(root, num_actors=1, cpus_per_actor=1.0)
+    config = config.model_copy(update={"score": config.score.model_copy(update={"cpus_per_decode_task": 1.5})})
+    with pytest.raises(ConfigError, match=r"leaves less than 1\.5 of the local Ray instance's 2 CPUs"):
         run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
