@@ -23,7 +23,7 @@ from alray.lake.filesystems import delete_dir, filesystem_for, join_path
 from alray.lake.iceberg import IcebergBackend, IcebergCatalog
 from alray.lake.parquet import ParquetBackend
 
-TABLE_NAMES = ("features", "ranking", "rejects", "runs")
+TABLE_NAMES = ("features", "ranking", "rejects", "runs", "labels", "round_items")
 TableFormat = Literal["delta", "iceberg", "parquet"]
 
 # The one place a table format's name meets its implementation.
@@ -107,3 +107,9 @@ class Lake:
     def run_files(self, name: str, run_id: str) -> list[str]:
         """Parquet files holding one run's rows, for engines without a reader for the table format."""
         return self._backend.run_files(name, run_id)
+
+    def update_run(self, name: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                   schema: pa.Schema) -> bool:
+        """Replace ``run_id``'s rows of table ``name`` with ``update(rows)``, retried while another writer
+        changes them in between; False when ``update`` gave None (nothing written)."""
+        return self._backend.update_run(name, run_id, update, schema=schema)
