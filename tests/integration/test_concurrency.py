@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import multiprocessing
-import threading
 from collections import Counter
 
 import pyarrow as pa
@@ -23,6 +22,7 @@ from alray.lake.filesystems import join_path
 from alray.lake.labels import add_labels, read_labels
 from alray.lake.rounds import read_items, record_selection
 from alray.tables import RUNS_SCHEMA
+from tests.lake.conftest import in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -72,20 +72,7 @@ def assert_each_row_once(root: str, options: dict[str, str] | None, run_ids: lis
 
 
 def _in_threads(root: str, options: dict[str, str] | None, run_ids: list[str]) -> None:
-    errors: list[BaseException] = []
-
-    def write(run_id: str) -> None:
-        try:
-            write_like_a_run(root, options, run_id)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(run_id,)) for run_id in run_ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    in_threads(write_like_a_run, [(root, options, run_id) for run_id in run_ids])
 
 
 def _in_processes(root: str, options: dict[str, str] | None, run_ids: list[str]) -> None:

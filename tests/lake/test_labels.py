@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 from deltalake import DeltaTable
 
 from alray.lake import Lake
 from alray.lake.labels import add_labels, current_labels, read_labels
+from tests.lake.conftest import in_threads
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 
@@ -42,11 +42,6 @@ def test_concurrent_imports_of_one_export_keep_each_row_once(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     rows = [_row(f"id-{i}", "cat", i) for i in range(20)]
     others = [_row(f"other-{i}", "dog", 100 + i) for i in range(5)]
-    threads = [threading.Thread(target=add_labels, args=(lake, rows), kwargs={"now": T0}) for _ in range(4)]
-    threads.append(threading.Thread(target=add_labels, args=(lake, others), kwargs={"now": T0}))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(lambda batch: add_labels(lake, batch, now=T0), [(rows,)] * 4 + [(others,)])
     ids = read_labels(lake).column("id").to_pylist()
     assert sorted(ids) == sorted(row["id"] for row in rows + others)  # every row, none twice

@@ -4,7 +4,6 @@ none lost to a concurrent writer of the same round."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pyarrow as pa
 import pytest
@@ -19,6 +18,7 @@ from alray.lake.rounds import (
     read_items,
     record_selection,
 )
+from tests.lake.conftest import in_threads
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 DAY = dt.timedelta(days=1)
@@ -109,20 +109,7 @@ def test_concurrent_moves_of_one_round_lose_none(tmp_path, fmt):
     ids = [f"id-{i}" for i in range(8)]
     _ranking(lake, "r1", ids)
     record_selection(lake, "r1", at=T0)
-    errors: list[BaseException] = []
-
-    def send(item: str) -> None:
-        try:
-            mark_sent(lake, "r1", [item], destination=f"d-{item}", at=T0)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    in_threads(lambda item: mark_sent(lake, "r1", [item], destination=f"d-{item}", at=T0), [(i,) for i in ids])
     rows = read_items(lake).to_pylist()
     assert sorted(row["id"] for row in rows) == ids  # no row twice
     assert {row["id"]: (row["state"], row["destination"]) for row in rows} == {i: ("sent", f"d-{i}") for i in ids}
