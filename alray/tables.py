@@ -1,4 +1,5 @@
-"""The table contracts: the score columns and the schemas of the features, ranking, rejects and runs tables.
+"""The table contracts: the score columns and the schemas of the features, ranking, rejects, runs,
+round_items and labels tables.
 
 The scorer, the quality metrics, the selection stage, the report and the Python API take their
 columns from here; the config's description of a strategy input lists :data:`UNCERTAINTY_SCORES`.

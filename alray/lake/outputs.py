@@ -1,4 +1,4 @@
-"""The output lake: its four run-partitioned tables under one root, in the table format the config names.
+"""The output lake: its run-partitioned tables under one root, in the table format the config names.
 
 A :class:`Lake` picks its backend once, from :data:`BACKENDS`, and every read and write goes
 through it. Large tables are written where the data is: engines write parquet files into
@@ -56,7 +56,7 @@ class Lake:
         return cls(output.path, output.format, dict(output.storage_options) or None, catalog)
 
     def table(self, name: str) -> str:
-        """Path of table ``name`` (features, ranking, rejects, runs)."""
+        """Path of table ``name`` (one of TABLE_NAMES)."""
         if name not in TABLE_NAMES:
             raise ValueError(f"name: expected one of {TABLE_NAMES}, got {name!r}")
         return join_path(self.root, name)
