@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,10 +254,13 @@ def select_dataframe(features: DataFrame, selection: SelectionConfig, *, seed: i
             progress.say(f"select: stopped at {len(picked_ids)} of {n_select} ({result.stop_reason})")
         with progress.phase("select", "reach"):
             ranked = _score_candidates(candidates, picked_ids, picked, pick_weights, labeled, plan)
-        with progress.phase("select", "distances_and_rank"), global_rank(ranked, ranking_order()) as numbered:
-            cached.append(numbered)
-            radius = numbered.agg(F.max("_nearest")).collect()[0][0]
-            result.coverage_radius = float(radius) if radius is not None and math.isfinite(radius) else None
+        with ExitStack() as numbering:
+            # The phase ends before the yield: the caller's write and commit are phases of their own.
+            with progress.phase("select", "distances_and_rank"):
+                numbered = numbering.enter_context(global_rank(ranked, ranking_order()))
+                cached.append(numbered)
+                radius = numbered.agg(F.max("_nearest")).collect()[0][0]
+                result.coverage_radius = float(radius) if radius is not None and math.isfinite(radius) else None
             yield SparkSelection(numbered.drop("pick_order", "_nearest"), result)
     finally:
         for frame in cached:
