@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -85,14 +86,21 @@ def build_task(item: Item, reference: str, *, run_id: str, kind: TaskKind, paylo
     """One Label Studio task: the data (reference, ids, rank, scores) and the model's pre-annotation."""
     key, _ = object_tag(payload)
     data: dict[str, Any] = {key: reference, ID_KEY: item.id, ROUND_KEY: run_id, "alray_rank": item.rank,
-                            "alray_score": item.score, **{f"alray_{k}": v for k, v in sorted(item.scores.items())}}
+                            "alray_score": _finite(item.score),
+                            **{f"alray_{k}": _finite(v) for k, v in sorted(item.scores.items())}}
     if item.pred is not None and item.pred < len(classes):
         data["alray_pred"] = classes[item.pred]
     task: dict[str, Any] = {"data": data}
     result = kind.prediction(item, key, classes)
     if result:
-        task["predictions"] = [{"model_version": f"alray-{run_id}", "score": item.confidence(), "result": result}]
+        task["predictions"] = [{"model_version": f"alray-{run_id}", "score": _finite(item.confidence()),
+                                "result": result}]
     return task
+
+
+def _finite(value: float | None) -> float | None:
+    # JSON has no NaN or infinity: Label Studio's API and strict readers refuse them.
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True)

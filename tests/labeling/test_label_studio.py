@@ -25,6 +25,9 @@ def test_a_task_holds_the_reference_ids_scores_and_the_prediction():
     assert prediction["model_version"] == "alray-r1" and prediction["score"] == pytest.approx(0.7)
     assert prediction["result"] == [{"from_name": "label", "to_name": "image", "type": "choices",
                                      "value": {"choices": ["b"]}}]
+    odd = build_task(Item(id="x", rank=1, score=float("nan"), scores={"bald": float("inf")}), "u", run_id="r1",
+                     kind=KIND, payload="image", classes=[])
+    assert (odd["data"]["alray_score"], odd["data"]["alray_bald"]) == (None, None)  # JSON has no NaN
     # no model output (an encoder only): no pre-annotation
     bare = build_task(Item(id="x", rank=1, score=None), "u", run_id="r1", kind=KIND, payload="image", classes=[])
     assert "predictions" not in bare
