@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: this version is a CPU build; an open range may pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,text,onnx,hf]"
+	$(PY) -m pip install -q -e ".[dev,text,onnx,hf,labelstudio]"
 	@touch $(STAMP)
 
 demo: setup

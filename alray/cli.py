@@ -1,4 +1,5 @@
-"""The ``alray`` command: run, score, select, embed, train, validate, runs, demo, simulate, report.
+"""The ``alray`` command: run, score, select, embed, train, validate, runs, demo, simulate, report,
+rounds, export, import-labels.
 
 Exit codes: 0 ok, 2 bad config or input (one line, no traceback), 1 internal failure."""
 
@@ -73,7 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_id")
     _add_config_arguments(report, config_default="conf/demo.yaml")
     report.add_argument("--out", default="reports", help="output folder (default reports/); writes RUN_ID.html")
+    _add_round_commands(commands)
     return parser
+
+
+def _add_round_commands(commands: argparse._SubParsersAction) -> None:
+    rounds = commands.add_parser("rounds", help="the rounds of a lake: selected, sent, labeled, expired, labels")
+    _add_config_arguments(rounds)
+    rounds.add_argument("--json", action="store_true", help="print the history as one JSON line")
+    export = commands.add_parser("export", help="send a run's selection to a labeling tool (Label Studio, COCO, "
+                                 "CVAT); its ids become sent")
+    export.add_argument("run_id")
+    _add_config_arguments(export, config_default="conf/demo.yaml")
+    export.add_argument("--to", required=True, choices=["label-studio", "coco", "cvat"], help="the format")
+    export.add_argument("--out", help="output folder (default exports/RUN_ID/FORMAT)")
+    export.add_argument("--images", default="auto", choices=["auto", "uri", "data", "files"],
+                        help="how Label Studio tasks reference images: the pool's URIs, inline data URIs, or "
+                        "files under OUT/images (default: uri for pools of URIs, data for image bytes)")
+    export.add_argument("--url", help="Label Studio server: create or update the project there (token: "
+                        "LABEL_STUDIO_API_KEY)")
+    export.add_argument("--project", help="Label Studio project title (default 'alray RUN_ID') or id")
+    export.add_argument("--task", default="classification", help="labeling task kind (classification)")
+    export.add_argument("--json", action="store_true", help="print one JSON summary line")
+    labels = commands.add_parser("import-labels", help="read Label Studio's JSON export (a file or the API) "
+                                 "into the labels table")
+    _add_config_arguments(labels)
+    labels.add_argument("file", nargs="?", help="a Label Studio JSON export file")
+    labels.add_argument("--url", help="Label Studio server to export from (token: LABEL_STUDIO_API_KEY)")
+    labels.add_argument("--project", help="with --url: the project's title or id")
+    labels.add_argument("--task", default="classification", help="labeling task kind (classification)")
+    labels.add_argument("--json", action="store_true", help="print one JSON summary line")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -209,6 +239,69 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rounds(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from alray.lake import Lake
+    from alray.rounds import format_history, history_json, round_history
+
+    config = _config(args)
+    history = round_history(Lake.from_output(config.output), now=dt.datetime.now(dt.timezone.utc),
+                            after=config.labeled.expiry())
+    print(history_json(history) if args.json else format_history(history))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from alray.labeling.export import export_run
+
+    summary = export_run(_config(args), args.run_id, to=args.to,
+                         out=Path(args.out or os.path.join("exports", args.run_id, args.to)), images=args.images,
+                         url=args.url, token=os.environ.get("LABEL_STUDIO_API_KEY"), project=args.project,
+                         task=args.task)
+    if args.json:
+        print(summary.to_json())
+        return EXIT_OK
+    tasks = "" if summary.project_id is None else (
+        f"; project {summary.project_id}: {summary.tasks_created} tasks created, {summary.tasks_existing} there")
+    print(f"export {summary.run_id} -> {summary.to}: {summary.n_items} items, {summary.newly_sent} newly sent{tasks}")
+    print(f"  destination {summary.destination}")
+    for path in summary.files:
+        print(f"  {path}")
+    return EXIT_OK
+
+
+def _import_labels(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from alray.errors import InputError
+    from alray.labeling.importer import import_labels, read_export_file
+    from alray.labeling.label_studio import client, fetch_export
+
+    config = _config(args)
+    if args.url:
+        token = os.environ.get("LABEL_STUDIO_API_KEY")
+        if not token or not args.project:
+            raise InputError("--url: give --project and set LABEL_STUDIO_API_KEY to the user's API token")
+        project_id, tasks = fetch_export(client(args.url, token), args.project)
+        source = f"{args.url.rstrip('/')}/projects/{project_id}"
+    elif args.file:
+        tasks, source = read_export_file(Path(args.file)), args.file
+    else:
+        raise InputError("import-labels: give a Label Studio export FILE, or --url and --project")
+    summary = import_labels(config, tasks, source=source, task=args.task)
+    if args.json:
+        print(summary.to_json())
+        return EXIT_OK
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items())) or "none"
+    print(f"import-labels {source}: {summary.n_tasks} tasks, {summary.n_labels} labels ({summary.n_new} new, "
+          f"{summary.n_known} already imported); round items changed {summary.rounds_changed}, expired "
+          f"{summary.expired}; skipped {skipped}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` names (the process's arguments when None); return the exit code."""
     return _dispatch(build_parser().parse_args(argv))
@@ -226,12 +319,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         "simulate": lambda: _simulate(args),
         "report": lambda: _report(args),
         "train": lambda: _train(args),
+        "rounds": lambda: _rounds(args),
+        "export": lambda: _export(args),
+        "import-labels": lambda: _import_labels(args),
     }
     return _handle(handlers[args.command])
 
 
 # Commands that start neither Ray nor Spark.
-ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train"})
+ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train", "rounds", "export", "import-labels"})
 
 
 def entry() -> None:

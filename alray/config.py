@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -114,6 +115,27 @@ class LabeledConfig(_Section):
         default_factory=dict, description="Object-store options of the labeled table (the pool's when absent).")
     exclude_previous_runs: bool = Field(
         False, description="Also exclude ids selected by earlier succeeded runs of this lake's ranking table.")
+    from_lake: bool = Field(
+        True, description="Also exclude the ids of the lake's labels table (imported with alray import-labels; "
+        "their embeddings count as centres, as labeled.path's do) and the ids out for labeling (sent by "
+        "alray export, neither labeled nor expired; centres too).")
+    expire_after: str | None = Field(
+        "14d", description="A sent id not labeled within this long of its export ('14d', '36h') expires: it is a "
+        "candidate again. None: sent ids never expire.")
+    classes: list[str] | None = Field(
+        None, description="Class names in the order of the model's outputs (`probs`), for the predictions and the "
+        "label choices alray export writes; 0, 1, ... when absent.")
+
+    @field_validator("expire_after")
+    @classmethod
+    def _expire_after_is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def expiry(self) -> dt.timedelta | None:
+        """How long a sent id waits for its label before it expires (None: forever)."""
+        return None if self.expire_after is None else dt.timedelta(seconds=parse_duration(self.expire_after))
 
 
 class ModelConfig(_Section):
@@ -335,7 +357,8 @@ class SelectionConfig(_Section):
 
 
 class OutputConfig(_Section):
-    path: str = Field(description="Lake root; the tables features, ranking, rejects and runs live under it.")
+    path: str = Field(description="Lake root; the tables features, ranking, rejects, runs, round_items and labels "
+                      "live under it.")
     format: Literal["delta", "iceberg", "parquet"] = Field(
         "delta", description="Table format: delta (deltalake), iceberg (pyiceberg) or plain parquet folders.")
     storage_options: dict[str, str] = Field(

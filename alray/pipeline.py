@@ -15,7 +15,9 @@ import pyarrow as pa
 from alray import __version__
 from alray.config import Config, config_from_dict
 from alray.errors import AlrayError
+from alray.faults import fail_once
 from alray.lake import Lake, ensure_dir
+from alray.lake.rounds import record_selection
 from alray.progress import Progress
 from alray.tables import RUNS_SCHEMA
 
@@ -134,6 +136,9 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
                                       run_id=run_id, lake=lake, progress=progress, run_time=started,
                                       labeled_storage_options=config.labeled_storage_options(),
                                       source=f"pool {config.pool.path}")
+                # the picks become a round (round_items: selected), for alray export and alray rounds
+                fail_once("select.before_round", kill=True)
+                record_selection(lake, run_id, at=started)
             summary.counts.update(filtered=selected.n_filtered, candidates=selected.n_candidates,
                                   selected=selected.n_selected)
             summary.filtered_by_reason = selected.filtered_by_reason

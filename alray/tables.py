@@ -1,4 +1,5 @@
-"""The table contracts: the score columns and the schemas of the features, ranking, rejects and runs tables.
+"""The table contracts: the score columns and the schemas of the features, ranking, rejects, runs,
+round_items and labels tables.
 
 The scorer, the quality metrics, the selection stage, the report and the Python API take their
 columns from here; the config's description of a strategy input lists :data:`UNCERTAINTY_SCORES`.
@@ -133,3 +134,24 @@ RUNS_SCHEMA = pa.schema([
 def without_run_id(schema: pa.Schema, keep_run_id: bool) -> pa.Schema:
     """``schema`` as a table format stores it: Delta keeps ``run_id`` in the partition path, not the files."""
     return schema if keep_run_id else pa.schema([f for f in schema if f.name != "run_id"])
+
+#: The states of a selected id, in the order a round moves it: ``selected`` by a run, ``sent`` to a
+#: labeling tool, then ``labeled`` (its label imported) or ``expired`` (not labeled in time).
+ROUND_STATES = ("selected", "sent", "labeled", "expired")
+
+#: One row per id a round (a run) selected, partitioned by that run's id: where the id stands.
+ROUND_ITEMS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("id", pa.string()), pa.field("rank", pa.int64()),
+    pa.field("state", pa.string()),
+    pa.field("selected_at", pa.timestamp("us", tz="UTC")), pa.field("sent_at", pa.timestamp("us", tz="UTC")),
+    pa.field("labeled_at", pa.timestamp("us", tz="UTC")), pa.field("expired_at", pa.timestamp("us", tz="UTC")),
+    pa.field("destination", pa.string()), pa.field("label", pa.string()),
+])
+
+#: Imported labels, partitioned by ``run_id``, the import that wrote them (``import-<digest of its rows>``):
+#: an import is one commit, and the same rows imported again are the same partition, never a second copy.
+LABELS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("id", pa.string()), pa.field("label", pa.string()),
+    pa.field("source", pa.string()), pa.field("round", pa.string()),
+    pa.field("labeled_at", pa.timestamp("us", tz="UTC")), pa.field("imported_at", pa.timestamp("us", tz="UTC")),
+])

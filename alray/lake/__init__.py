@@ -9,6 +9,8 @@ pyiceberg, or plain parquet folders. Object-store URIs (``s3://...``) take the s
 - :mod:`~alray.lake.delta`, :mod:`~alray.lake.iceberg`, :mod:`~alray.lake.parquet`: one backend each.
 - :mod:`~alray.lake.inputs`: pools, labeled sets and query tables, resolved to parquet files.
 - :mod:`~alray.lake.selections`: the ids that earlier runs selected.
+- :mod:`~alray.lake.labels`: the labels table (imported labels, each import one commit, no row twice).
+- :mod:`~alray.lake.rounds`: the round_items table (each selected id: selected, sent, labeled, expired).
 - :mod:`~alray.lake.streams`: record-batch streams and per-file reshaping.
 - :mod:`~alray.lake.filesystems`: file systems and paths, local and on object stores.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +54,15 @@ class TableBackend(Protocol):
     def keeps_run_id_in_files(self) -> bool:
         """Whether committed files carry the ``run_id`` column, or the table takes it from their path."""
 
+    def update_run(self, name: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                   schema: pa.Schema) -> bool:
+        """Read ``run_id``'s rows of table ``name``, write ``update(rows)`` in their place; False when it gave None.
+
+        The write lands only if no other writer changed that run's rows since the read (Delta's
+        conflict check, Iceberg's snapshot assertion); otherwise the rows are read again and
+        ``update`` runs again. ``schema`` gives the rows of a table that does not exist yet.
+        """
+
 
 def checked_run_id(run_id: str) -> str:
     """``run_id`` when it is of the safe alphabet (so it can be quoted in predicates and paths)."""
@@ -65,6 +75,29 @@ def run_predicate(run_id: str) -> str:
     """The SQL predicate ``run_id = '...'`` of one run."""
     # The run id is validated to a safe alphabet, so quoting it in the predicate cannot break out.
     return f"run_id = '{checked_run_id(run_id)}'"
+
+
+class CommitConflictError(Exception):
+    """A guarded write lost a race: another writer changed the rows it read."""
+
+
+def guarded_update(read: Callable[[], tuple[Any, pa.Table]], write: Callable[[Any, pa.Table], None],
+                   update: Callable[[pa.Table], pa.Table | None]) -> bool:
+    """Optimistic read-modify-write: ``read()`` gives a snapshot and rows, ``write(snapshot, new)`` commits
+    against that snapshot or raises :class:`CommitConflictError`, and then it all runs again (with backoff)."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        snapshot, rows = read()
+        new = update(rows)
+        if new is None:
+            return False
+        try:
+            write(snapshot, new)
+            return True
+        except CommitConflictError:
+            if attempt + 1 >= COMMIT_ATTEMPTS:
+                raise
+            backoff(attempt)
+    raise AssertionError("unreachable")
 
 
 def backoff(attempt: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,9 @@ from deltalake.transaction import (
 from alray.errors import InputError
 from alray.lake.backend import (
     COMMIT_ATTEMPTS,
+    CommitConflictError,
     backoff,
+    guarded_update,
     merged_schema,
     move_into,
     run_predicate,
@@ -77,6 +80,38 @@ def replace_run(
             if attempt + 1 >= attempts or not _is_conflict(exc):
                 raise
             backoff(attempt)
+
+
+def update_run(table_path: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *, schema: pa.Schema,
+               storage_options: StorageOptions = None) -> bool:
+    """Replace ``run_id``'s rows with ``update(rows)`` unless another commit changed them since the read.
+
+    The write is made against the version the rows were read from, so delta-rs's conflict check
+    refuses it when a concurrent commit added or removed files of that run (commits to other runs
+    pass); the read and ``update`` then run again. False when ``update`` gave None (no commit).
+    """
+    predicate = run_predicate(run_id)
+
+    def read() -> tuple[DeltaTable | None, pa.Table]:
+        try:
+            table = delta_table(table_path, storage_options)
+        except TableNotFoundError:
+            return None, schema.empty_table()
+        return table, table.to_pyarrow_dataset().to_table(filter=pads.field("run_id") == run_id)
+
+    def write(table: DeltaTable | None, rows: pa.Table) -> None:
+        try:
+            write_deltalake(table if table is not None else table_path, rows, mode="overwrite", predicate=predicate,
+                            partition_by=["run_id"], schema_mode="merge",
+                            storage_options=None if table is not None else
+                            (dict(storage_options) if storage_options else None),
+                            commit_properties=CommitProperties(max_commit_retries=50))
+        except (CommitFailedError, DeltaError) as exc:
+            if _is_conflict(exc):
+                raise CommitConflictError(str(exc)) from exc
+            raise
+
+    return guarded_update(read, write, update)
 
 
 def delete_run(table_path: str, run_id: str, *, storage_options: StorageOptions = None) -> None:
@@ -261,3 +296,9 @@ class DeltaBackend:
     def keeps_run_id_in_files(self) -> bool:
         """False: a Delta table takes run_id from the partition folder."""
         return False
+
+    def update_run(self, name: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                   schema: pa.Schema) -> bool:
+        """See :meth:`TableBackend.update_run`; :func:`update_run` on the table."""
+        return update_run(self.lake.table(name), run_id, update, schema=schema,
+                          storage_options=self.lake.storage_options)

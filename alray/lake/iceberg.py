@@ -20,8 +20,10 @@ import pyarrow as pa
 from alray.errors import InputError
 from alray.lake.backend import (
     COMMIT_ATTEMPTS,
+    CommitConflictError,
     backoff,
     checked_run_id,
+    guarded_update,
     merged_schema,
     move_into,
     run_predicate,
@@ -196,6 +198,36 @@ def iceberg_commit_files(target: IcebergTarget, files: list[str], run_id: str, *
     return staged_rows(staged)
 
 
+def iceberg_update_run(target: IcebergTarget, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                       schema: pa.Schema) -> bool:
+    """Replace ``run_id``'s rows with ``update(rows)`` in one snapshot whose parent is the one read.
+
+    pyiceberg asserts that the branch still points at the snapshot the rows were read from; when
+    another commit moved it, the read and ``update`` run again.
+    """
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    run_filter = _iceberg_run_filter(run_id)
+
+    def read() -> tuple[Any, pa.Table]:
+        table = target.load(schema)
+        return table, table.scan(row_filter=run_filter).to_arrow()
+
+    def write(table: Any, rows: pa.Table) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                with table.transaction() as transaction:
+                    transaction.delete(run_filter)
+                    transaction.append(rows.cast(table.schema().as_arrow()))
+        except (CommitFailedException, ValidationException) as exc:
+            # pyiceberg retries a commit itself and then refuses one whose delete would miss rows
+            # another writer added (ValidationException): both mean that the read is stale.
+            raise CommitConflictError(str(exc)) from exc
+
+    return guarded_update(read, write, update)
+
+
 def iceberg_delete_run(target: IcebergTarget, run_id: str) -> None:
     """Remove the rows of ``run_id`` from an Iceberg table in one snapshot (none when it does not exist)."""
     table = target.load()
@@ -276,6 +308,11 @@ class IcebergBackend:
     def keeps_run_id_in_files(self) -> bool:
         """True: Iceberg keeps partition values in the data files."""
         return True
+
+    def update_run(self, name: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                   schema: pa.Schema) -> bool:
+        """See :meth:`TableBackend.update_run`; :func:`iceberg_update_run` on the table."""
+        return iceberg_update_run(self._target(name), run_id, update, schema=schema)
 
     def _target(self, name: str) -> IcebergTarget:
         if self.lake.catalog is None:

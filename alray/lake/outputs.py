@@ -1,4 +1,4 @@
-"""The output lake: its four run-partitioned tables under one root, in the table format the config names.
+"""The output lake: its run-partitioned tables under one root, in the table format the config names.
 
 A :class:`Lake` picks its backend once, from :data:`BACKENDS`, and every read and write goes
 through it. Large tables are written where the data is: engines write parquet files into
@@ -23,7 +23,7 @@ from alray.lake.filesystems import delete_dir, filesystem_for, join_path
 from alray.lake.iceberg import IcebergBackend, IcebergCatalog
 from alray.lake.parquet import ParquetBackend
 
-TABLE_NAMES = ("features", "ranking", "rejects", "runs")
+TABLE_NAMES = ("features", "ranking", "rejects", "runs", "labels", "round_items")
 TableFormat = Literal["delta", "iceberg", "parquet"]
 
 # The one place a table format's name meets its implementation.
@@ -56,7 +56,7 @@ class Lake:
         return cls(output.path, output.format, dict(output.storage_options) or None, catalog)
 
     def table(self, name: str) -> str:
-        """Path of table ``name`` (features, ranking, rejects, runs)."""
+        """Path of table ``name`` (one of TABLE_NAMES)."""
         if name not in TABLE_NAMES:
             raise ValueError(f"name: expected one of {TABLE_NAMES}, got {name!r}")
         return join_path(self.root, name)
@@ -107,3 +107,9 @@ class Lake:
     def run_files(self, name: str, run_id: str) -> list[str]:
         """Parquet files holding one run's rows, for engines without a reader for the table format."""
         return self._backend.run_files(name, run_id)
+
+    def update_run(self, name: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                   schema: pa.Schema) -> bool:
+        """Replace ``run_id``'s rows of table ``name`` with ``update(rows)``, retried while another writer
+        changes them in between; False when ``update`` gave None (nothing written)."""
+        return self._backend.update_run(name, run_id, update, schema=schema)

@@ -139,3 +139,15 @@ class ParquetBackend:
     def keeps_run_id_in_files(self) -> bool:
         """False: the folder ``run_id=...`` holds the value."""
         return False
+
+    def update_run(self, name: str, run_id: str, update: Callable[[pa.Table], pa.Table | None], *,
+                   schema: pa.Schema) -> bool:
+        """See :meth:`TableBackend.update_run`. Plain parquet has no log to check a concurrent writer
+        against: the last writer of a run wins (choose Delta or Iceberg for concurrent writers)."""
+        path = self.lake.table(name)
+        rows = parquet_read_run(path, run_id, storage_options=self.lake.storage_options)
+        new = update(rows if rows.num_columns else schema.empty_table())
+        if new is None:
+            return False
+        parquet_replace_run(path, new, run_id, storage_options=self.lake.storage_options)
+        return True

@@ -109,6 +109,13 @@ def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool
     return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
 
 
+def read_rows(source: PoolSource, ids: list[str], columns: list[str]) -> pa.Table:
+    """The ``columns`` of the rows of ``ids`` from the pool's files (a selection's payloads, for exports)."""
+    fmt: Any = _listing_format(source.format) if source.format in ("csv", "jsonl") else "parquet"
+    dataset = pads.dataset(source.files, filesystem=source.filesystem, format=fmt)
+    return dataset.to_table(columns=columns, filter=pc.field("id").isin(pa.array(ids, pa.string())))
+
+
 def check_precomputed_schema(schema: pa.Schema, path: str) -> str:
     """Check a pool scored without a model: a string ``id`` and a list ``embedding``; return ``embedding``."""
     if "id" not in schema.names or not pa.types.is_string(schema.field("id").type):

@@ -156,7 +156,7 @@ def run_select(selection_config: SelectionConfig, labeled: LabeledConfig, spark_
     spark = spark_session(spark_config)
     features = _read_features(spark, lake, run_id, lambda names: needed_columns(
         plan_selection(selection_config, names), names))
-    excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id)
+    excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id, now=run_time)
     with select_dataframe(features, selection_config, seed=seed, excluded=excluded,
                           run_time=run_time, progress=progress, source=source) as selection:
         _write_ranking(selection.ranking, run_id, lake, selection.result.strategy, run_time, progress)

@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from alray.config import LabeledConfig, SelectionConfig
 from alray.errors import InputError
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
+from alray.lake.labels import current_labels, read_labels
+from alray.lake.rounds import out_for_labeling
 from alray.progress import Progress
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 
@@ -45,13 +47,20 @@ def choose_engine(selection: SelectionConfig, lake: Lake, run_id: str) -> tuple[
 
 
 def excluded_ids(labeled: LabeledConfig, storage_options: dict[str, str] | None, lake: Lake,
-                 run_id: str) -> pa.Table | None:
-    """Ids kept out of the candidates with their reason (``id``, ``_excluded``): the labeled set, earlier
-    selections; an id both labeled and selected before counts once, as labeled."""
+                 run_id: str, *, now: dt.datetime | None = None) -> pa.Table | None:
+    """Ids kept out of the candidates with their reason (``id``, ``_excluded``): the labeled set and the
+    lake's labels (``labeled``), ids out for labeling at ``now`` and earlier selections
+    (``selected_before``); an id both labeled and selected before counts once, as labeled."""
     parts = []
     if labeled.path:
         ids = read_ids(labeled.path, labeled.format, name="labeled.path", storage_options=storage_options)
         parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
+    if labeled.from_lake:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        ids = pa.array([row["id"] for row in current_labels(read_labels(lake))], pa.string())
+        parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
+        ids = out_for_labeling(lake, now=now, after=labeled.expiry())
+        parts.append(pa.table({"id": ids, "_excluded": pa.array([PREVIOUS_REASON] * len(ids), pa.string())}))
     if labeled.exclude_previous_runs:
         ids = previously_selected_ids(lake, run_id)
         parts.append(pa.table({"id": ids, "_excluded": pa.array([PREVIOUS_REASON] * len(ids), pa.string())}))
@@ -74,7 +83,7 @@ def run_select_local(selection: SelectionConfig, labeled: LabeledConfig, *, seed
     features = lake.read_run("features", run_id)
     if "run_id" in features.column_names:
         features = features.drop_columns(["run_id"])
-    excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id)
+    excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id, now=run_time)
     marks = None if excluded is None else dict(zip(excluded.column("id").to_pylist(),
                                                    excluded.column("_excluded").to_pylist(), strict=True))
     ranking, result = select_table(features, selection, seed=seed, excluded=marks, run_id=run_id, run_time=run_time)

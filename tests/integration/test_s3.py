@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -23,34 +21,6 @@ from alray.lake import (
 )
 from alray.report import print_run, print_runs
 from alray.stages.pool_source import open_pool
-
-moto_server = pytest.importorskip("moto.server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on 127.0.0.1 with a bucket `lake`; yields delta-rs style storage options."""
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true",
-        # moto has no conditional put; one writer at a time is what these tests do
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    }
-    boto3.client("s3", endpoint_url=options["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
-                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="lake")
-    yield options
-    server.stop()
 
 
 def _pool() -> pa.Table:

@@ -17,3 +17,23 @@ def staged_file(folder, ids: list[str], value: float, **extra) -> str:
     path = folder / f"part-{len(list(folder.iterdir()))}.parquet"
     pq.write_table(pa.table({"id": ids, "score": [value] * len(ids), **extra}), path)
     return str(path)
+
+
+def in_threads(target, arguments: list[tuple]) -> None:
+    """Call ``target(*args)`` for each of ``arguments`` in its own thread, all at once; fail with their errors."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def call(*args) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors

@@ -1,0 +1,99 @@
+"""alray export to files: Label Studio tasks, COCO and CVAT, and the round's ids marked sent."""
+
+from __future__ import annotations
+
+import base64
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from alray.errors import InputError
+from alray.labeling.export import export_run
+from alray.lake import Lake
+from alray.lake.rounds import read_items
+from tests.labeling.conftest import CLASSES, write_run
+
+
+def _states(config) -> dict[str, str]:
+    return {row["id"]: row["state"] for row in read_items(Lake.from_output(config.output)).to_pylist()}
+
+
+def test_label_studio_tasks_with_data_uris_and_the_round_sent(lake_run, tmp_path):
+    summary = export_run(lake_run, "r1", to="label-studio", out=tmp_path / "out")
+    tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert [t["data"]["alray_id"] for t in tasks] == [f"img/{i:02d}.png" for i in range(4)]  # rank order
+    assert [t["data"]["alray_rank"] for t in tasks] == [1, 2, 3, 4]
+    image = tasks[0]["data"]["image"]
+    assert image.startswith("data:image/png;base64,")
+    assert base64.b64decode(image.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tasks[0]["predictions"][0]["result"][0]["value"]["choices"] == [CLASSES[1]]  # probs [.2, .7, .1]
+    assert tasks[1]["data"]["alray_pred"] == CLASSES[0] and tasks[1]["data"]["alray_margin"] == 0.3
+    assert summary.newly_sent == 4
+    assert _states(lake_run) == dict.fromkeys([f"img/{i:02d}.png" for i in range(4)], "sent")
+    again = export_run(lake_run, "r1", to="label-studio", out=tmp_path / "out")
+    assert again.newly_sent == 0
+
+
+def test_label_studio_files_mode_writes_the_images_beside_the_tasks(lake_run, tmp_path):
+    export_run(lake_run, "r1", to="label-studio", out=tmp_path / "out", images="files")
+    tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert tasks[0]["data"]["image"] == "/data/local-files/?d=images/img_00.png"
+    assert (tmp_path / "out" / "images" / "img_00.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InputError, match="holds image bytes, not URIs"):
+        export_run(lake_run, "r1", to="label-studio", out=tmp_path / "out", images="uri")
+
+
+def test_coco_lists_the_images_and_categories(lake_run, tmp_path):
+    export_run(lake_run, "r1", to="coco", out=tmp_path / "coco")
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == CLASSES and coco["categories"][0]["id"] == 1
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in coco["images"]][:2] == [
+        (1, "img_00.png", 12, 12), (2, "img_01.png", 12, 12)]
+    assert coco["annotations"] == [] and coco["images"][0]["alray"]["prediction"] == CLASSES[1]
+    for image in coco["images"]:
+        assert (tmp_path / "coco" / "images" / image["file_name"]).is_file()
+
+
+def test_cvat_xml_has_tag_labels_and_the_predictions(lake_run, tmp_path):
+    export_run(lake_run, "r1", to="cvat", out=tmp_path / "cvat")
+    root = ET.parse(tmp_path / "cvat" / "annotations.xml").getroot()
+    assert root.findtext("version") == "1.1"
+    labels = root.find("meta/task/labels")
+    assert [(label.findtext("name"), label.findtext("type")) for label in labels] == [(c, "tag") for c in CLASSES]
+    images = root.findall("image")
+    assert [image.attrib["name"] for image in images] == [f"img_{i:02d}.png" for i in range(4)]
+    assert images[0].find("tag").attrib == {"label": CLASSES[1], "source": "auto"}
+    assert images[0].attrib["width"] == "12"
+
+
+def test_a_pool_of_uris_is_referenced_as_given(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.labeling.conftest import _png, lake_config
+
+    (tmp_path / "files").mkdir()
+    (tmp_path / "pool").mkdir()
+    uris = []
+    for i in range(3):
+        path = tmp_path / "files" / f"{i}.png"
+        path.write_bytes(_png(i))
+        uris.append(str(path))
+    pq.write_table(pa.table({"id": ["u0", "u1", "u2"], "uri": uris}), tmp_path / "pool" / "p.parquet")
+    config = lake_config(tmp_path, str(tmp_path / "pool"))
+    write_run(config, "r1", ["u2", "u0"])
+    export_run(config, "r1", to="label-studio", out=tmp_path / "out")
+    tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert [t["data"]["image"] for t in tasks] == [uris[2], uris[0]]
+    export_run(config, "r1", to="cvat", out=tmp_path / "cvat")  # files read through their URIs
+    assert sorted(p.name for p in (tmp_path / "cvat" / "images").iterdir()) == ["u0.png", "u2.png"]
+
+
+def test_only_a_succeeded_run_is_exported(lake_run, tmp_path):
+    with pytest.raises(InputError, match="run 'nope': not in the runs table"):
+        export_run(lake_run, "nope", to="coco", out=tmp_path / "x")
+    with pytest.raises(InputError, match="--url: set LABEL_STUDIO_API_KEY"):
+        export_run(lake_run, "r1", to="label-studio", out=tmp_path / "x", url="http://127.0.0.1:9")
+    with pytest.raises(InputError, match="--url: only --to label-studio"):
+        export_run(lake_run, "r1", to="coco", out=tmp_path / "x", url="http://127.0.0.1:9", token="t")
