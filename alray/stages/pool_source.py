@@ -64,6 +64,7 @@ class PoolSource:
     filesystem: pafs.FileSystem | None = field(default=None, compare=False)
     # Per file, the values of the columns its path holds rather than its rows (Delta partitions).
     partitions: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    n_rows: int | None = field(default=None, compare=False)  # once counted (check_pool_ids)
 
 
 def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool = False) -> PoolSource:

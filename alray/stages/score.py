@@ -6,13 +6,14 @@ wrote into the features and rejects tables; no pool-sized data passes through it
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import pyarrow as pa
 
 from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, SelectionConfig
-from alray.engines import check_leaves_a_read_cpu, ensure_ray
+from alray.engines import check_leaves_a_read_cpu, ensure_ray, ray_row_counter
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
 from alray.inference import ScoringOptions, check_payload_fits, score_batch, text_encoder_for
@@ -46,11 +47,13 @@ def load_configured_model(model: ModelConfig) -> TaskModel:
 class PoolScorer:
     """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch."""
 
-    def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int) -> None:
+    def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int,
+                 counter: Any = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, n_threads))
         self.options = options
+        self.counter = counter  # told the rows of each batch, for the driver's progress display
         self.precomputed = model is None
         if model is None:  # the pool holds its embeddings and predictions
             return
@@ -63,8 +66,12 @@ class PoolScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         fail_once("score.actor", kill=True)
         if self.precomputed:
-            return score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
-        return score_batch(self.model, batch, self.options, text_encoder=self.text_encoder)
+            scored = score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
+        else:
+            scored = score_batch(self.model, batch, self.options, text_encoder=self.text_encoder)
+        if self.counter is not None:
+            self.counter.add.remote(batch.num_rows)
+        return scored
 
 
 def _absolute(path: str) -> str:
@@ -79,7 +86,7 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
     ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
     """
     source = open_pool(pool, staging=staging, precomputed=model_config is None)
-    check_pool_ids(source)
+    source = dataclasses.replace(source, n_rows=check_pool_ids(source))
     schema, payload = source.schema, source.payload
     inputs = {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())}
     clashes = sorted((set(schema.names) - inputs) & RESERVED_COLUMNS)
@@ -129,11 +136,13 @@ def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
                             per_key="cpus_per_actor", per=score.cpus_per_actor)
 
 
-def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions) -> Any:
+def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions,
+                  counter: Any = None) -> Any:
     """A Ray Dataset of pool rows scored by an actor pool: the features rows (with a reject reason column).
 
     ``model`` and ``score`` are the config's sections; ``options`` says which payload column to
-    decode, the seed and the run id. Lazy, as Ray Datasets are: nothing runs until it is consumed.
+    decode, the seed and the run id; ``counter`` (:func:`alray.engines.ray_row_counter`) is told
+    the rows of each batch. Lazy, as Ray Datasets are: nothing runs until it is consumed.
     """
     from ray.data import ActorPoolStrategy
 
@@ -144,6 +153,7 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
             "device": model.device if model and score.gpus_per_actor > 0 else "cpu",
             "options": options,
             "n_threads": int(max(1, score.cpus_per_actor)),
+            "counter": counter,
         },
         batch_size=score.batch_size,
         batch_format="pyarrow",
@@ -174,7 +184,6 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
     dataset = read_pool(source, rows_per_block=block_rows)
-    scored = score_dataset(dataset, model, score, options)
     # Without a floor, Ray writes one file per block: thousands of files for a million rows,
     # each then split and committed on its own. Without a ceiling, a file grows with the pool,
     # and so does the memory of the task that splits it.
@@ -182,8 +191,11 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     filesystem, target = None, staging
     if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
         filesystem, target = filesystem_for(staging, lake.storage_options)
-    scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
-                         max_rows_per_file=2 * rows_per_file)
+    progress.rows(0, total=source.n_rows)
+    with ray_row_counter(progress.rows) as counter:
+        scored = score_dataset(dataset, model, score, options, counter=counter)
+        scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
+                             max_rows_per_file=2 * rows_per_file)
     result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:
