@@ -87,6 +87,44 @@ def ray_row_counter(report: Callable[[int], None], *, interval_s: float = 0.5) -
         ray.kill(counter)
 
 
+@contextmanager
+def spark_task_progress(report: Callable[[str], None], *, interval_s: float = 0.5) -> Iterator[None]:
+    """While the block runs, ``report("tasks D/N")`` for the Spark stages running now (nothing when none is).
+
+    Reads the status tracker of the process's SparkContext, if it has one; never starts one.
+    """
+    stop = threading.Event()
+
+    def poll() -> None:
+        shown = ""
+        while not stop.wait(interval_s):
+            pyspark = sys.modules.get("pyspark")
+            context = getattr(pyspark, "SparkContext", None) if pyspark else None
+            active = getattr(context, "_active_spark_context", None)
+            if active is None:
+                continue
+            try:
+                tracker = active.statusTracker()
+                stages = [tracker.getStageInfo(i) for i in tracker.getActiveStageIds()]
+                done = sum(s.numCompletedTasks for s in stages if s is not None)
+                total = sum(s.numTasks for s in stages if s is not None)
+            except Exception:  # a display only: a session stopping meanwhile skips a tick
+                continue
+            text = f"tasks {done}/{total}" if total else ""
+            if text != shown:
+                report(text)
+                shown = text
+
+    thread = threading.Thread(target=poll, name="alray-spark-tasks", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        report("")
+
+
 def check_leaves_a_read_cpu(config: RayConfig, *, section: str, count_key: str, count: int, per_key: str,
                             per: float) -> None:
     """Refuse ``count`` x ``per`` reserved CPUs (scoring actors, training workers) that take every CPU of a

@@ -137,7 +137,9 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.counts.update(_previous_counts(lake, run_id))
             summary.stages_completed.append("score")  # by an earlier `alray score` of this run
         if "select" in stages:
-            with progress.stage("select"):
+            from alray.engines import spark_task_progress
+
+            with progress.stage("select"), spark_task_progress(progress.detail):
                 selected = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed,
                                       run_id=run_id, lake=lake, progress=progress, run_time=started,
                                       labeled_storage_options=config.labeled_storage_options(),

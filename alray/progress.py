@@ -26,6 +26,7 @@ class _Display:
         self.total: int | None = None
         self.done = 0
         self.phase = ""
+        self.detail = ""  # what the engine says it is doing (Spark's running tasks)
         self.start = time.perf_counter()
         self.first_rows: tuple[float, int] | None = None  # when rows first moved, and how many
         self.lock = threading.Lock()
@@ -55,6 +56,12 @@ class _Display:
             if self.bar is not None:
                 self._draw()
 
+    def set_detail(self, detail: str) -> None:
+        with self.lock:
+            self.detail = detail
+            if self.bar is not None:
+                self._draw()
+
     def rate(self) -> float | None:
         """Rows per second since the first rows were done (actor start-up is not work)."""
         if self.first_rows is None:
@@ -76,8 +83,7 @@ class _Display:
                 parts.append(f"{rate:,.0f} rows/s")
                 if self.total:
                     parts.append(f"{_duration((self.total - self.done) / rate)} left")
-        if self.phase:
-            parts.append(self.phase)
+        parts += [text for text in (self.phase, self.detail) if text]
         return ", ".join(parts)
 
     def _draw(self) -> None:
@@ -180,6 +186,11 @@ class Progress:
         """Rows the current stage has finished (of ``total`` when known); thread-safe."""
         if self._displays:
             self._displays[-1].rows(done, total)
+
+    def detail(self, text: str) -> None:
+        """What the current stage's engine is doing (``tasks 3/8``), shown after its phase; thread-safe."""
+        if self._displays:
+            self._displays[-1].set_detail(text)
 
     @contextmanager
     def phase(self, stage: str, name: str) -> Iterator[None]:
