@@ -37,13 +37,13 @@ class Notable:
 
 
 NOTABLE: tuple[Notable, ...] = (
-    Notable("ray_shm", re.compile(r"object store is using /tmp instead of /dev/shm"),
-            "ray: the object store is on /tmp, /dev/shm is too small: scoring is slower; give /dev/shm more "
+    Notable("ray_shm", re.compile(r"object store is using \S+ instead of /dev/shm"),
+            "ray: the object store is on disk, /dev/shm is too small: scoring is slower; give /dev/shm more "
             "space (docker run --shm-size) or lower ray.object_store_memory"),
     Notable("ray_spill", re.compile(r"Spilled (?P<mib>\d+) MiB"),
             "ray: the object store spilled to disk ({mib} MiB so far); raise ray.object_store_memory or lower "
             "score.batch_size"),
-    Notable("ray_oom", re.compile(r"killed due to the node running low on memory|OutOfMemoryError: Task was killed"),
+    Notable("ray_oom", re.compile(r"killed due to the node running low on memory"),
             "ray: a worker was killed for lack of memory (Ray retries it); lower score.batch_size or "
             "score.num_actors"),
     Notable("ray_resources", re.compile(r"Cluster resources are not enough to run any task|"

@@ -16,10 +16,11 @@ from alray.engine_log import capture, log_run_to, notable_message
 
 
 @pytest.mark.parametrize(("line", "name"), [
-    ("(raylet) Warning: The object store is using /tmp instead of /dev/shm because /dev/shm has only 67108864 "
-     "bytes available.", "ray_shm"),
-    ("(raylet) Spilled 2048 MiB, 12 objects, write throughput 600 MiB/s.", "ray_spill"),
-    ("(raylet) Task was killed due to the node running low on memory.", "ray_oom"),
+    ("2026-12-05 14:44:01,419\tWARNING services.py:2248 -- WARNING: The object store is using /tmp/ray instead "
+     "of /dev/shm because /dev/shm has only 67108864 bytes available. This will harm performance!", "ray_shm"),
+    ("(raylet) Spilled 2048 MiB, 12 objects, avg write throughput 600 MiB/s", "ray_spill"),
+    ("(raylet) [2026-12-05 14:50:00,000 E 12 12] node_manager.cc:3000: 1 Worker(s) were killed due to the node "
+     "running low on memory.", "ray_oom"),
     ("WARNING streaming_executor.py:500 -- Cluster resources are not enough to run any task from "
      "ActorPoolMapOperator[MapBatches(PoolScorer)]. The job may hang forever", "ray_resources"),
     ("Exception in thread \"Executor task launch worker\" java.lang.OutOfMemoryError: Java heap space", "spark_oom"),
