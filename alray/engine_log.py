@@ -99,7 +99,10 @@ class _Pipe:
             rest += chunk
             *lines, rest = rest.split(b"\n")
             for raw in lines:
-                self._line(raw + b"\n")
+                try:
+                    self._line(raw + b"\n")
+                except Exception:  # a reader that died would leave every writer blocked
+                    continue
 
     def _line(self, raw: bytes) -> None:
         if _SYNC in raw:
@@ -111,9 +114,12 @@ class _Pipe:
                 return
         with self.lock:
             if self.target is not None:
-                self.target.write(raw)
-                self.target.flush()
-            elif len(self.pending) < MAX_PENDING_LINES:
+                try:
+                    self.target.write(raw)
+                    self.target.flush()
+                except (OSError, ValueError):  # a full disk, a closed file: keep the lines in memory
+                    self.target = None
+            if self.target is None and len(self.pending) < MAX_PENDING_LINES:
                 self.pending.append(raw)
             on_line = self.on_line
         if on_line is not None:
@@ -181,11 +187,17 @@ class Capture:
     def _upload(self) -> None:
         if self.log_path is None or "://" not in self.log_path or self._local_log is None:
             return
+        import pyarrow as pa
+
         from alray.lake import filesystem_for
 
-        filesystem, inner = filesystem_for(self.log_path, self._storage_options)
-        with open(self._local_log, "rb") as source, filesystem.open_output_stream(inner) as sink:
-            sink.write(source.read())
+        try:
+            filesystem, inner = filesystem_for(self.log_path, self._storage_options)
+            with open(self._local_log, "rb") as source, filesystem.open_output_stream(inner) as sink:
+                sink.write(source.read())
+        except (OSError, pa.ArrowException) as exc:  # the run's result stands; say where the log stayed
+            write_line(self.err, f"[alray] warning: the engine log could not be copied to {self.log_path} "
+                       f"({str(exc).splitlines()[0][:120]}); it is at {self._local_log}")
 
     def finish(self) -> None:
         """Drain the pipe into the log; copy a remote log; say where pending lines went."""
@@ -195,8 +207,9 @@ class Capture:
         if pending:  # no run named a log file: nothing is lost, the lines go to the console
             for raw in pending:
                 write_line(self.err, raw.decode("utf-8", "replace").rstrip("\n"))
-        if self.pipe.target is not None:
-            self.pipe.target.flush()
+        with self.pipe.lock:
+            if self.pipe.target is not None:
+                self.pipe.target.flush()
         self._upload()
 
 

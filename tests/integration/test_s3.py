@@ -107,7 +107,7 @@ def test_runs_table_and_exclusions_on_s3(s3, capsys):
     assert previously_selected_ids(lake, "r2").to_pylist() == ["r1-x"]
     print_runs(lake)
     listed = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in listed] == ["r2", "r1"]
+    assert [line.split()[0] for line in listed] == ["RUN_ID", "r2", "r1"]  # a header, then newest first
     print_run(lake, "r1")
     assert '"status": "succeeded"' in capsys.readouterr().out
 
