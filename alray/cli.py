@@ -6,12 +6,16 @@ Exit codes: 0 ok, 2 bad config or input (one line, no traceback), 1 internal fai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
+from alray import engine_log
 from alray.config import Config, load_config
 from alray.errors import AlrayError
 
@@ -27,12 +31,19 @@ def _add_config_arguments(parser: argparse.ArgumentParser, *, config_default: st
                         help="override a config key, e.g. --set selection.n_samples=50 (repeatable)")
 
 
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress display: only warnings, errors and the final summary")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's and Spark's own output (always in the run's log file)")
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id; rerunning an id replaces that run")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     parser.add_argument("--ray-address", help="attach to this Ray cluster (same as --set ray.address=...)")
     parser.add_argument("--spark-master", help="Spark master URL (same as --set spark.master=...)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_output_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,30 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(embed)
     embed.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     embed.add_argument("--ray-address", help="attach to this Ray cluster (same as --set ray.address=...)")
-    embed.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_output_arguments(embed)
     validate = commands.add_parser("validate", help="check a config file and print it resolved")
     _add_config_arguments(validate)
+    validate.add_argument("--json", action="store_true",
+                          help="print one JSON line: {valid, config_hash, config}")
     demo = commands.add_parser("demo", help="build the sample pool and model, then run the job on them")
     _add_config_arguments(demo, config_default="conf/demo.yaml")
     _add_run_arguments(demo)
     runs = commands.add_parser("runs", help="read the runs table")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
-    for name in ("list", "show"):
-        sub = runs_commands.add_parser(name)
+    for name, text in (("list", "one row per run, newest first"), ("show", "every field of one run")):
+        sub = runs_commands.add_parser(name, help=text)
         if name == "show":
             sub.add_argument("run_id")
         _add_config_arguments(sub)
+        sub.add_argument("--json", action="store_true",
+                         help="JSON lines, one object per run" if name == "list" else "one JSON line")
     simulate = commands.add_parser("simulate", help="compare strategies in an active-learning loop on labeled data")
     _add_config_arguments(simulate)
     simulate.add_argument("--out", help="output folder (default: simulate.output of the config)")
     simulate.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    _add_output_arguments(simulate)
     train = commands.add_parser("train", help="fit a classification head on the encoder from the labeled set")
     _add_config_arguments(train)
     train.add_argument("--json", action="store_true", help="print one JSON summary line")
-    report = commands.add_parser("report", help="write a self-contained HTML report of a run")
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run (with the config "
+                                 "the run recorded)")
     report.add_argument("run_id")
     _add_config_arguments(report, config_default="conf/demo.yaml")
+    report.add_argument("--lake", help="the lake (output.path) that holds the run, instead of --config's; "
+                        "--config still gives credentials")
     report.add_argument("--out", default="reports", help="output folder (default reports/); writes RUN_ID.html")
+    report.add_argument("--json", action="store_true", help="print one JSON line: {run_id, path}")
     _add_round_commands(commands)
     return parser
 
@@ -106,26 +126,43 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     labels.add_argument("--json", action="store_true", help="print one JSON summary line")
 
 
+# Flags that stand for a config key: an error in that key names the flag.
+_KEY_FLAGS = (("run_id", "run.run_id", "--run-id"), ("ray_address", "ray.address", "--ray-address"),
+              ("spark_master", "spark.master", "--spark-master"))
+
+
 def _config(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides)
-    if getattr(args, "run_id", None):
-        overrides.append(f"run.run_id={args.run_id}")
-    if getattr(args, "ray_address", None):
-        overrides.append(f"ray.address={args.ray_address}")
-    if getattr(args, "spark_master", None):
-        overrides.append(f"spark.master={args.spark_master}")
+    overrides: list[str | tuple[str, str]] = list(args.overrides)
+    for attribute, key, flag in _KEY_FLAGS:
+        value = getattr(args, attribute, None)
+        if value:
+            overrides.append((f"{key}={json.dumps(value)}", f"{flag} {value}"))  # a string, never YAML's 2026
     return load_config(args.config, overrides)
+
+
+def _out() -> TextIO:
+    """Where results go: the console's stdout, also while the engines' output is captured."""
+    return engine_log.console()[0]
+
+
+def _err() -> TextIO:
+    return engine_log.console()[1]
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    from alray.progress import Progress
+
+    return Progress(quiet=args.quiet)
 
 
 def _run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     from alray.pipeline import run_pipeline
-    from alray.progress import Progress
     from alray.report import print_summary
 
     config = _config(args)
-    summary = run_pipeline(config, progress=Progress(quiet=args.quiet), stages=stages)
+    summary = run_pipeline(config, progress=_progress(args), stages=stages)
     if args.json:
-        print(summary.to_json())
+        print(summary.to_json(), file=_out())
     else:
         print_summary(summary)
     return EXIT_OK
@@ -134,11 +171,10 @@ def _run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from alray.demo import build_demo
     from alray.pipeline import run_pipeline
-    from alray.progress import Progress
     from alray.report import print_summary, print_top_ranking
 
     config = _config(args)
-    progress = Progress(quiet=args.quiet)
+    progress = _progress(args)
     with progress.stage("demo-build"):
         files = build_demo(pool_path=config.pool.path, labeled_path=config.labeled.path or "demo/labeled",
                            checkpoint_path=config.model.checkpoint if config.model else "demo/model.pt",
@@ -147,12 +183,12 @@ def _demo(args: argparse.Namespace) -> int:
                  f"{files.labeled}; seed model at {files.checkpoint} (accuracy on the pool {files.seed_accuracy:.1%})")
     summary = run_pipeline(config, progress=progress)
     if args.json:
-        print(summary.to_json())
+        print(summary.to_json(), file=_out())
         return EXIT_OK
     print_summary(summary)
     print_top_ranking(summary, config, n_rows=10)
-    print(f"\nThe ranking of what to label next: {summary.tables['ranking']} (Delta table, run_id={summary.run_id})")
-    print(f"Rerun it: alray run {args.config}")
+    print(f"\nThe ranking of what to label next: {summary.tables['ranking']} (Delta table, run_id={summary.run_id})"
+          f"\nRerun it: alray run {args.config}; see it: alray report {summary.run_id}", file=_out())
     return EXIT_OK
 
 
@@ -160,26 +196,41 @@ def _embed(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from alray.errors import ConfigError
-    from alray.progress import Progress
     from alray.stages.embed import train_or_reuse
 
     config = _config(args)
     if config.embed is None:
         raise ConfigError(f"embed: {args.config} has no embed section (e.g. embed: {{epochs: 20, image_size: 32}})")
-    result = train_or_reuse(config.pool, config.embed, config.output, config.ray,
-                            progress=Progress(quiet=args.quiet))
+    progress = _progress(args)
+    _log_command_to(config.output.path, "embed", progress, config.output.storage_options)
+    result = train_or_reuse(config.pool, config.embed, config.output, config.ray, progress=progress)
     if args.json:
-        print(json.dumps(asdict(result), sort_keys=True))
+        print(json.dumps(asdict(result), sort_keys=True), file=_out())
         return EXIT_OK
     final = f"{result.loss_curve[-1]:.4f}" if result.loss_curve else "n/a"
     how = "reused (no training)" if result.reused else "trained"
     print(f"encoder {how}: {result.path}\n  key {result.key}, {result.epochs} epochs, final loss {final}, "
-          f"wall {result.wall_s:.1f}s" + (f", resumed at epoch(s) {result.resumed_at}" if result.resumed_at else ""))
+          f"wall {result.wall_s:.1f}s" + (f", resumed at epoch(s) {result.resumed_at}" if result.resumed_at else ""),
+          file=_out())
     return EXIT_OK
+
+
+def _log_command_to(root: str, command: str, progress: Any, storage_options: Any = None) -> None:
+    """Name the engine log of a command that is no run (``ROOT/logs/COMMAND-TIME.log``) and say where it is."""
+    from alray.pipeline import run_log_path
+
+    name = f"{command}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    path = engine_log.log_run_to(run_log_path(root, name), dict(storage_options or {}) or None)
+    if path:
+        progress.say(f"{command}: engine logs in {path}")
 
 
 def _validate(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.json:
+        print(json.dumps({"valid": True, "config_hash": config.config_hash(), "config": config.public_dump()},
+                         sort_keys=True))
+        return EXIT_OK
     print(json.dumps(config.public_dump(), indent=2, sort_keys=True))
     print(f"{args.config}: valid (config hash {config.config_hash()})", file=sys.stderr)
     return EXIT_OK
@@ -191,9 +242,9 @@ def _runs(args: argparse.Namespace) -> int:
 
     lake = Lake.from_output(_config(args).output)
     if args.runs_command == "list":
-        print_runs(lake)
+        print_runs(lake, as_json=args.json)
     else:
-        print_run(lake, args.run_id)
+        print_run(lake, args.run_id, as_json=args.json)
     return EXIT_OK
 
 
@@ -202,18 +253,20 @@ def _simulate(args: argparse.Namespace) -> int:
     from alray.simulate_config import load_simulate_config
 
     config = load_simulate_config(args.config, args.overrides)
+    progress = _progress(args)
+    _log_command_to(args.out or config.output, "simulate", progress)
 
     def say(point: CurvePoint) -> None:
-        print(f"  {point.strategy:<22} seed {point.seed} round {point.round:>3}: {point.n_labels:>5} labels, "
-              f"accuracy {point.accuracy:.3f}", file=sys.stderr)
+        engine_log.write_line(_err(), f"  {point.strategy:<22} seed {point.seed} round {point.round:>3}: "
+                              f"{point.n_labels:>5} labels, accuracy {point.accuracy:.3f}")
 
-    result = simulate(config, output=args.out, on_round=None if args.json else say)
+    result = simulate(config, output=args.out, on_round=None if args.json or args.quiet else say)
     if args.json:
-        print(json.dumps(result.summary, sort_keys=True))
+        print(json.dumps(result.summary, sort_keys=True), file=_out())
         return EXIT_OK
-    print(format_table(result.summary))
+    print(format_table(result.summary), file=_out())
     print(f"\nwhole pool labeled: accuracy {result.summary['full_pool_accuracy']['mean']}; "
-          f"{result.summary['elapsed_s']}s; " + ", ".join(result.files.values()))
+          f"{result.summary['elapsed_s']}s; " + ", ".join(result.files.values()), file=_out())
     return EXIT_OK
 
 
@@ -234,8 +287,11 @@ def _train(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from alray.html_report import write_report
 
-    path = write_report(_config(args), args.run_id, args.out)
-    print(path)
+    config = _config(args)
+    if args.lake:
+        config = config.model_copy(update={"output": config.output.model_copy(update={"path": args.lake})})
+    path = write_report(config, args.run_id, args.out)
+    print(json.dumps({"run_id": args.run_id, "path": str(path)}) if args.json else path)
     return EXIT_OK
 
 
@@ -307,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(build_parser().parse_args(argv))
 
 
+# Commands that may start Ray or Spark: their output goes to the run's log file (--verbose shows it).
+ENGINE_COMMANDS = frozenset({"run", "score", "select", "embed", "demo", "simulate"})
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "run": lambda: _run(args, ("score", "select")),
@@ -323,7 +383,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         "export": lambda: _export(args),
         "import-labels": lambda: _import_labels(args),
     }
-    return _handle(handlers[args.command])
+    if args.command not in ENGINE_COMMANDS:
+        return _handle(handlers[args.command])
+    with engine_log.capture(verbose=args.verbose):
+        return _handle(handlers[args.command])
 
 
 # Commands that start neither Ray nor Spark.
@@ -348,14 +411,20 @@ def _handle(handler: Callable[[], int]) -> int:
     try:
         return handler()
     except AlrayError as exc:
-        print(f"alray: error: {exc}", file=sys.stderr)
+        print(f"alray: error: {exc}", file=_err())
         return EXIT_USER
     except KeyboardInterrupt:
-        print("alray: interrupted", file=sys.stderr)
+        print("alray: interrupted", file=_err())
         return 130
+    except BrokenPipeError:  # `alray runs list | head`: the reader has all it wanted, as with SIGPIPE
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except Exception:  # an internal failure: keep the traceback for the bug report
-        traceback.print_exc()
-        print("alray: internal error (exit 1); the traceback above is for a bug report", file=sys.stderr)
+        traceback.print_exc(file=_err())
+        capture = engine_log.active()
+        logs = f"; the engines' log: {capture.log_path}" if capture is not None and capture.log_path else ""
+        print(f"alray: internal error (exit 1); the traceback above is for a bug report{logs}", file=_err())
         return EXIT_INTERNAL
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -523,18 +524,33 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "<root>"
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    parts = []
+def _format_validation_error(error: ValidationError, source: str,
+                             origins: Sequence[tuple[str, str]] = ()) -> str:
+    """One line: each error under what set its key (``source``, or the flag in ``origins`` that set it)."""
+    parts: dict[str, list[str]] = {}
     for item in error.errors():
         key = _format_location(item["loc"])
         if item["type"] == "extra_forbidden":
-            parts.append(f"{key}: unknown key")
+            text = f"{key}: unknown key"
         elif item["type"] == "missing":
-            parts.append(f"{key}: required key is missing")
+            text = f"{key}: required key is missing"
         else:
             message = item["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}: {message} (got {item.get('input')!r})")
-    return f"{source}: " + "; ".join(parts)
+            text = f"{key}: {message} (got {item.get('input')!r})"
+        parts.setdefault(_origin(key, source, origins), []).append(text)
+    return "; ".join(f"{where}: " + "; ".join(texts) for where, texts in parts.items())
+
+
+def _origin(key: str, source: str, origins: Sequence[tuple[str, str]]) -> str:
+    """What set ``key``: the last flag that set it or a section above it, else ``source`` (with the flags
+    that set keys below it, when the error is a check of a whole section)."""
+    below = []
+    for set_key, label in reversed(origins):
+        if key == set_key or key.startswith(set_key + "."):
+            return label
+        if set_key.startswith(key + ".") or key == "<root>":
+            below.append(label)
+    return f"{source} with {', '.join(reversed(below))}" if below else source
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -573,10 +589,12 @@ def _list_index(node: list[Any], part: str, where: str) -> int:
     return int(part)
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str | tuple[str, str]] = ()) -> Config:
     """Read a YAML config, apply ``KEY=VALUE`` overrides, validate.
 
-    Raises ConfigError naming the file or the dotted key at fault.
+    An override is ``KEY=VALUE`` (from ``--set``) or ``(KEY=VALUE, flag)`` for one set by another
+    flag (``("run.run_id=x", "--run-id x")``). Raises ConfigError naming the dotted key at fault and
+    where it was set: the file, or the flag.
     """
     path = Path(path)
     try:
@@ -595,14 +613,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for assignment in overrides:
+    origins = []
+    for override in overrides:
+        assignment, flag = (override, None) if isinstance(override, str) else override
         apply_override(data, assignment)
-    return config_from_dict(data, source=str(path))
+        key = assignment.partition("=")[0].strip()
+        origins.append((key, flag or f"--set {assignment}"))
+    return config_from_dict(data, source=str(path), origins=origins)
 
 
-def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
-    """Validate a config mapping; ConfigError names the dotted key at fault."""
+def config_from_dict(data: dict[str, Any], *, source: str = "config",
+                     origins: Sequence[tuple[str, str]] = ()) -> Config:
+    """Validate a config mapping; ConfigError names the dotted key at fault and ``source``, or the
+    flag of ``origins`` (dotted key, flag) that set it."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, origins)) from None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
+from alray import engine_log
 from alray.config import RayConfig, SparkConfig
 
 if TYPE_CHECKING:
@@ -17,7 +22,10 @@ if TYPE_CHECKING:
 def ensure_ray(config: RayConfig) -> None:
     """Initialise Ray once per process: attach to ``config.address`` or start a local instance."""
     import ray
+    from ray.data import DataContext
 
+    # Ray Data's own bars would fight alray's display; they show with the engines' output (--verbose).
+    DataContext.get_current().enable_progress_bars = engine_log.shows_engine_output()
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -32,6 +40,89 @@ def ensure_ray(config: RayConfig) -> None:
         log_to_driver=True,
         ignore_reinit_error=True,
     )
+
+
+class _RowCounter:
+    """A Ray actor that scoring workers tell how many rows they finished."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+
+    def total(self) -> int:
+        return self.rows
+
+
+@contextmanager
+def ray_row_counter(report: Callable[[int], None], *, interval_s: float = 0.5) -> Iterator[Any]:
+    """A row counter for Ray workers (an actor handle: ``counter.add.remote(n)``) while the block runs.
+
+    A thread asks it every ``interval_s`` and calls ``report(rows done so far)``; the last count is
+    reported when the block ends. Rows of a batch retried after a worker died count twice.
+    """
+    import ray
+
+    counter: Any = ray.remote(num_cpus=0)(_RowCounter).remote()  # type: ignore[attr-defined]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(interval_s):
+            try:
+                report(ray.get(counter.total.remote(), timeout=interval_s * 10))
+            except (ray.exceptions.RayError, TimeoutError):  # display only: a slow answer skips a tick
+                continue
+
+    thread = threading.Thread(target=poll, name="alray-row-counter", daemon=True)
+    thread.start()
+    try:
+        yield counter
+    finally:
+        stop.set()
+        thread.join()
+        # On failure the display keeps its last count; the run's own counts come from the tables.
+        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+            report(ray.get(counter.total.remote(), timeout=10))
+        ray.kill(counter)
+
+
+@contextmanager
+def spark_task_progress(report: Callable[[str], None], *, interval_s: float = 0.5) -> Iterator[None]:
+    """While the block runs, ``report("tasks D/N")`` for the Spark stages running now (nothing when none is).
+
+    Reads the status tracker of the process's SparkContext, if it has one; never starts one.
+    """
+    stop = threading.Event()
+
+    def poll() -> None:
+        shown = ""
+        while not stop.wait(interval_s):
+            pyspark = sys.modules.get("pyspark")
+            context = getattr(pyspark, "SparkContext", None) if pyspark else None
+            active = getattr(context, "_active_spark_context", None)
+            if active is None:
+                continue
+            try:
+                tracker = active.statusTracker()
+                stages = [tracker.getStageInfo(i) for i in tracker.getActiveStageIds()]
+                done = sum(s.numCompletedTasks for s in stages if s is not None)
+                total = sum(s.numTasks for s in stages if s is not None)
+            except Exception:  # a display only: a session stopping meanwhile skips a tick
+                continue
+            text = f"tasks {done}/{total}" if total else ""
+            if text != shown:
+                report(text)
+                shown = text
+
+    thread = threading.Thread(target=poll, name="alray-spark-tasks", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        report("")
 
 
 def check_leaves_a_read_cpu(config: RayConfig, *, section: str, count_key: str, count: int, per_key: str,
@@ -84,6 +175,8 @@ def spark_session(config: SparkConfig) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", "2g")
+        # Spark's stage bars would fight alray's display; they show with the engines' output (--verbose).
+        .config("spark.ui.showConsoleProgress", str(engine_log.shows_engine_output()).lower())
     )
     for key, value in config.conf.items():
         builder = builder.config(key, value)

@@ -19,26 +19,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from alray.config import Config
-from alray.errors import InputError
-from alray.lake import Lake, parquet_dataset, read_ids, table_files
+from alray.config import REDACTED, Config, config_from_dict
+from alray.errors import AlrayError, InputError
+from alray.lake import Lake, read_ids
 from alray.tables import DRAWN_SCORES
 
 FUNNEL = ("pool", "rejected", "filtered", "candidates", "selected")
 N_THUMBNAILS = 24
+N_REJECT_REASONS = 20  # rows of the reject reasons table; the rest are counted in one line
 
 
 @dataclass
 class RunData:
-    """What the report draws: the runs row, features joined to the ranking, labeled ids."""
+    """What the report draws: the runs row, the config the run recorded, features joined to the ranking,
+    labeled ids, the rejected rows."""
 
     run: dict[str, Any]
+    config: Config  # the run's own (see recorded_config)
     features: pa.Table
     selected: np.ndarray  # bool (N,) per features row
     rank: np.ndarray  # int (N,), 0 where not ranked
     score: np.ndarray  # float (N,), NaN where not ranked
     labeled: np.ndarray  # bool (N,)
     strategy: str
+    rejects: pa.Table  # id, stage, reason
+    config_note: str = ""  # why the recorded config was not used, when it was not
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
@@ -48,8 +53,49 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1).astype(np.float32)
 
 
+def _with_credentials(recorded: Any, given: Any) -> Any:
+    """``recorded`` (a config as the runs table holds it) with each REDACTED value taken from ``given``
+    at the same place, or left out when ``given`` has none there."""
+    if isinstance(recorded, dict):
+        merged = {}
+        for key, value in recorded.items():
+            other = given.get(key) if isinstance(given, dict) else None
+            if value == REDACTED:
+                if other is not None and other != REDACTED:
+                    merged[key] = other
+                continue
+            merged[key] = _with_credentials(value, other)
+        return merged
+    if isinstance(recorded, list):
+        others = given if isinstance(given, list) else []
+        return [_with_credentials(v, others[i] if i < len(others) else None) for i, v in enumerate(recorded)]
+    return recorded
+
+
+def recorded_config(run: dict[str, Any], given: Config) -> tuple[Config, str]:
+    """The config a run recorded (its pool, labeled set, model, selection), reading the lake ``given`` names.
+
+    The runs table keeps configs without credentials: those come from ``given`` where its keys are
+    the same. Returns the config and, when the record cannot be used (none, or one an older
+    version wrote), ``given`` and a note saying so.
+    """
+    try:
+        data = json.loads(run.get("config") or "")
+        data = _with_credentials(data, given.model_dump(mode="json"))
+        data["output"] = given.output.model_dump(mode="json")  # where the run was found, not where it was written
+        return config_from_dict(data, source=f"run {run.get('run_id')}'s recorded config"), ""
+    except (AlrayError, ValueError, TypeError, KeyError) as exc:
+        note = f"the run's recorded config cannot be read ({str(exc).splitlines()[0][:200]}); the pool and " \
+               "labeled set of --config are shown"
+        return given, note
+
+
 def load_run(config: Config, run_id: str) -> RunData:
-    """Read one run's row, features and ranking; InputError names the run or table that is missing."""
+    """Read one run's row, features, ranking and rejects; InputError names the run or table that is missing.
+
+    ``config`` says where the lake is (and gives credentials); everything else comes from the
+    config the run recorded (:func:`recorded_config`).
+    """
     lake = Lake.from_output(config.output)
     try:
         runs = lake.read_table("runs")
@@ -58,6 +104,7 @@ def load_run(config: Config, run_id: str) -> RunData:
     rows = runs.filter(pc.equal(runs.column("run_id"), run_id)).to_pylist() if runs.num_rows else []
     if not rows:
         raise InputError(f"run {run_id!r}: not in the runs table under {lake.root}")
+    config, note = recorded_config(rows[0], config)
     features = lake.read_run("features", run_id)
     if features.num_rows == 0:
         raise InputError(f"run {run_id!r}: no rows in the features table (was it scored?)")
@@ -77,10 +124,15 @@ def load_run(config: Config, run_id: str) -> RunData:
                                    storage_options=config.labeled_storage_options()).to_pylist())
         labeled = np.array([i in labeled_ids for i in ids], dtype=bool)
     strategies = ranking.column("strategy").unique().to_pylist() if ranking.num_rows else []
-    return RunData(rows[0], features, selected, rank, score, labeled, ", ".join(str(s) for s in strategies))
+    rejects = lake.read_run("rejects", run_id, columns=["id", "stage", "reason"])
+    return RunData(rows[0], config, features, selected, rank, score, labeled, ", ".join(str(s) for s in strategies),
+                   rejects, note)
 
 
-def _png(figure: Any) -> str:
+def _png(figure: Any) -> str | None:
+    """A matplotlib figure as a base64 PNG (None for None); the figure is closed."""
+    if figure is None:
+        return None
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -98,21 +150,23 @@ def _pyplot() -> Any:
     return plt
 
 
-def funnel_figure(run: dict[str, Any]) -> str:
-    """Horizontal bars of the funnel counts, as base64 PNG."""
+def funnel_figure(run: dict[str, Any]) -> Any:
+    """Horizontal bars of the funnel counts (a matplotlib figure)."""
     plt = _pyplot()
     counts = [int(run.get(f"n_{name}") or 0) for name in FUNNEL]
     figure, axes = plt.subplots(figsize=(7, 2.8))
     bars = axes.barh(list(FUNNEL)[::-1], counts[::-1], color=["#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#264653"])
     axes.bar_label(bars, padding=3)
     axes.set_xlabel("rows")
+    axes.set_ylabel("step")
     axes.set_xlim(0, max([*counts, 1]) * 1.15)
     figure.tight_layout()
-    return _png(figure)
+    return figure
 
 
-def score_histograms(data: RunData) -> str | None:
-    """One histogram per score: every scored row, with the selected overlaid (densities)."""
+def score_histograms(data: RunData) -> Any | None:
+    """One histogram per score: every scored row, with the selected overlaid (densities); the legend of each
+    counts the rows with a value of that score."""
     plt = _pyplot()
     columns = [c for c in DRAWN_SCORES if c in data.features.schema.names
                and data.features.column(c).null_count < data.features.num_rows]
@@ -125,18 +179,20 @@ def score_histograms(data: RunData) -> str | None:
         values = pc.cast(data.features.column(column), pa.float64()).to_numpy(zero_copy_only=False)
         finite = np.isfinite(values)
         bins = np.histogram_bin_edges(values[finite], bins=30) if finite.any() else 10
-        ax.hist(values[finite], bins=bins, density=True, alpha=0.5, color="#8d99ae", label="all scored")
+        ax.hist(values[finite], bins=bins, density=True, alpha=0.5, color="#8d99ae",
+                label=f"all scored ({int(finite.sum())})")
         chosen = values[finite & data.selected]
         if len(chosen):
             ax.hist(chosen, bins=bins, density=True, alpha=0.7, color="#d62828", histtype="stepfilled",
-                    label="selected")
-        ax.set_title(column, fontsize=10)
+                    label=f"selected ({len(chosen)})")
+        ax.set_xlabel(column, fontsize=9)
+        ax.set_ylabel("density", fontsize=8)
         ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7)
     for ax in axes.ravel()[len(columns):]:
         ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize=8)
     figure.tight_layout()
-    return _png(figure)
+    return figure
 
 
 def pca_2d(embeddings: np.ndarray) -> np.ndarray:
@@ -148,7 +204,7 @@ def pca_2d(embeddings: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def projection_figure(data: RunData) -> str | None:
+def projection_figure(data: RunData) -> Any | None:
     """PCA of the embeddings: every scored row, the labeled set and the selection marked."""
     plt = _pyplot()
     embeddings = _matrix(data.features.column("embedding"))
@@ -157,19 +213,20 @@ def projection_figure(data: RunData) -> str | None:
     points = pca_2d(embeddings)
     rest = ~data.selected & ~data.labeled
     figure, axes = plt.subplots(figsize=(7, 6))
-    axes.scatter(points[rest, 0], points[rest, 1], s=6, c="#adb5bd", label=f"pool ({int(rest.sum())})")
+    # Each row is drawn once and counted in one entry: the entries add up to the scored rows.
+    axes.scatter(points[rest, 0], points[rest, 1], s=6, c="#adb5bd", label=f"other scored rows ({int(rest.sum())})")
     axes.scatter(points[data.labeled, 0], points[data.labeled, 1], s=22, marker="s", c="#1d3557",
-                 label=f"labeled ({int(data.labeled.sum())})")
+                 label=f"labeled, in the pool ({int(data.labeled.sum())})")
     axes.scatter(points[data.selected, 0], points[data.selected, 1], s=50, marker="*", c="#d62828",
                  label=f"selected ({int(data.selected.sum())})")
     axes.set_xlabel("PC 1")
     axes.set_ylabel("PC 2")
     axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
-    return _png(figure)
+    return figure
 
 
-def class_figure(data: RunData) -> str | None:
+def class_figure(data: RunData) -> Any | None:
     """Share of each predicted class in the pool and in the selection."""
     if "pred" not in data.features.schema.names:
         return None
@@ -181,56 +238,63 @@ def class_figure(data: RunData) -> str | None:
     selection = np.array([(chosen == c).mean() if len(chosen) else 0.0 for c in classes])
     figure, axes = plt.subplots(figsize=(8, 3.2))
     x = np.arange(len(classes))
-    axes.bar(x - 0.2, pool, width=0.4, color="#8d99ae", label="pool (all scored)")
-    axes.bar(x + 0.2, selection, width=0.4, color="#d62828", label="selected")
+    axes.bar(x - 0.2, pool, width=0.4, color="#8d99ae", label=f"all scored ({len(pred)})")
+    axes.bar(x + 0.2, selection, width=0.4, color="#d62828", label=f"selected ({len(chosen)})")
     axes.set_xticks(x, [str(c) for c in classes])
     axes.set_xlabel("predicted class")
-    axes.set_ylabel("share")
+    axes.set_ylabel("share of the rows")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    return _png(figure)
+    return figure
 
 
-def _thumbnail(payload: bytes) -> str | None:
+def _thumbnail(payload: bytes, side: int = 96) -> str | None:
+    """A PNG of at most ``side`` pixels a side (base64), or None when the bytes are no image PIL reads."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(payload)) as image:
-            image.load()
+            image.draft("RGB", (side, side))  # a JPEG decodes at a fraction of its size
             thumb = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
-    # Small images are scaled up (nearest) so a 32-px digit is readable in the page.
-    scale = max(1, 96 // max(thumb.size))
-    thumb = thumb.resize((thumb.size[0] * scale, thumb.size[1] * scale), Image.Resampling.NEAREST)
+    if max(thumb.size) > side:
+        thumb.thumbnail((side, side))
+    else:  # small images are scaled up (nearest) so a 32-px digit is readable in the page
+        scale = max(1, side // max(thumb.size))
+        thumb = thumb.resize((thumb.size[0] * scale, thumb.size[1] * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     thumb.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnails(config: Config, data: RunData, n: int = N_THUMBNAILS) -> list[dict[str, Any]]:
-    """The top ``n`` selected rows by rank with their image (when the pool has an ``image`` column)."""
+def thumbnails(data: RunData, n: int = N_THUMBNAILS) -> list[dict[str, Any]]:
+    """The top ``n`` selected rows by rank with their image, whatever the pool's format (image bytes, or
+    files that a listing or a folder names); a row whose image cannot be read has none."""
+    from alray.stages.pool_source import read_images
+
     order = [i for i in np.argsort(np.where(data.selected, data.rank, np.iinfo(np.int64).max)) if data.selected[i]]
     top = order[:n]
     ids = data.features.column("id").to_pylist()
-    images: dict[str, bytes] = {}
-    if top and config.pool.format in ("parquet", "delta"):
-        try:
-            files = table_files(config.pool.path, config.pool.format, name="pool.path",
-                                storage_options=config.pool.storage_options or None)
-            dataset = parquet_dataset(files, storage_options=config.pool.storage_options or None)
-            if "image" in dataset.schema.names:
-                wanted = pa.array([ids[i] for i in top], pa.string())
-                table = dataset.to_table(columns=["id", "image"], filter=pc.field("id").isin(wanted))
-                images = dict(zip(table.column("id").to_pylist(), table.column("image").to_pylist(), strict=True))
-        except InputError:
-            images = {}  # a pool that moved since the run: the report still shows the rest
+    images = read_images(data.config.pool, [ids[i] for i in top]) if top else {}
     cards = []
     for i in top:
         payload = images.get(ids[i])
         cards.append({"id": ids[i], "rank": int(data.rank[i]), "score": float(data.score[i]),
                       "png": _thumbnail(payload) if payload else None})
     return cards
+
+
+def reject_reasons(rejects: pa.Table, n: int = N_REJECT_REASONS) -> tuple[list[dict[str, Any]], int]:
+    """The ``n`` most frequent reasons rows were rejected (stage, reason, count, up to three ids), and how
+    many other reasons there are."""
+    if rejects.num_rows == 0:
+        return [], 0
+    grouped = rejects.group_by(["stage", "reason"]).aggregate([("id", "count"), ("id", "list")])
+    rows = sorted(grouped.to_pylist(), key=lambda r: (-r["id_count"], str(r["stage"]), str(r["reason"])))
+    shown = [{"stage": r["stage"], "reason": r["reason"], "count": r["id_count"], "ids": sorted(r["id_list"])[:3]}
+             for r in rows[:n]]
+    return shown, max(0, len(rows) - n)
 
 
 _STYLE = """
@@ -241,6 +305,9 @@ img.figure { max-width: 100%; border: 1px solid #eee; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 10px; }
 .thumb { width: 120px; font-size: 11px; text-align: center; }
 .thumb img { width: 96px; height: 96px; image-rendering: pixelated; border: 1px solid #ccc; }
+table.grid { border-collapse: collapse; font-size: 13px; }
+table.grid th, table.grid td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+table.grid td.num { text-align: right; }
 """
 
 
@@ -251,15 +318,31 @@ def _figure(title: str, png: str | None, note: str = "") -> str:
             f"src='data:image/png;base64,{png}'>")
 
 
-def render(config: Config, data: RunData) -> str:
+def _rejects_section(rejects: pa.Table) -> str:
+    reasons, more = reject_reasons(rejects)
+    if not reasons:
+        return "<h2>Rejected rows</h2><p class='muted'>no row was rejected</p>"
+    rows = "".join(f"<tr><td>{html.escape(str(r['stage']))}</td><td>{html.escape(str(r['reason']))}</td>"
+                   f"<td class='num'>{r['count']}</td><td>{html.escape(', '.join(r['ids']))}</td></tr>"
+                   for r in reasons)
+    tail = f"<p class='muted'>{more} more reason(s) in the rejects table</p>" if more else ""
+    return ("<h2>Rejected rows</h2><table class='grid'><thead><tr><th>stage</th><th>reason</th><th>rows</th>"
+            f"<th>for example</th></tr></thead><tbody>{rows}</tbody></table>{tail}")
+
+
+def render(data: RunData) -> str:
     """The report page as one HTML string (figures inline)."""
-    run = data.run
+    run, config = data.run, data.config
     radius = run.get("coverage_radius")
     reasons = json.loads(run["filtered_by_reason"]) if run.get("filtered_by_reason") else {}
     facts = [("run", run["run_id"]), ("status", run["status"]), ("started", run["started_at"]),
-             ("finished", run["finished_at"]), ("strategy", data.strategy or "-"),
+             ("finished", run["finished_at"]), ("pool", f"{config.pool.path} ({config.pool.format})"),
+             ("model", config.model.checkpoint if config.model else "-"),
+             ("labeled", config.labeled.path or "-"), ("strategy", data.strategy or "-"),
              ("coverage radius", "-" if radius is None else f"{radius:.4f}"),
              ("config hash", run.get("config_hash"))]
+    if run.get("error"):
+        facts.append(("error", run["error"]))
     facts += [(name, run.get(f"n_{name}")) for name in FUNNEL]
     facts += [(f"filtered by {reason}", n) for reason, n in sorted(reasons.items())]
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td><b>{html.escape(str(v))}</b></td></tr>" for k, v in facts)
@@ -268,19 +351,21 @@ def render(config: Config, data: RunData) -> str:
         + (f"<img alt='{html.escape(c['id'])}' src='data:image/png;base64,{c['png']}'>" if c["png"]
            else "<div class='muted'>(no image)</div>")
         + f"<div>#{c['rank']} {html.escape(c['id'])}</div><div>score {c['score']:.4f}</div></div>"
-        for c in thumbnails(config, data))
+        for c in thumbnails(data))
     radius_note = ("" if radius is None else
                    f"<p>Coverage radius: every candidate lies within <b>{radius:.4f}</b> of a selected or labeled "
                    "sample in embedding space.</p>")
     body = [
         f"<h1>alray run {html.escape(str(run['run_id']))}</h1>",
+        f"<p class='muted'>{html.escape(data.config_note)}</p>" if data.config_note else "",
         f"<table class='kv'>{rows}</table>",
-        _figure("Funnel", funnel_figure(run)),
-        _figure("Scores: all scored rows and the selection", score_histograms(data)),
-        _figure("Embeddings (PCA): pool, labeled set, selection", projection_figure(data), radius_note),
-        _figure("Predicted classes: selection vs pool", class_figure(data)),
+        _figure("Funnel", _png(funnel_figure(run))),
+        _figure("Scores: all scored rows and the selection", _png(score_histograms(data))),
+        _figure("Embeddings (PCA): pool, labeled set, selection", _png(projection_figure(data)), radius_note),
+        _figure("Predicted classes: selection vs pool", _png(class_figure(data))),
         "<h2>Top selected</h2>" + (f"<div class='thumbs'>{cards}</div>" if cards else
                                    "<p class='muted'>nothing selected</p>"),
+        _rejects_section(data.rejects),
     ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>alray run {html.escape(str(run['run_id']))}</title><style>{_STYLE}</style></head><body>"
@@ -288,10 +373,13 @@ def render(config: Config, data: RunData) -> str:
 
 
 def write_report(config: Config, run_id: str, out_dir: str | Path) -> Path:
-    """Write ``OUT_DIR/RUN_ID.html`` for a run of ``config``'s lake and return its path."""
+    """Write ``OUT_DIR/RUN_ID.html`` for a run found in ``config``'s lake and return its path.
+
+    The page shows the run as its recorded config describes it; ``config`` only says where the lake
+    is and gives credentials (:func:`recorded_config`)."""
     data = load_run(config, run_id)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{run_id}.html"
-    path.write_text(render(config, data))
+    path.write_text(render(data))
     return path

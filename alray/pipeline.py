@@ -12,11 +12,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray import __version__
+from alray import __version__, engine_log
 from alray.config import Config, config_from_dict
 from alray.errors import AlrayError
 from alray.faults import fail_once
 from alray.lake import Lake, ensure_dir
+from alray.lake.filesystems import join_path
 from alray.lake.rounds import record_selection
 from alray.progress import Progress
 from alray.tables import RUNS_SCHEMA
@@ -60,6 +61,7 @@ class RunSummary:
     error: str | None = None
     stages_completed: list[str] = field(default_factory=list)
     resumed: bool = False
+    log: str | None = None  # the engines' log file of the run (``OUTPUT/logs/RUN_ID.log``) when the CLI ran it
 
     def to_json(self) -> str:
         """One JSON line."""
@@ -82,6 +84,11 @@ def _runs_row(summary: RunSummary, config: Config, started: dt.datetime, finishe
     return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
 
 
+def run_log_path(lake_root: str, run_id: str) -> str:
+    """Where a run's engine log goes: ``OUTPUT/logs/RUN_ID.log``."""
+    return join_path(lake_root, "logs", f"{run_id}.log")
+
+
 def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tuple[str, ...] = ("score", "select"),
                  ) -> RunSummary:
     """Run the given stages for ``config`` and record the run in the runs table.
@@ -102,6 +109,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
     # Read before this attempt's row replaces it: it tells whether an earlier attempt's scoring can be kept.
     earlier = _earlier_attempt(lake, run_id) if "score" in stages and config.run.resume else None
+    summary.log = engine_log.log_run_to(run_log_path(lake.root, run_id), lake.storage_options)
     lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
     progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")
     begin = time.perf_counter()
@@ -131,7 +139,9 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             summary.counts.update(_previous_counts(lake, run_id))
             summary.stages_completed.append("score")  # by an earlier `alray score` of this run
         if "select" in stages:
-            with progress.stage("select"):
+            from alray.engines import spark_task_progress
+
+            with progress.stage("select"), spark_task_progress(progress.detail):
                 selected = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed,
                                       run_id=run_id, lake=lake, progress=progress, run_time=started,
                                       labeled_storage_options=config.labeled_storage_options(),

@@ -2,7 +2,7 @@
 from a template, and the CLI's exit codes.
 
 Every entry point takes ``--config PATH_OR_URI`` and ``--run-id ID``; the other arguments
-(``--set``, ``--ray-address``, ``--spark-master``, ``--json``, ``--quiet``) go to the ``alray``
+(``--set``, ``--ray-address``, ``--spark-master``, ``--json``, ``--quiet``, ``--verbose``) go to the ``alray``
 command unchanged.
 """
 
@@ -67,7 +67,7 @@ def run_entry_point(command: str, argv: Sequence[str] | None = None, *, run_id_r
     """Run ``alray COMMAND`` for a cluster job; returns the CLI's exit code (0, 1 or 2)."""
     parser = argparse.ArgumentParser(
         prog=f"jobs/{command}.py", description=f"Cluster entry point for `alray {command}`; other arguments "
-        "(--set, --ray-address, --spark-master, --json, --quiet) go to the alray command.")
+        "(--set, --ray-address, --spark-master, --json, --quiet, --verbose) go to the alray command.")
     parser.add_argument("--config", required=True, help="YAML config: a path, or a URI such as s3://bucket/alray.yaml")
     parser.add_argument("--run-id", required=run_id_required,
                         help="run id; {date} and {hour} become the UTC date (YYYYMMDD) and hour (YYYYMMDDTHH)")

@@ -43,10 +43,31 @@ def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_bad_override_exits_2(tmp_path):
+def test_bad_override_exits_2_naming_the_flag(tmp_path):
     result = alray("run", write_config(tmp_path), "--set", "selection.n_samples=-1")
     assert result.returncode == 2
-    assert "selection.n_samples" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("alray: error: --set selection.n_samples=-1: selection.n_samples: ")
+    assert "job.yaml" not in result.stderr and "Traceback" not in result.stderr
+    result = alray("validate", write_config(tmp_path), "--set", "selection.n_samples=abc",
+                   "--set", "score.batch_size=0")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    parts = result.stderr.removeprefix("alray: error: ").split("; ")
+    assert sorted(part.split(": ")[0] for part in parts) == ["--set score.batch_size=0",
+                                                              "--set selection.n_samples=abc"]
+
+
+def test_an_error_of_the_file_names_the_file_even_with_overrides(tmp_path):
+    result = alray("validate", write_config(tmp_path, selection={"n_samples": "x"}), "--set", "score.batch_size=8")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"alray: error: {tmp_path / 'job.yaml'}: selection.n_samples: ")
+
+
+def test_validate_json_is_one_line(tmp_path):
+    result = alray("validate", write_config(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert result.stdout.count("\n") == 1 and shown["valid"] is True
+    assert re.fullmatch(r"[0-9a-f]{16}", shown["config_hash"]) and shown["config"]["selection"]["n_samples"] == 5
 
 
 def test_missing_pool_exits_2_naming_the_table(tmp_path):
@@ -63,10 +84,11 @@ def test_missing_config_file_exits_2(tmp_path):
     assert "config file not found" in result.stderr
 
 
-def test_bad_run_id_exits_2(tmp_path):
+def test_bad_run_id_exits_2_naming_the_flag(tmp_path):
     result = alray("run", write_config(tmp_path), "--run-id", "a/b")
     assert result.returncode == 2
-    assert "run.run_id" in result.stderr
+    assert result.stderr.startswith("alray: error: --run-id a/b: run.run_id: expected letters")
+    assert "job.yaml" not in result.stderr
 
 
 def test_embed_without_an_embed_section_exits_2(tmp_path):
@@ -100,3 +122,77 @@ def test_embed_trains_prints_each_epoch_then_reuses(tmp_path):
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["reused"] is True and summary["epochs"] == 2 and "reused encoder" in again.stderr
+
+
+# What Ray's and Spark's internals print: none of it may reach the console of a default run.
+ENGINE_MARKERS = re.compile(r"\bWARN\b|\bINFO\b|log4j|core_worker|streaming_executor|raylet|\(MapWorker|py4j|"
+                            r"SparkContext|\[Stage \d|Using Spark's|Token authentication|jdk\.incubator")
+
+
+def _in_a_terminal(args: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run ``python -m alray.cli ARGS`` with a pseudo-terminal (120 x 40) as its stdin, stdout and stderr."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    job = subprocess.Popen([sys.executable, "-m", "alray.cli", *args], stdin=slave, stdout=slave, stderr=slave,
+                           close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal has exited
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = job.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if job.poll() is None:
+            job.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_run_on_a_terminal_shows_alray_lines_only_and_logs_the_engines(demo_files, tmp_path):
+    from tests.conftest import demo_config
+
+    config = demo_config(demo_files, tmp_path / "lake")  # selection on Spark: both engines start
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    code, screen = _in_a_terminal(["run", str(path), "--run-id", "tty-1"])
+    assert code == 0, screen[-3000:]
+    lines = screen.replace("\r\n", "\n").split("\n")
+    assert len(lines) <= 40, screen
+    assert not ENGINE_MARKERS.search(screen), ENGINE_MARKERS.search(screen)
+    # a live bar with rows, rate and percentage drew over itself, and left one line per stage
+    assert re.search(r"\r\[alray\] score: +\d+%\|.*\| \d\d:\d\d, [\d,]+/3\d\d rows", screen)
+    assert re.search(r"[\r\n]\[alray\] score: finished in [\d.]+s \(3\d\d rows, [\d,]+ rows/s\)", screen)
+    log = tmp_path / "lake" / "logs" / "tty-1.log"
+    assert f"engine logs (Ray, Spark): {log}" in screen
+    text = log.read_text()
+    assert "streaming_executor" in text and "core_worker.cc" in text  # Ray's driver and its C++ core
+    assert "log4j" in text and " WARN " in text  # Spark's JVM
+
+
+def test_verbose_shows_the_engines_and_quiet_only_the_summary(demo_files, tmp_path):
+    from tests.conftest import demo_config
+
+    config = demo_config(demo_files, tmp_path / "lake", engine="local")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    verbose = alray("run", str(path), "--run-id", "loud", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "streaming_executor" in verbose.stderr and "[alray] score: finished" in verbose.stderr
+    quiet = alray("run", str(path), "--run-id", "quiet", "--quiet")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stderr == ""
+    assert quiet.stdout.startswith("\nrun quiet: succeeded\n") and "engine logs (Ray, Spark): " in quiet.stdout
+    assert "streaming_executor" in (tmp_path / "lake" / "logs" / "quiet.log").read_text()

@@ -39,14 +39,30 @@ def _alray(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "alray.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_runs_list_shows_every_run_newest_first(lake_config):
+def test_runs_list_shows_every_run_newest_first_under_a_header_with_the_error(lake_config):
     result = _alray("runs", "list", str(lake_config))
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["RUN_ID", "STATUS", "STARTED", "(UTC)", "SELECTED", "RADIUS", "ERROR"]
     assert [line.split()[:2] for line in lines] == [["r-new", "failed"], ["r-old", "succeeded"],
                                                    ["r-mid", "running"]]
-    assert "selected 3" in lines[1] and "radius 0.2500" in lines[1]
+    columns = {name: header.index(name) for name in ("SELECTED", "RADIUS", "ERROR")}
+    assert lines[1][columns["SELECTED"]:].split()[:2] == ["3", "0.2500"]
+    assert lines[0][columns["ERROR"]:] == "pool p: missing required column 'id'"
     assert "2026-05-01 09:00:00" in lines[0]
+
+
+def test_runs_list_and_show_as_json(lake_config):
+    listed = _alray("runs", "list", str(lake_config), "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["run_id"], r["status"]) for r in rows] == [("r-new", "failed"), ("r-old", "succeeded"),
+                                                          ("r-mid", "running")]
+    assert rows[0]["error"] == "pool p: missing required column 'id'" and rows[1]["n_selected"] == 3
+    assert rows[1]["config"] == {"selection": {"n_samples": 3}}
+    shown = _alray("runs", "show", "r-old", str(lake_config), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("\n") == 1 and json.loads(shown.stdout) == rows[1]
 
 
 def test_runs_show_prints_one_run_as_json_with_its_config(lake_config):

@@ -13,7 +13,7 @@ import fnmatch
 import functools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -64,6 +64,7 @@ class PoolSource:
     filesystem: pafs.FileSystem | None = field(default=None, compare=False)
     # Per file, the values of the columns its path holds rather than its rows (Delta partitions).
     partitions: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    n_rows: int | None = field(default=None, compare=False)  # once counted (check_pool_ids)
 
 
 def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool = False) -> PoolSource:
@@ -344,12 +345,7 @@ def list_images(pool: PoolConfig, staging: str) -> list[str]:
     paths relative to the root (``/`` separated). InputError when there is no image file.
     """
     options = pool.storage_options or None
-    filesystem, inner = filesystem_for(pool.path, options)
-    pattern = None
-    if any(ch in inner for ch in "*?["):
-        pattern = inner
-        inner = inner[: min(inner.find(ch) for ch in "*?[" if ch in inner)].rsplit("/", 1)[0]
-    root = inner.rstrip("/")
+    filesystem, root, pattern = _image_root(pool)
     info = filesystem.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"pool {pool.path}: folder not found")
@@ -393,6 +389,55 @@ def list_images(pool: PoolConfig, staging: str) -> list[str]:
     if not files:
         raise InputError(f"pool {pool.path}: no image files ({', '.join(IMAGE_SUFFIXES)}) there")
     return files
+
+
+def _image_root(pool: PoolConfig) -> tuple[pafs.FileSystem, str, str | None]:
+    """An ``images`` pool's file system, the folder its ids are relative to, and its glob (None without one)."""
+    filesystem, inner = filesystem_for(pool.path, pool.storage_options or None)
+    pattern = None
+    if any(ch in inner for ch in "*?["):
+        pattern = inner
+        inner = inner[: min(inner.find(ch) for ch in "*?[" if ch in inner)].rsplit("/", 1)[0]
+    return filesystem, inner.rstrip("/"), pattern
+
+
+def read_images(pool: PoolConfig, ids: Sequence[str], *, max_bytes: int = 64 << 20) -> dict[str, bytes]:
+    """The encoded images of the pool rows ``ids``: their ``image`` bytes, or the files they name (``uri``, or
+    the id under an ``images`` pool's folder). Rows that are not there or cannot be read, or files over
+    ``max_bytes``, are left out. Reads only these rows' payloads (for reports, not for scoring)."""
+    from alray.payloads import PayloadError, read_uri
+
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    options = pool.storage_options or None
+    try:
+        if pool.format == "images":
+            filesystem, root, _pattern = _image_root(pool)
+            is_file = filesystem.get_file_info(root).type == pafs.FileType.File
+            uris = {i: _as_given(root if is_file else f"{root}/{i}", pool.path) for i in wanted}
+        else:
+            source = open_pool(pool)
+            column = next((c for c in ("image", "uri") if c in source.schema.names), None)
+            if column is None:
+                return {}  # a pool of feature vectors or texts has no image to show
+            fmt: pads.FileFormat | str = (_listing_format(source.format) if source.format in ("csv", "jsonl")
+                                          else "parquet")
+            dataset = pads.dataset(source.files, format=fmt, filesystem=source.filesystem)
+            table = dataset.to_table(columns=["id", column], filter=pc.field("id").isin(pa.array(wanted, pa.string())))
+            values = dict(zip(table.column("id").to_pylist(), table.column(column).to_pylist(), strict=True))
+            if column == "image":
+                return {i: bytes(v) for i, v in values.items() if v}
+            uris = {i: v for i, v in values.items() if v}
+    except (InputError, OSError, pa.ArrowInvalid):
+        return {}  # a pool that moved or changed since the run: the report shows the rest
+    images = {}
+    for identifier, uri in uris.items():
+        try:
+            images[identifier] = read_uri(uri, max_bytes=max_bytes, storage_options=options)
+        except PayloadError:
+            continue
+    return images
 
 
 def _image_metadata(pool: PoolConfig) -> pa.Table | None:

@@ -6,13 +6,14 @@ wrote into the features and rejects tables; no pool-sized data passes through it
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import pyarrow as pa
 
 from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, SelectionConfig
-from alray.engines import check_leaves_a_read_cpu, ensure_ray
+from alray.engines import check_leaves_a_read_cpu, ensure_ray, ray_row_counter
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
 from alray.inference import (
@@ -60,11 +61,13 @@ class PoolScorer:
     """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch
     of decoded inputs (:func:`~alray.inference.score_decoded`), or a pool's own precomputed columns."""
 
-    def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int) -> None:
+    def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int,
+                 counter: Any = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, n_threads))
         self.options = options
+        self.counter = counter  # told the rows of each batch, for the driver's progress display
         self.precomputed = model is None
         if model is None:  # the pool holds its embeddings and predictions
             return
@@ -77,8 +80,12 @@ class PoolScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         fail_once("score.actor", kill=True)
         if self.precomputed:
-            return score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
-        return score_decoded(self.model, batch, self.options, text_encoder=self.text_encoder)
+            scored = score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
+        else:
+            scored = score_decoded(self.model, batch, self.options, text_encoder=self.text_encoder)
+        if self.counter is not None:
+            self.counter.add.remote(batch.num_rows)
+        return scored
 
 
 def _absolute(path: str) -> str:
@@ -94,7 +101,7 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
     ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
     """
     source = open_pool(pool, staging=staging, precomputed=model_config is None)
-    check_pool_ids(source)
+    source = dataclasses.replace(source, n_rows=check_pool_ids(source))
     schema, payload = source.schema, source.payload
     inputs = {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())}
     clashes = sorted((set(schema.names) - inputs) & RESERVED_COLUMNS)
@@ -145,14 +152,15 @@ def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
 
 
 def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions,
-                  spec: InputSpec | None = None) -> Any:
+                  spec: InputSpec | None = None, counter: Any = None) -> Any:
     """A Ray Dataset of pool rows scored: the features rows (with a reject reason column).
 
     Ray tasks decode the payloads into model inputs (image decoding, resizing, quality metrics: CPU
     work), handed on as arrays, and an actor pool holding the model scores them: so an actor, on a GPU
     or a CPU, does tensor work only. ``model`` and ``score`` are the config's sections; ``options`` says
     which payload column to decode, the seed and the run id; ``spec`` what the model takes (read from
-    the checkpoint when not given). Lazy, as Ray Datasets are: nothing runs until it is consumed.
+    the checkpoint when not given); ``counter`` (:func:`alray.engines.ray_row_counter`) is told the
+    rows of each batch. Lazy, as Ray Datasets are: nothing runs until it is consumed.
     """
     from ray.data import ActorPoolStrategy
 
@@ -171,6 +179,7 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
             "device": model.device if model and score.gpus_per_actor > 0 else "cpu",
             "options": options,
             "n_threads": int(max(1, score.cpus_per_actor)),
+            "counter": counter,
         },
         batch_size=score.batch_size,
         batch_format="pyarrow",
@@ -202,7 +211,6 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
     dataset = read_pool(source, rows_per_block=block_rows)
-    scored = score_dataset(dataset, model, score, options, spec)
     # Without a floor, Ray writes one file per block: thousands of files for a million rows,
     # each then split and committed on its own. Without a ceiling, a file grows with the pool,
     # and so does the memory of the task that splits it.
@@ -210,8 +218,11 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     filesystem, target = None, staging
     if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
         filesystem, target = filesystem_for(staging, lake.storage_options)
-    scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
-                         max_rows_per_file=2 * rows_per_file)
+    progress.rows(0, total=source.n_rows)
+    with ray_row_counter(progress.rows) as counter:
+        scored = score_dataset(dataset, model, score, options, spec, counter=counter)
+        scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
+                             max_rows_per_file=2 * rows_per_file)
     result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON)
     progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
     if result.n_pool == 0:

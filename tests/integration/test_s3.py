@@ -77,7 +77,7 @@ def test_runs_table_and_exclusions_on_s3(s3, capsys):
     assert previously_selected_ids(lake, "r2").to_pylist() == ["r1-x"]
     print_runs(lake)
     listed = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in listed] == ["r2", "r1"]
+    assert [line.split()[0] for line in listed] == ["RUN_ID", "r2", "r1"]  # a header, then newest first
     print_run(lake, "r1")
     assert '"status": "succeeded"' in capsys.readouterr().out
 
@@ -165,3 +165,21 @@ def test_a_prefix_of_image_files_on_s3_is_a_pool(s3, ray_session, spark, demo_fi
     rejects = lake.read_run("rejects", "photos-on-s3").to_pylist()
     assert [r["id"] for r in rejects] == ["shard-0/broken.png"]
     assert sorted(ranking) == sorted(names) and summary.counts["selected"] == 10
+
+
+def test_the_engine_log_of_a_run_on_s3_is_copied_to_the_lake(s3):
+    import contextlib
+    import io
+    import os
+
+    from alray.engine_log import capture, log_run_to
+    from alray.lake import filesystem_for
+
+    path = "s3://lake/lake-logs/logs/r-s3.log"
+    with contextlib.redirect_stderr(io.StringIO()), capture():
+        assert log_run_to(path, s3) == path
+        os.write(2, b"26/12/05 WARN SparkContext: a JVM line on the way to s3\n")
+    filesystem, inner = filesystem_for(path, s3)
+    with filesystem.open_input_stream(inner) as stream:
+        text = stream.read().decode()
+    assert text.startswith("==== alray: ") and "a JVM line on the way to s3" in text
