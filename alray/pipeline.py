@@ -130,7 +130,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
         elif "score" in stages:
             with progress.stage("score"):
                 scored = run_score(config.pool, config.model, config.score, config.ray, seed=config.run.seed,
-                                   run_id=run_id, lake=lake, progress=progress, selection=config.selection)
+                                   run_id=run_id, lake=lake, progress=progress, selection=config.selection,
+                                   detection=config.detection if config.task == "detection" else None)
             summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
             summary.stages_completed.append("score")
             # recorded now, so that a run killed later can resume after the scoring
@@ -177,7 +178,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
 
 
 # The tables each stage writes for its run.
-STAGE_TABLES = {"score": ("features", "rejects"), "select": ("ranking",)}
+STAGE_TABLES = {"score": ("features", "rejects", "objects"), "select": ("ranking", "object_ranking")}
 
 
 def _remove_rows(lake: Lake, run_id: str, stages: tuple[str, ...], *, keep: list[str]) -> None:
