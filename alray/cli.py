@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from alray import engine_log
 from alray.config import Config, load_config
+from alray.detection.commands import add_import_predictions, import_predictions_command
 from alray.errors import AlrayError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="reports", help="output folder (default reports/); writes RUN_ID.html")
     report.add_argument("--json", action="store_true", help="print one JSON line: {run_id, path}")
     _add_round_commands(commands)
+    add_import_predictions(commands)
     return parser
 
 
@@ -382,6 +384,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "rounds": lambda: _rounds(args),
         "export": lambda: _export(args),
         "import-labels": lambda: _import_labels(args),
+        "import-predictions": lambda: import_predictions_command(args),
     }
     if args.command not in ENGINE_COMMANDS:
         return _handle(handlers[args.command])
@@ -390,7 +393,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 # Commands that start neither Ray nor Spark.
-ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train", "rounds", "export", "import-labels"})
+ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train", "rounds", "export", "import-labels",
+                                 "import-predictions"})
 
 
 def entry() -> None:
