@@ -143,6 +143,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             from alray.engines import spark_task_progress
 
             with progress.stage("select"), spark_task_progress(progress.detail):
+                if config.task == "detection" and config.detection.level == "objects":
+                    from alray.stages.select_objects import run_select_objects as run_select
                 selected = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed,
                                       run_id=run_id, lake=lake, progress=progress, run_time=started,
                                       labeled_storage_options=config.labeled_storage_options(),

@@ -84,28 +84,25 @@ def explode_staged_file(source: str, folder: str, *, keep_run_id: bool,
     return None if writer is None else path_like(target_fs, target, folder)
 
 
-def image_ranking(object_ranking: pa.Table, images: pa.Array | pa.ChunkedArray) -> pa.Table:
+def image_ranking(object_ranking: pa.Table) -> pa.Table:
     """The ranking of the images derived from the ranking of their objects (``id``, ``image_id``, ``rank``,
-    ``selected``, ``score``, ``weight``, ``diversity``, ``parts``), in the ranking table's columns but
-    the constants (``run_id``, ``strategy``, ``created_at``).
+    ``selected``, ``score``, ...): the ranking table's columns but the constants (``run_id``,
+    ``strategy``, ``created_at``).
 
     An image takes the row of its best-ranked object (its ``score``, ``weight``, ``diversity``
     and ``parts``); it is selected when any of its objects is; the images are ranked by their
-    best object's rank. ``images`` lists every candidate image (those with no candidate object
-    are not ranked).
+    best object's rank, so the selected images come first and ``score`` stays non-increasing.
     """
     ranks = object_ranking.column("rank").to_numpy()
-    image_ids = np.array(object_ranking.column("image_id").to_pylist(), dtype=object)
-    order = np.argsort(ranks, kind="stable")
+    image_ids = object_ranking.column("image_id").to_pylist()
+    picked = object_ranking.column("selected").to_pylist()
     first: dict[str, int] = {}
     selected: dict[str, bool] = {}
-    picked = object_ranking.column("selected").to_pylist()
-    for row in order:
+    for row in np.argsort(ranks, kind="stable").tolist():
         image = image_ids[row]
-        first.setdefault(image, int(row))
+        first.setdefault(image, row)
         selected[image] = selected.get(image, False) or bool(picked[row])
-    wanted = set(str(i) for i in images.to_pylist())
-    rows = [r for r in sorted(first.values(), key=lambda r: ranks[r]) if image_ids[r] in wanted]
+    rows = list(first.values())  # in order of the best rank
     best = object_ranking.take(pa.array(rows, pa.int64()))
     names = [f.name for f in RANKING_SCHEMA if f.name not in ("run_id", "strategy", "created_at")]
     columns = {name: best.column(name) for name in names if name not in ("id", "rank", "selected")}
