@@ -17,7 +17,13 @@ from typing import Any, TextIO
 
 from alray import engine_log
 from alray.config import Config, load_config
-from alray.detection.commands import add_import_predictions, import_predictions_command
+from alray.detection.commands import (
+    DETECTION_DEMO_CONFIG,
+    add_detection_demo_arguments,
+    add_import_predictions,
+    detection_demo,
+    import_predictions_command,
+)
 from alray.errors import AlrayError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="build the sample pool and model, then run the job on them")
     _add_config_arguments(demo, config_default="conf/demo.yaml")
     _add_run_arguments(demo)
+    add_detection_demo_arguments(demo)
     runs = commands.add_parser("runs", help="read the runs table")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
     for name, text in (("list", "one row per run, newest first"), ("show", "every field of one run")):
@@ -175,6 +182,10 @@ def _demo(args: argparse.Namespace) -> int:
     from alray.pipeline import run_pipeline
     from alray.report import print_summary, print_top_ranking
 
+    if args.task == "detection":
+        if args.config == "conf/demo.yaml":
+            args.config = DETECTION_DEMO_CONFIG
+        return detection_demo(args, _config(args))
     config = _config(args)
     progress = _progress(args)
     with progress.stage("demo-build"):

@@ -107,6 +107,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     started = dt.datetime.now(dt.timezone.utc)
     summary = RunSummary(run_id=run_id, status="running",
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
+    if config.task == "detection" and config.detection.level == "objects":
+        summary.tables.update({name: lake.table(name) for name in ("objects", "object_ranking")})
     # Read before this attempt's row replaces it: it tells whether an earlier attempt's scoring can be kept.
     earlier = _earlier_attempt(lake, run_id) if "score" in stages and config.run.resume else None
     summary.log = engine_log.log_run_to(run_log_path(lake.root, run_id), lake.storage_options)

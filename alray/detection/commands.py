@@ -7,7 +7,8 @@ import argparse
 import json
 from dataclasses import asdict
 
-from alray.config import load_config
+from alray.config import Config, load_config
+from alray.errors import ConfigError
 
 DETECTION_DEMO_CONFIG = "conf/demo-detection.yaml"
 
@@ -40,4 +41,44 @@ def import_predictions_command(args: argparse.Namespace) -> int:
     else:
         print(f"import-predictions: {result.n_objects} objects on {result.n_with_objects} of {result.n_images} images "
               f"-> {result.path} (score it with task: detection, pool.path: {result.path})")
+    return 0
+
+
+def add_detection_demo_arguments(demo: argparse.ArgumentParser) -> None:
+    """The ``alray demo`` options of the detection demo."""
+    demo.add_argument("--task", choices=("classification", "detection"), default="classification",
+                      help=f"detection: the shapes pool and a detector trained on it, run with {DETECTION_DEMO_CONFIG}")
+    demo.add_argument("--images", type=int, default=400, help="detection demo: shape images in the pool (400)")
+    demo.add_argument("--labeled", type=int, default=150, help="detection demo: of them, labeled to train the "
+                      "detector (150)")
+    demo.add_argument("--epochs", type=int, default=40, help="detection demo: the detector's training epochs (40)")
+
+
+def detection_demo(args: argparse.Namespace, config: Config) -> int:
+    """``alray demo --task detection``: build the shapes pool, train the detector, run ``config`` on them."""
+    from alray.detection.demo import build_detection_demo
+    from alray.pipeline import run_pipeline
+    from alray.progress import Progress
+    from alray.report import print_summary, print_top_ranking
+
+    if config.task != "detection" or config.model is None:
+        raise ConfigError(f"{args.config}: alray demo --task detection needs a config with task: detection and a "
+                          f"model.checkpoint to write the detector to (e.g. {DETECTION_DEMO_CONFIG})")
+    progress = Progress(quiet=args.quiet)
+    with progress.stage("demo-build"):
+        files = build_detection_demo(pool_path=config.pool.path, labeled_path=config.labeled.path or
+                                     f"{config.pool.path}-labeled", checkpoint_path=config.model.checkpoint,
+                                     n_images=args.images, n_labeled=args.labeled, epochs=args.epochs,
+                                     seed=config.run.seed)
+    progress.say(f"demo: pool of {files.n_pool} images at {files.pool}; {files.n_labeled} labeled at {files.labeled}; "
+                 f"detector at {files.checkpoint}, trained in {files.train_seconds:.1f}s (mAP@0.5 on the unlabeled "
+                 f"images {files.seed_map50:.3f})")
+    summary = run_pipeline(config, progress=progress)
+    if args.json:
+        print(summary.to_json())
+        return 0
+    print_summary(summary)
+    print_top_ranking(summary, config, n_rows=10)
+    print(f"\nThe images to label next: {summary.tables['ranking']} (run_id={summary.run_id}); "
+          f"alray report {summary.run_id} --config {args.config} draws their boxes")
     return 0
