@@ -7,6 +7,7 @@ import argparse
 import json
 from dataclasses import asdict
 
+from alray import engine_log
 from alray.config import Config, load_config
 from alray.errors import ConfigError
 
@@ -36,11 +37,12 @@ def import_predictions_command(args: argparse.Namespace) -> int:
                    else read_yolo(args.predictions))
     result = import_predictions(predictions, pool_path=config.pool.path, pool_format=config.pool.format,
                                 out=args.out, storage_options=config.pool.storage_options or None)
+    out = engine_log.console()[0]
     if args.json:
-        print(json.dumps(asdict(result), sort_keys=True))
+        print(json.dumps(asdict(result), sort_keys=True), file=out)
     else:
         print(f"import-predictions: {result.n_objects} objects on {result.n_with_objects} of {result.n_images} images "
-              f"-> {result.path} (score it with task: detection, pool.path: {result.path})")
+              f"-> {result.path} (score it with task: detection, pool.path: {result.path})", file=out)
     return 0
 
 
@@ -74,11 +76,12 @@ def detection_demo(args: argparse.Namespace, config: Config) -> int:
                  f"detector at {files.checkpoint}, trained in {files.train_seconds:.1f}s (mAP@0.5 on the unlabeled "
                  f"images {files.seed_map50:.3f})")
     summary = run_pipeline(config, progress=progress)
+    out = engine_log.console()[0]
     if args.json:
-        print(summary.to_json())
+        print(summary.to_json(), file=out)
         return 0
     print_summary(summary)
     print_top_ranking(summary, config, n_rows=10)
     print(f"\nThe images to label next: {summary.tables['ranking']} (run_id={summary.run_id}); "
-          f"alray report {summary.run_id} --config {args.config} draws their boxes")
+          f"alray report {summary.run_id} --config {args.config} draws their boxes", file=out)
     return 0
