@@ -234,8 +234,9 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
                              storage_options=pool.storage_options or None)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
-    progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "
-                 f"({score.mc_mode} MC dropout)")
+    passes = (f"T={score.mc_samples} ({score.mc_mode} MC dropout)" if detection is None
+              else f"detection, extra passes: {detection.samples}")
+    progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), {passes}")
     # Blocks of one batch, or of about a MiB when a batch is smaller: a worker's memory follows
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
