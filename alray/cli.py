@@ -17,6 +17,13 @@ from typing import Any, TextIO
 
 from alray import engine_log
 from alray.config import Config, load_config
+from alray.detection.commands import (
+    DETECTION_DEMO_CONFIG,
+    add_detection_demo_arguments,
+    add_import_predictions,
+    detection_demo,
+    import_predictions_command,
+)
 from alray.errors import AlrayError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="build the sample pool and model, then run the job on them")
     _add_config_arguments(demo, config_default="conf/demo.yaml")
     _add_run_arguments(demo)
+    add_detection_demo_arguments(demo)
     runs = commands.add_parser("runs", help="read the runs table")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
     for name, text in (("list", "one row per run, newest first"), ("show", "every field of one run")):
@@ -95,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="reports", help="output folder (default reports/); writes RUN_ID.html")
     report.add_argument("--json", action="store_true", help="print one JSON line: {run_id, path}")
     _add_round_commands(commands)
+    add_import_predictions(commands)
     return parser
 
 
@@ -173,6 +182,10 @@ def _demo(args: argparse.Namespace) -> int:
     from alray.pipeline import run_pipeline
     from alray.report import print_summary, print_top_ranking
 
+    if args.task == "detection":
+        if args.config == "conf/demo.yaml":
+            args.config = DETECTION_DEMO_CONFIG
+        return detection_demo(args, _config(args))
     config = _config(args)
     progress = _progress(args)
     with progress.stage("demo-build"):
@@ -382,6 +395,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "rounds": lambda: _rounds(args),
         "export": lambda: _export(args),
         "import-labels": lambda: _import_labels(args),
+        "import-predictions": lambda: import_predictions_command(args),
     }
     if args.command not in ENGINE_COMMANDS:
         return _handle(handlers[args.command])
@@ -390,7 +404,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 # Commands that start neither Ray nor Spark.
-ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train", "rounds", "export", "import-labels"})
+ENGINELESS_COMMANDS = frozenset({"runs", "validate", "train", "rounds", "export", "import-labels",
+                                 "import-predictions"})
 
 
 def entry() -> None:

@@ -445,7 +445,35 @@ class EmbedConfig(_Section):
         "of its pool and training settings, with Ray Train's checkpoints and the final encoder.pt.")
 
 
+class DetectionConfig(_Section):
+    classes: list[str] | None = Field(
+        None, description="Class names; a label id is the position of its name. Labels outside them are rejected. "
+        "Absent: the detector's classes (its alray.json), or any id >= 0 for detections the pool holds.")
+    samples: Literal["none", "mc_dropout", "hflip"] = Field(
+        "none", description="Extra passes of the detector that give box_instability and class_disagreement: "
+        "mc_dropout (score.mc_samples passes with the detector's dropout layers on), hflip (one pass on the "
+        "mirrored image, its boxes mirrored back), or none (both scores null).")
+    match_iou: float = Field(0.5, gt=0, le=1, description="IoU at which a box of a sample pass matches a box of "
+                             "the reference pass (box_instability, class_disagreement).")
+    frequency_penalty: float = Field(0.25, ge=0, le=1, description="object_frequency: weight of each object of a "
+                                     "class after the first in its image (Lightly's default 0.25).")
+    score_threshold: float = Field(0.05, ge=0, lt=1, description="A detector's objects scored below this are "
+                                   "dropped (detections the pool holds are taken as they are).")
+    max_objects: int = Field(100, ge=1, description="At most this many objects per image, the highest scored.")
+    level: Literal["images", "objects"] = Field(
+        "images", description="What the selection picks: images (the features table), or objects: every object is "
+        "a sample (its crop's embedding and quality, its class scores) in the objects table; the picks go to "
+        "object_ranking, and the ranking table ranks images by their best object. objects needs images to crop: "
+        "an image pool and a detector model (or an encoder from the embed section with the pool's detections).")
+
+
 class Config(_Section):
+    task: Literal["classification", "detection"] = Field(
+        "classification", description="classification: one label per sample (probs, MC-dropout scores); detection: "
+        "objects per image, from a detector model (task detection in its alray.json) or the pool's `detections` "
+        "column; the detection scores, object-class balance and object-level selection (README: Object detection).")
+    detection: DetectionConfig = Field(default_factory=lambda: DetectionConfig(),
+                                       description="Object detection settings (task: detection).")
     run: RunConfig = Field(default_factory=lambda: RunConfig(), description="Run identity and seed.")
     pool: PoolConfig
     labeled: LabeledConfig = Field(default_factory=lambda: LabeledConfig(), description="Labeled set.")
@@ -491,6 +519,8 @@ class Config(_Section):
         for key in _SCORE_RESOURCES:
             data["score"].pop(key, None)
         data["seed"] = self.run.seed
+        if self.task == "detection":  # kept out of classification runs so that their hashes stay as they were
+            data["detection"] = self.public_dump(include={"detection"})["detection"]
         return _digest(data)
 
 

@@ -228,8 +228,9 @@ def projection_figure(data: RunData) -> Any | None:
 
 def class_figure(data: RunData) -> Any | None:
     """Share of each predicted class in the pool and in the selection."""
-    if "pred" not in data.features.schema.names:
-        return None
+    names = data.features.schema.names
+    if "pred" not in names or data.features.column("pred").null_count == data.features.num_rows:
+        return None  # no class predictions: an embedding-only model, a detection run
     plt = _pyplot()
     pred = data.features.column("pred").to_numpy(zero_copy_only=False)
     classes = np.unique(pred)
@@ -367,6 +368,9 @@ def render(data: RunData) -> str:
                                    "<p class='muted'>nothing selected</p>"),
         _rejects_section(data.rejects),
     ]
+    from alray.detection.report import detection_sections  # nothing for a classification run
+
+    body += detection_sections(data)
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>alray run {html.escape(str(run['run_id']))}</title><style>{_STYLE}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")

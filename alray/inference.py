@@ -191,7 +191,7 @@ def _scatter_texts(texts: list[str], ok: np.ndarray) -> pa.Array:
     return pa.array(values, pa.string())
 
 
-def _decoded_inputs(decoded: pa.Table, spec: InputSpec) -> np.ndarray:
+def decoded_inputs(decoded: pa.Table, spec: InputSpec) -> np.ndarray:
     """The usable rows' model inputs (n_ok, *spec.shape), float32, read from the packed column."""
     column = decoded.column(MODEL_INPUT).combine_chunks()
     valid = column.drop_null()
@@ -282,7 +282,7 @@ def score_decoded(model: TaskModel, decoded: pa.Table, options: ScoringOptions, 
         text_inputs, ok = _encoded_texts(decoded, ok, reasons, text_encoder, model.n_features)
         inputs = np.stack(text_inputs) if text_inputs else None
     else:
-        matrix = _decoded_inputs(decoded, spec)
+        matrix = decoded_inputs(decoded, spec)
         inputs = matrix if len(matrix) else None
     n_classes, width = model.n_classes, model.embedding_dim
     ok_ids = [ids[i] for i in np.flatnonzero(ok)]
@@ -335,7 +335,9 @@ def score_decoded(model: TaskModel, decoded: pa.Table, options: ScoringOptions, 
     for name in metadata.column_names:
         columns[name] = metadata.column(name).combine_chunks()
     columns[REJECT_REASON] = pa.array(reasons, type=pa.string())
-    return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+    # The columns of other tasks (a detection run's) stay null.
+    return pa.Table.from_arrays([columns[f.name] if f.name in columns else pa.nulls(len(ids), f.type)
+                                 for f in schema], schema=schema)
 
 
 def _values(decoded: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:

@@ -107,6 +107,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
     started = dt.datetime.now(dt.timezone.utc)
     summary = RunSummary(run_id=run_id, status="running",
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
+    if config.task == "detection" and config.detection.level == "objects":
+        summary.tables.update({name: lake.table(name) for name in ("objects", "object_ranking")})
     # Read before this attempt's row replaces it: it tells whether an earlier attempt's scoring can be kept.
     earlier = _earlier_attempt(lake, run_id) if "score" in stages and config.run.resume else None
     summary.log = engine_log.log_run_to(run_log_path(lake.root, run_id), lake.storage_options)
@@ -130,7 +132,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
         elif "score" in stages:
             with progress.stage("score"):
                 scored = run_score(config.pool, config.model, config.score, config.ray, seed=config.run.seed,
-                                   run_id=run_id, lake=lake, progress=progress, selection=config.selection)
+                                   run_id=run_id, lake=lake, progress=progress, selection=config.selection,
+                                   detection=config.detection if config.task == "detection" else None)
             summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
             summary.stages_completed.append("score")
             # recorded now, so that a run killed later can resume after the scoring
@@ -142,6 +145,8 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             from alray.engines import spark_task_progress
 
             with progress.stage("select"), spark_task_progress(progress.detail):
+                if config.task == "detection" and config.detection.level == "objects":
+                    from alray.stages.select_objects import run_select_objects as run_select
                 selected = run_select(config.selection, config.labeled, config.spark, seed=config.run.seed,
                                       run_id=run_id, lake=lake, progress=progress, run_time=started,
                                       labeled_storage_options=config.labeled_storage_options(),
@@ -177,7 +182,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
 
 
 # The tables each stage writes for its run.
-STAGE_TABLES = {"score": ("features", "rejects"), "select": ("ranking",)}
+STAGE_TABLES = {"score": ("features", "rejects", "objects"), "select": ("ranking", "object_ranking")}
 
 
 def _remove_rows(lake: Lake, run_id: str, stages: tuple[str, ...], *, keep: list[str]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from alray.scoring import all_scores
-from alray.tables import MC_SCORES, REJECT_REASON, features_schema
+from alray.tables import MC_SCORES, features_rows
 
 PREDICTION_COLUMNS = ("probs", "logits", "mc_probs")
 PRECOMPUTED_COLUMNS = ("embedding", *PREDICTION_COLUMNS)
@@ -35,7 +35,9 @@ def available_scores(columns: Sequence[str]) -> set[str]:
     return set()
 
 
-def _vectors(values: list[object], name: str, width: int | None, reasons: list[str | None]) -> list[np.ndarray]:
+def check_vectors(values: list[object], name: str, width: int | None, reasons: list[str | None]) -> list[np.ndarray]:
+    """Each value of a list column as an array; the first fault of a row (missing, wrong width,
+    non-finite) goes to ``reasons`` naming the column, where the row has none yet."""
     rows: list[np.ndarray] = []
     for i, value in enumerate(values):
         try:
@@ -69,11 +71,11 @@ def score_precomputed(batch: pa.Table, *, run_id: str, embedding_dim: int | None
     ids = [str(i) for i in batch.column("id").to_pylist()]
     n = len(ids)
     reasons: list[str | None] = [None] * n
-    embeddings = _vectors(batch.column("embedding").to_pylist(), "embedding", embedding_dim, reasons)
+    embeddings = check_vectors(batch.column("embedding").to_pylist(), "embedding", embedding_dim, reasons)
     source = next((c for c in ("mc_probs", "probs", "logits") if c in batch.column_names), None)
     mc: list[np.ndarray] = []
     if source is not None:
-        rows = _vectors(batch.column(source).to_pylist(), source, None, reasons)
+        rows = check_vectors(batch.column(source).to_pylist(), source, None, reasons)
         if source == "mc_probs":
             for i, r in enumerate(rows):
                 if reasons[i] is None and r.ndim == 1:  # one pass read as T=1 would make every MC score 0
@@ -95,13 +97,9 @@ def score_precomputed(batch: pa.Table, *, run_id: str, embedding_dim: int | None
         mc = [r if r.ndim == 2 else r[None, :] for r in rows]
     ok = np.array([r is None for r in reasons], dtype=bool)
     good = np.flatnonzero(ok)
-    metadata = batch.drop_columns([c for c in ("id", *PRECOMPUTED_COLUMNS) if c in batch.column_names])
-    schema = features_schema(metadata.schema)
-    columns: dict[str, pa.Array] = {f.name: pa.nulls(n, f.type) for f in schema}
-    columns["run_id"] = pa.array([run_id] * n, pa.string())
-    columns["id"] = pa.array(ids, pa.string())
-    columns["embedding"] = pa.array([embeddings[i].astype(np.float32) if ok[i] else None for i in range(n)],
-                                    pa.list_(pa.float32()))
+    columns: dict[str, pa.Array] = {
+        "embedding": pa.array([embeddings[i].astype(np.float32) if ok[i] else None for i in range(n)],
+                              pa.list_(pa.float32()))}
     if source is not None and len(good):
         scores = all_scores(np.stack([mc[i] for i in good]))
         given = MC_SCORES if source == "mc_probs" else SINGLE_PASS_SCORES
@@ -117,7 +115,4 @@ def score_precomputed(batch: pa.Table, *, run_id: str, embedding_dim: int | None
         columns["pred"] = pa.array(pred, pa.int32())
         for name in given:
             columns[name] = pa.array(values[name], pa.float64())
-    for name in metadata.column_names:
-        columns[name] = metadata.column(name).combine_chunks()
-    columns[REJECT_REASON] = pa.array(reasons, pa.string())
-    return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
+    return features_rows(batch, PRECOMPUTED_COLUMNS, columns, run_id=run_id, reasons=reasons)

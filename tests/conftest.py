@@ -1,4 +1,5 @@
-"""Shared fixtures: one Ray instance, one Spark session and one small demo pool per test session."""
+"""Shared fixtures: one Ray instance, one Spark session and one small demo pool (and detection demo) per test
+session."""
 
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def demo_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     return build_demo(pool_path=str(root / "pool"), labeled_path=str(root / "labeled"),
                       checkpoint_path=str(root / "model.pt"), n_images=300, per_class=5, epochs=30, seed=0)
+
+
+@pytest.fixture(scope="session")
+def detection_files(tmp_path_factory):
+    """A small detection demo: 80 shape images (96 px; the detector takes 64), blank and corrupt ones, 50
+    labeled with their boxes, and a TorchScript detector trained on them."""
+    from alray.detection.demo import build_detection_demo
+
+    root = tmp_path_factory.mktemp("detection")
+    return build_detection_demo(pool_path=str(root / "pool"), labeled_path=str(root / "labeled"),
+                                checkpoint_path=str(root / "detector.pt"), n_images=80, n_labeled=50, epochs=60,
+                                width=8, seed=0)
 
 
 def demo_config(demo_files, lake: Path, **selection) -> Config:

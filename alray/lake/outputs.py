@@ -1,5 +1,8 @@
 """The output lake: its run-partitioned tables under one root, in the table format the config names.
 
+Besides the tables every run writes, a detection run writes ``objects`` (one row per detected
+object) and, when it selects objects, ``object_ranking``.
+
 A :class:`Lake` picks its backend once, from :data:`BACKENDS`, and every read and write goes
 through it. Large tables are written where the data is: engines write parquet files into
 :meth:`Lake.staging`, and :meth:`Lake.commit_files` commits those files in one transaction, so the
@@ -23,7 +26,7 @@ from alray.lake.filesystems import delete_dir, filesystem_for, join_path
 from alray.lake.iceberg import IcebergBackend, IcebergCatalog
 from alray.lake.parquet import ParquetBackend
 
-TABLE_NAMES = ("features", "ranking", "rejects", "runs", "labels", "round_items")
+TABLE_NAMES = ("features", "ranking", "rejects", "runs", "labels", "round_items", "objects", "object_ranking")
 TableFormat = Literal["delta", "iceberg", "parquet"]
 
 # The one place a table format's name meets its implementation.
@@ -56,7 +59,7 @@ class Lake:
         return cls(output.path, output.format, dict(output.storage_options) or None, catalog)
 
     def table(self, name: str) -> str:
-        """Path of table ``name`` (one of TABLE_NAMES)."""
+        """Path of table ``name`` (one of :data:`TABLE_NAMES`)."""
         if name not in TABLE_NAMES:
             raise ValueError(f"name: expected one of {TABLE_NAMES}, got {name!r}")
         return join_path(self.root, name)

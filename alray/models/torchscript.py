@@ -116,6 +116,9 @@ def load_torchscript(path: str | Path, *, dropout: float | None = None) -> Scrip
         metadata = json.loads(raw)
     except ValueError:
         raise InputError(f"model.checkpoint: {path}: {TORCHSCRIPT_METADATA} is not valid JSON") from None
+    if isinstance(metadata, dict) and metadata.get("task") == "detection":
+        raise InputError(f"model.checkpoint: {path}: a detector ({TORCHSCRIPT_METADATA} says task: detection); "
+                         "score it with task: detection")
     if not isinstance(metadata, dict) or metadata.get("input_kind") not in INPUT_KINDS:
         raise InputError(f"model.checkpoint: {path}: {TORCHSCRIPT_METADATA}: input_kind must be one of "
                          f"{list(INPUT_KINDS)}")

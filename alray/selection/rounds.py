@@ -63,7 +63,10 @@ def local_centres(table: pa.Table, n_partitions: int, spec: GreedySpec) -> pa.Ta
         return table.slice(0, 0)
     table = sorted_by_id(table)
     k = local_k(spec.n_select, n_partitions, spec.oversample, table.num_rows)
-    quotas = local_quotas(spec.quotas, k, spec.n_select) if spec.quotas is not None else None
+    # A class's share of the partition's budget, not of its rows: a small partition keeps all it may,
+    # else a class of few candidates that all hash to one partition would reach the merge short.
+    budget = local_k(spec.n_select, n_partitions, spec.oversample, 2**62)
+    quotas = local_quotas(spec.quotas, budget, spec.n_select) if spec.quotas is not None else None
     return table.take(pa.array(_greedy(table, k, quotas, spec), pa.int64()))
 
 

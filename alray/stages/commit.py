@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from alray.detection.objects import OBJECTS_COLUMN, explode_staged_file
 from alray.lake import Lake, filesystem_for, list_parquet, reshape_parquet
-from alray.tables import REJECTS_SCHEMA
+from alray.tables import OBJECTS_SCHEMA, REJECTS_SCHEMA, without_run_id
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,16 @@ class ScoreResult:
     n_pool: int
     n_scored: int
     n_rejected: int
+    n_objects: int | None = None  # a detection run's objects, when it wrote the objects table
 
 
 def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str) -> ScoreResult:
     """Commit the scored files of a staging folder: good rows to features, bad rows to rejects.
 
     Each staged file is split where it lies (one Ray task per file when Ray is up) into a
-    features file and a rejects file shaped like the tables; the driver then commits those
-    files to each table in one transaction, reading only their footers.
+    features file and a rejects file shaped like the tables (and an objects file, when a detection
+    run staged its objects); the driver then commits those files to each table in one
+    transaction, reading only their footers.
     """
     files = list_parquet(staging, storage_options=lake.storage_options)
     if not files:
@@ -38,8 +41,10 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     filesystem, first = filesystem_for(files[0], lake.storage_options)
     names = pq.read_schema(first, filesystem=filesystem).names
     keep_run_id = lake.keeps_run_id_in_files()
-    feature_columns = [n for n in names if n != reject_column and (keep_run_id or n != "run_id")]
-    parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"))
+    feature_columns = [n for n in names
+                       if n not in (reject_column, OBJECTS_COLUMN) and (keep_run_id or n != "run_id")]
+    parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"),
+             lake.staging(run_id, "objects-commit") if OBJECTS_COLUMN in names else None)
     options = dict(lake.storage_options) if lake.storage_options else None
     if ray_is_up():
         import ray
@@ -52,7 +57,11 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     n_scored = lake.commit_files("features", [o[0] for o in outputs if o[0]], run_id)
     reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
     n_rejected = lake.commit_files("rejects", [o[1] for o in outputs if o[1]], run_id, schema=reject_schema)
-    return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected)
+    n_objects = None
+    if parts[2] is not None:
+        n_objects = lake.commit_files("objects", [o[2] for o in outputs if o[2]], run_id,
+                                      schema=without_run_id(OBJECTS_SCHEMA, keep_run_id))
+    return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected, n_objects=n_objects)
 
 
 def ray_is_up() -> bool:
@@ -62,13 +71,17 @@ def ray_is_up() -> bool:
     return bool(ray.is_initialized())
 
 
-def _split_scored_file(source: str, folders: tuple[str, str], feature_columns: list[str], reject_column: str,
-                       keep_run_id: bool, storage_options: dict[str, str] | None) -> tuple[str | None, str | None]:
-    """One staged file -> (its features file, its rejects file); either is None when it has no row."""
+def _split_scored_file(source: str, folders: tuple[str, str, str | None], feature_columns: list[str],
+                       reject_column: str, keep_run_id: bool, storage_options: dict[str, str] | None,
+                       ) -> tuple[str | None, str | None, str | None]:
+    """One staged file -> (its features file, its rejects file, its objects file); None for one without rows."""
     rejected = pads.field(reject_column).is_valid()
     features = reshape_parquet(source, folders[0], columns={c: c for c in feature_columns}, filter=~rejected,
                                storage_options=storage_options)
     columns: dict[str, str | pa.Scalar] = {"run_id": "run_id"} if keep_run_id else {}
     columns.update({"id": "id", "stage": pa.scalar("score", pa.string()), "reason": reject_column})
     rejects = reshape_parquet(source, folders[1], columns=columns, filter=rejected, storage_options=storage_options)
-    return features, rejects
+    objects = None
+    if folders[2] is not None:
+        objects = explode_staged_file(source, folders[2], keep_run_id=keep_run_id, storage_options=storage_options)
+    return features, rejects, objects

@@ -12,7 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray.config import ModelConfig, PoolConfig, RayConfig, ScoreConfig, SelectionConfig
+from alray.config import DetectionConfig, ModelConfig, PoolConfig, RayConfig, ScoreConfig, SelectionConfig
+from alray.detection.columns import DetectionOptions
 from alray.engines import check_leaves_a_read_cpu, ensure_ray, ray_row_counter
 from alray.errors import ConfigError, InputError
 from alray.faults import fail_once
@@ -59,17 +60,28 @@ def decode_pool_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions)
 
 class PoolScorer:
     """Ray Data callable class: loads the model (and a text encoder) once per actor, scores each batch
-    of decoded inputs (:func:`~alray.inference.score_decoded`), or a pool's own precomputed columns."""
+    of decoded inputs (:func:`~alray.inference.score_decoded`), or a pool's own precomputed columns.
+
+    With ``detection`` options (a detection run) the model is a detector or an encoder, or None
+    for a pool that holds its detections (:mod:`alray.stages.score_detection`)."""
 
     def __init__(self, model: ModelConfig | None, device: str, options: ScoringOptions, n_threads: int,
-                 counter: Any = None) -> None:
+                 counter: Any = None, detection: DetectionOptions | None = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, n_threads))
         self.options = options
         self.counter = counter  # told the rows of each batch, for the driver's progress display
         self.precomputed = model is None
-        if model is None:  # the pool holds its embeddings and predictions
+        self.detection = detection
+        self.detector: Any = None
+        if detection is not None and model is not None:
+            from alray.stages.score_detection import load_detection_model
+
+            self.detector = load_detection_model(model)
+            self.detector.to(pick_device(device))
+            self.options = ScoringOptions(**{**options.__dict__, "device": str(pick_device(device))})
+        if model is None or detection is not None:  # the pool holds its embeddings and predictions
             return
         resolved = pick_device(device)
         self.model = load_configured_model(model)
@@ -79,7 +91,11 @@ class PoolScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         fail_once("score.actor", kill=True)
-        if self.precomputed:
+        if self.detection is not None:
+            from alray.stages.score_detection import score_detections
+
+            scored = score_detections(self.detector, batch, self.options, self.detection)
+        elif self.precomputed:
             scored = score_precomputed(batch, run_id=self.options.run_id, embedding_dim=self.options.embedding_dim)
         else:
             scored = score_decoded(self.model, batch, self.options, text_encoder=self.text_encoder)
@@ -152,7 +168,8 @@ def check_actor_cpus(score: ScoreConfig, ray_config: RayConfig) -> None:
 
 
 def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions,
-                  spec: InputSpec | None = None, counter: Any = None) -> Any:
+                  spec: InputSpec | None = None, counter: Any = None,
+                  detection: DetectionOptions | None = None) -> Any:
     """A Ray Dataset of pool rows scored: the features rows (with a reject reason column).
 
     Ray tasks decode the payloads into model inputs (image decoding, resizing, quality metrics: CPU
@@ -160,7 +177,8 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
     or a CPU, does tensor work only. ``model`` and ``score`` are the config's sections; ``options`` says
     which payload column to decode, the seed and the run id; ``spec`` what the model takes (read from
     the checkpoint when not given); ``counter`` (:func:`alray.engines.ray_row_counter`) is told the
-    rows of each batch. Lazy, as Ray Datasets are: nothing runs until it is consumed.
+    rows of each batch; ``detection``, a detection run's options. Lazy, as Ray Datasets are: nothing
+    runs until it is consumed.
     """
     from ray.data import ActorPoolStrategy
 
@@ -180,6 +198,7 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
             "options": options,
             "n_threads": int(max(1, score.cpus_per_actor)),
             "counter": counter,
+            "detection": detection,
         },
         batch_size=score.batch_size,
         batch_format="pyarrow",
@@ -190,13 +209,23 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
 
 
 def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, ray_config: RayConfig, *, seed: int,
-              run_id: str, lake: Lake, progress: Progress, selection: SelectionConfig | None = None) -> ScoreResult:
-    """Score the pool on Ray and replace this run's rows of the features and rejects tables.
+              run_id: str, lake: Lake, progress: Progress, selection: SelectionConfig | None = None,
+              detection: DetectionConfig | None = None) -> ScoreResult:
+    """Score the pool on Ray and replace this run's rows of the features and rejects tables (and, in a
+    detection run that selects objects, of the objects table).
 
-    Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections and the run seed.
+    Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections, the run seed and, for a
+    detection run (``task: detection``), its ``detection`` section.
     """
-    source, payload, spec = check_inputs(pool, model, staging=_absolute(lake.staging(run_id, "pool")),
-                                         selection=selection)
+    staging_pool = _absolute(lake.staging(run_id, "pool"))
+    detection_options = None
+    if detection is not None:
+        from alray.stages.score_detection import prepare_detection
+
+        source, payload, spec, detection_options = prepare_detection(pool, model, detection, staging=staging_pool,
+                                                                     selection=selection)
+    else:
+        source, payload, spec = check_inputs(pool, model, staging=staging_pool, selection=selection)
     ensure_ray(ray_config)
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
@@ -205,8 +234,9 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
                              storage_options=pool.storage_options or None)
     staging = _absolute(lake.staging(run_id, "features"))
     ensure_dir(os.path.dirname(staging))
-    progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), T={score.mc_samples} "
-                 f"({score.mc_mode} MC dropout)")
+    passes = (f"T={score.mc_samples} ({score.mc_mode} MC dropout)" if detection is None
+              else f"detection, extra passes: {detection.samples}")
+    progress.say(f"score: pool {source.path} ({source.format}), {score.num_actors} actor(s), {passes}")
     # Blocks of one batch, or of about a MiB when a batch is smaller: a worker's memory follows
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
@@ -220,11 +250,12 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
         filesystem, target = filesystem_for(staging, lake.storage_options)
     progress.rows(0, total=source.n_rows)
     with ray_row_counter(progress.rows) as counter:
-        scored = score_dataset(dataset, model, score, options, spec, counter=counter)
+        scored = score_dataset(dataset, model, score, options, spec, counter=counter, detection=detection_options)
         scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
                              max_rows_per_file=2 * rows_per_file)
     result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON)
-    progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}")
+    progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}"
+                 + ("" if result.n_objects is None else f"; {result.n_objects} objects"))
     if result.n_pool == 0:
         raise InputError(f"pool {pool.path}: the pool is empty")
     bad_fraction = result.n_rejected / result.n_pool

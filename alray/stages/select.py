@@ -449,17 +449,18 @@ def _with_parts(ranked: DataFrame, plan: Plan) -> DataFrame:
 
 
 def _read_features(spark: SparkSession, lake: Lake, run_id: str,
-                   columns: Callable[[list[str]], list[str]] | None = None) -> DataFrame:
-    """This run's features as a DataFrame, read by Python in the Spark tasks.
+                   columns: Callable[[list[str]], list[str]] | None = None, table: str = "features") -> DataFrame:
+    """This run's features (or another of its tables, e.g. a detection run's ``objects``) as a DataFrame,
+    read by Python in the Spark tasks.
 
     Spark gets Arrow batches from pyarrow, which reads local paths and object stores alike
     (no Hadoop file-system connector or Delta reader on the classpath). ``columns`` picks the
     columns to read from the table's names (every one without it); the embeddings come packed
     (:func:`~alray.strategies.base.packed_floats`), as the selection carries them.
     """
-    files = lake.run_files("features", run_id)
+    files = lake.run_files(table, run_id)
     if not files:
-        raise InputError(f"features table {lake.table('features')}: no rows for run {run_id}; run the score stage")
+        raise InputError(f"{table} table {lake.table(table)}: no rows for run {run_id}; run the score stage")
     options = dict(lake.storage_options or {})
     filesystem, first = filesystem_for(files[0], options)
     schema = pq.read_schema(first, filesystem=filesystem)
@@ -526,12 +527,12 @@ def global_rank(frame: DataFrame, order: Sequence[Column]) -> Iterator[DataFrame
 
 
 def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, run_time: dt.datetime,
-                   progress: Progress) -> None:
+                   progress: Progress, table: str = "ranking", table_schema: pa.Schema = RANKING_SCHEMA) -> None:
     """Spark tasks write the ranking's parquet files; the driver commits them in one transaction."""
-    staging = lake.staging(run_id, "ranking")
+    staging = lake.staging(run_id, table)
     options = dict(lake.storage_options or {})
     keep_run_id = lake.keeps_run_id_in_files()
-    schema = without_run_id(RANKING_SCHEMA, keep_run_id)
+    schema = without_run_id(table_schema, keep_run_id)
     created = pa.scalar(run_time, type=pa.timestamp("us", tz="UTC"))
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -563,4 +564,4 @@ def _write_ranking(ranked: DataFrame, run_id: str, lake: Lake, strategy: str, ru
         written = ranked.mapInArrow(write, "path string, rows long").toArrow()
     files = written.column("path").to_pylist()
     with progress.phase("select", "commit"):
-        lake.commit_files("ranking", files, run_id, schema=schema)
+        lake.commit_files(table, files, run_id, schema=schema)

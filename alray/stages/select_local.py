@@ -28,21 +28,22 @@ from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 LOCAL_MAX_ROWS = 100_000
 
 
-def feature_rows(lake: Lake, run_id: str) -> int:
-    """Rows of this run's features, from the parquet footers (no data read)."""
+def feature_rows(lake: Lake, run_id: str, table: str = "features") -> int:
+    """Rows of this run's features (or of another of its tables), from the parquet footers (no data read)."""
     options = dict(lake.storage_options or {})
     total = 0
-    for path in lake.run_files("features", run_id):
+    for path in lake.run_files(table, run_id):
         fs, inner = filesystem_for(path, options)
         total += pq.ParquetFile(inner, filesystem=fs).metadata.num_rows
     return total
 
 
-def choose_engine(selection: SelectionConfig, lake: Lake, run_id: str) -> tuple[str, int | None]:
-    """The engine the selection runs on, and the feature rows when ``auto`` counted them."""
+def choose_engine(selection: SelectionConfig, lake: Lake, run_id: str, table: str = "features",
+                  ) -> tuple[str, int | None]:
+    """The engine the selection of ``table``'s rows runs on, and the rows when ``auto`` counted them."""
     if selection.engine != "auto":
         return selection.engine, None
-    rows = feature_rows(lake, run_id)
+    rows = feature_rows(lake, run_id, table)
     return ("local" if rows < LOCAL_MAX_ROWS else "spark"), rows
 
 

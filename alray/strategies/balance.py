@@ -1,4 +1,5 @@
-"""``balance``: class quotas, so that the picks follow a target distribution over a column's values."""
+"""``balance``: class quotas, so that the picks follow a target distribution over a column's values (or,
+on a detection run's ``object_classes``, so that the picked images' objects follow it)."""
 
 from __future__ import annotations
 
@@ -108,5 +109,10 @@ class Balance(Strategy):
             raise ValueError("balance target: expected non-negative shares with a positive sum")
 
     def quotas(self, entry: StrategyConfig, available: Mapping[str, int], n_select: int) -> dict[str, int]:
-        """Picks allowed per class."""
+        """Picks allowed per class (per class key of a detection run's ``object_classes``: images per group of
+        equal objects, so that the picks' object counts follow the target)."""
+        from alray.detection.balance import OBJECT_CLASSES_COLUMN, object_balance_quotas
+
+        if entry.input == OBJECT_CLASSES_COLUMN:
+            return object_balance_quotas(available, n_select, entry.target)
         return balance_quotas(available, n_select, entry.target)

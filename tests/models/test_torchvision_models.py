@@ -7,17 +7,10 @@ import torch
 
 from alray.errors import InputError
 from alray.models import id_keys, load_model, mc_predict
+from tests.models.optional import torchvision_importable
 
 
-def _torchvision_importable() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(_torchvision_importable(), reason="torchvision is importable here")
+@pytest.mark.skipif(torchvision_importable(), reason="torchvision is importable here")
 def test_torchvision_model_without_torchvision_is_a_clear_error(tmp_path):
     torch.save({"fc.weight": torch.zeros(3, 512)}, tmp_path / "weights.pt")
     with pytest.raises(InputError, match="torchvision:resnet18 needs torchvision"):
@@ -26,7 +19,7 @@ def test_torchvision_model_without_torchvision_is_a_clear_error(tmp_path):
         load_model(tmp_path / "weights.pt", architecture="timm:resnet18")
 
 
-@pytest.mark.skipif(not _torchvision_importable(), reason="torchvision is not installed (cannot be, beside torch 2.13)")
+@pytest.mark.skipif(not torchvision_importable(), reason="torchvision is not installed (cannot be, beside torch 2.13)")
 def test_torchvision_model_splits_at_its_last_linear_layer(tmp_path):
     import torchvision
 

@@ -1,0 +1,74 @@
+"""Features from detections a pool already holds: no model, the scores from its ``detections`` column.
+
+A precomputed detection pool has ``id``, ``embedding`` (D floats), ``detections`` (see
+:mod:`alray.detection.boxes`) and the image size ``width`` and ``height`` in pixels (what
+``alray import-predictions`` writes). A row whose embedding or detections break the contract
+(a box outside the image, x1 < x0, an unknown class id, ...) is rejected with a reason naming
+the field, as :mod:`alray.precomputed` rejects bad classification rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from alray.detection.boxes import DetectionError, Detections, check_detections
+from alray.detection.columns import DetectionOptions, detection_columns
+from alray.precomputed import check_vectors
+from alray.tables import features_rows
+
+#: The columns a precomputed detection pool holds besides its metadata.
+DETECTION_INPUT_COLUMNS = ("embedding", "detections", "width", "height")
+
+
+def image_sizes(batch: pa.Table, reasons: list[str | None]) -> list[tuple[float, float] | None]:
+    """Each row's (width, height) from the ``width`` and ``height`` columns; a missing or non-positive
+    size is a reason."""
+    sizes: list[tuple[float, float] | None] = []
+    widths, heights = batch.column("width").to_pylist(), batch.column("height").to_pylist()
+    for i, (w, h) in enumerate(zip(widths, heights, strict=True)):
+        if w is None or h is None or not (float(w) > 0 and float(h) > 0):
+            if reasons[i] is None:
+                reasons[i] = f"width, height: expected the image size in pixels, got {w!r} x {h!r}"
+            sizes.append(None)
+        else:
+            sizes.append((float(w), float(h)))
+    return sizes
+
+
+def read_detections(values: list[object], sizes: list[tuple[float, float] | None], options: DetectionOptions,
+                    reasons: list[str | None]) -> list[Detections | None]:
+    """The checked detections of each row (None where the row has a reason, which a fault adds)."""
+    out: list[Detections | None] = []
+    for i, value in enumerate(values):
+        size = sizes[i]
+        if reasons[i] is not None or size is None:
+            out.append(None)
+            continue
+        try:
+            out.append(check_detections(value, width=size[0], height=size[1], known_labels=options.known_labels,
+                                        n_classes=options.n_classes))
+        except DetectionError as exc:
+            reasons[i] = str(exc)
+            out.append(None)
+    return out
+
+
+def score_precomputed_detections(batch: pa.Table, *, run_id: str, embedding_dim: int | None,
+                                 options: DetectionOptions) -> pa.Table:
+    """Features rows (:func:`alray.tables.features_schema`) of a batch of a precomputed detection pool."""
+    n = batch.num_rows
+    reasons: list[str | None] = [None] * n
+    embeddings = check_vectors(batch.column("embedding").to_pylist(), "embedding", embedding_dim, reasons)
+    sizes = image_sizes(batch, reasons)
+    images = read_detections(batch.column("detections").to_pylist(), sizes, options, reasons)
+    ok = np.array([r is None for r in reasons], dtype=bool)
+    images = [d if ok[i] else None for i, d in enumerate(images)]
+    columns: dict[str, pa.Array] = {
+        "embedding": pa.array([embeddings[i].astype(np.float32) if ok[i] else None for i in range(n)],
+                              pa.list_(pa.float32())),
+        **detection_columns(images, options)}
+    for name, axis in (("width", 0), ("height", 1)):
+        columns[name] = pa.array([size[axis] if ok[i] and size is not None else None for i, size in enumerate(sizes)],
+                                 pa.float64())
+    return features_rows(batch, DETECTION_INPUT_COLUMNS, columns, run_id=run_id, reasons=reasons)
