@@ -362,8 +362,8 @@ class SelectionConfig(_Section):
 
 
 class OutputConfig(_Section):
-    path: str = Field(description="Lake root; the tables features, ranking, rejects, runs, round_items and labels "
-                      "live under it.")
+    path: str = Field(description="Lake root; the tables features, ranking, rejects, runs, round_items, labels and "
+                      "pool_rows live under it.")
     format: Literal["delta", "iceberg", "parquet"] = Field(
         "delta", description="Table format: delta (deltalake), iceberg (pyiceberg) or plain parquet folders.")
     storage_options: dict[str, str] = Field(

@@ -230,7 +230,8 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
                                                                          staging=staging_pool, selection=selection)
         else:
             source, payload, spec = check_inputs(pool, model, staging=staging_pool, selection=selection)
-    ensure_ray(ray_config)
+    with progress.phase("score", "ray"):
+        ensure_ray(ray_config)
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
                              head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels,
