@@ -21,6 +21,7 @@ from alray.errors import InputError
 from alray.lake import Lake
 from alray.pipeline import RunSummary, run_pipeline
 from alray.progress import Progress
+from alray.report import print_summary
 from alray.tables import RUNS_SCHEMA
 
 
@@ -273,6 +274,9 @@ def test_incremental_off_scores_every_row_and_the_next_run_reuses_it(ray_session
     assert "against run" not in log and "carried over" not in log
     on, _ = _score(config, "on")
     assert (on.counts["scored"], on.counts["reused"], on.reused_from) == (0, 30, "off")
+    summary = io.StringIO()
+    print_summary(on, file=summary)
+    assert "incremental: 0 rows scored, 30 carried over from run off" in summary.getvalue()
 
 
 def test_a_select_only_run_keeps_the_scoring_record_and_a_failed_run_leaves_no_pool_rows(ray_session, digits,
@@ -313,3 +317,51 @@ def test_a_lake_whose_runs_table_predates_the_new_columns_still_reads(ray_sessio
     assert (first.counts["scored"], first.reused_from) == (20, None)
     runs = {r["run_id"]: r for r in Lake(str(lake)).read_table("runs").to_pylist()}
     assert runs["old"]["n_scored"] is None and runs["first"]["n_scored"] == 20
+
+
+def test_a_listing_of_uris_scores_its_new_and_changed_rows(ray_session, digits, tmp_path):
+    _, checkpoint = digits
+    folder, lake = tmp_path / "images", tmp_path / "lake"
+    _image_folder(folder, 30)
+    listing = tmp_path / "listing.csv"
+    rows = [f"{i:03d},{folder / f'img-{i:03d}.png'},cam-{i % 3}" for i in range(30)]
+    listing.write_text("id,uri,camera\n" + "\n".join(rows[:25]) + "\n")
+    config = _config(listing, lake, checkpoint, fmt="csv")
+    _score(config, "first")
+    rows[3] = rows[3].replace("cam-0", "cam-9")  # a row's metadata changed
+    listing.write_text("id,uri,camera\n" + "\n".join(rows) + "\n")  # and five rows added
+    second, log = _score(config, "second")
+    assert (second.counts["scored"], second.counts["reused"]) == (6, 24)
+    assert "1 of 1 pool files new or changed" in log
+    after = {r["id"]: r for r in _rows(lake, "features", "second").to_pylist()}
+    before = {r["id"]: r for r in _rows(lake, "features", "first").to_pylist()}
+    assert after["003"]["camera"] == "cam-9" and after["003"]["embedding"] == before["003"]["embedding"]
+    assert all(after[i] == before[i] for i in before if i != "003")
+
+
+def test_an_iceberg_pool_reads_only_the_files_of_later_snapshots(ray_session, digits, tmp_path):
+    pytest.importorskip("pyiceberg")
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    table, checkpoint = digits
+    rows = table.slice(0, 50).drop_columns(["captured_at"])
+    catalog = SqlCatalog("pools", uri=f"sqlite:///{tmp_path}/pools.db", warehouse=f"file://{tmp_path}/warehouse")
+    catalog.create_namespace_if_not_exists("raw")
+    pool = catalog.create_table("raw.pool", schema=rows.schema)
+    pool.append(rows.slice(0, 40))
+    first_snapshot = pool.current_snapshot().snapshot_id
+    old_files = list((tmp_path / "warehouse").rglob("*.parquet"))
+    pool.append(rows.slice(40))
+    config = config_from_dict({
+        "run": {"seed": 0},
+        "pool": {"path": "raw.pool", "format": "iceberg",
+                 "catalog": {"uri": f"sqlite:///{tmp_path}/pools.db", "name": "pools"}},
+        "model": {"checkpoint": checkpoint}, "score": {"mc_samples": 5, "batch_size": 64, "num_actors": 1},
+        "selection": {"n_samples": 5}, "output": {"path": str(tmp_path / "lake")},
+    })
+    _score(config.model_copy(update={"pool": config.pool.model_copy(update={"version": first_snapshot})}), "first")
+    for part in old_files:  # Iceberg never rewrites a file: an old one is not read again
+        _scramble_payload(part, "image")
+    second, log = _score(config, "second")
+    assert (second.counts["scored"], second.counts["reused"]) == (10, 40)
+    assert "1 of 2 pool files new or changed" in log
