@@ -365,3 +365,22 @@ def test_an_iceberg_pool_reads_only_the_files_of_later_snapshots(ray_session, di
     second, log = _score(config, "second")
     assert (second.counts["scored"], second.counts["reused"]) == (10, 40)
     assert "1 of 2 pool files new or changed" in log
+
+
+def test_a_pool_without_a_model_scores_its_new_rows_from_their_own_columns(ray_session, tmp_path):
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(60, 8)).astype(np.float32)
+    logits = rng.normal(size=(60, 3))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    table = pa.table({"id": [f"v{i:02d}" for i in range(60)], "embedding": list(embeddings), "probs": list(probs)})
+    pool, lake = tmp_path / "pool", tmp_path / "lake"
+    pool.mkdir()
+    pq.write_table(table.slice(0, 50), pool / "part-0.parquet")
+    config = config_from_dict({"run": {"seed": 0}, "pool": {"path": str(pool)}, "selection": {"n_samples": 5},
+                               "output": {"path": str(lake)}})
+    _score(config, "first")
+    pq.write_table(table.slice(50), pool / "part-1.parquet")
+    second, _ = _score(config, "second")
+    assert (second.counts["scored"], second.counts["reused"]) == (10, 50)
+    _score(config, "full", incremental=False)
+    _same_bits(_rows(lake, "features", "second"), _rows(lake, "features", "full"))
