@@ -78,6 +78,9 @@ def _named_encoders(path: Path) -> list[str]:
     """The encoder path an alray checkpoint's parameters name (an EncoderHead's), if any."""
     if not path.is_file() or not zipfile.is_zipfile(path):
         return []
+    with zipfile.ZipFile(path) as archive:
+        if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+            return []  # a TorchScript archive, whose loading would run it; it names no encoder
     try:  # mmap: the tensors are not read, only the parameters
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # TorchScript archives and other zips are no alray checkpoint

@@ -32,28 +32,28 @@ class ScoreResult:
 
 
 def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str,
-                    carried: tuple[list[str], list[str], list[str]] = ([], [], []),
-                    objects: bool = False) -> ScoreResult:
+                    carried: tuple[list[str], list[str]] = ([], [])) -> ScoreResult:
     """Commit the scored files of a staging folder: good rows to features, bad rows to rejects.
 
     Each staged file is split where it lies (one Ray task per file when Ray is up) into a
     features file and a rejects file shaped like the tables (and an objects file, when a detection
     run staged its objects); the driver then commits those files to each table in one
     transaction, reading only their footers. ``carried`` holds files already shaped as the
-    features, rejects and objects tables (rows an incremental run carries over), committed in the
-    same transactions; ``objects``: the run writes the objects table even when nothing was staged.
+    features and the rejects tables (rows an incremental run carries over), committed in the same
+    transactions.
     """
     files = list_parquet(staging, storage_options=lake.storage_options)
     keep_run_id = lake.keeps_run_id_in_files()
     outputs: list[tuple[str | None, str | None, str | None]] = []
+    objects = False
     if files:
         filesystem, first = filesystem_for(files[0], lake.storage_options)
         names = pq.read_schema(first, filesystem=filesystem).names
         feature_columns = [n for n in names
                            if n not in (reject_column, OBJECTS_COLUMN) and (keep_run_id or n != "run_id")]
-        objects = objects or OBJECTS_COLUMN in names
+        objects = OBJECTS_COLUMN in names
         parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"),
-                 lake.staging(run_id, "objects-commit") if OBJECTS_COLUMN in names else None)
+                 lake.staging(run_id, "objects-commit") if objects else None)
         options = dict(lake.storage_options) if lake.storage_options else None
         if ray_is_up():
             import ray
@@ -72,8 +72,8 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
     n_rejected = lake.commit_files("rejects", rejects, run_id, schema=reject_schema)
     n_objects = None
-    if objects or carried[2]:
-        n_objects = lake.commit_files("objects", [o[2] for o in outputs if o[2]] + list(carried[2]), run_id,
+    if objects:
+        n_objects = lake.commit_files("objects", [o[2] for o in outputs if o[2]], run_id,
                                       schema=without_run_id(OBJECTS_SCHEMA, keep_run_id))
     return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected, n_objects=n_objects)
 

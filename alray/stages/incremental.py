@@ -56,7 +56,6 @@ class Increment:
     skip_ids: Any  # ids in those files that are carried over, not scored (a Ray object reference), or None
     carried_features: list[str] = field(default_factory=list)  # staged copies of the base run's features
     carried_rejects: list[str] = field(default_factory=list)
-    carried_objects: list[str] = field(default_factory=list)  # a detection run's objects of the carried images
     n_reused: int = 0  # rows carried over (features and rejects)
     pool_rows: list[str] = field(default_factory=list)  # staged pool_rows files: every row of the pool
     base_run: str | None = None
@@ -173,27 +172,14 @@ def plan_increment(source: PoolSource, lake: Lake, run_id: str, *, key: str, inc
     dropped = ray.remote(_dropped).remote(loose, *carried_refs) if loose is not None else None
     carried: dict[str, list[str]] = {}
     n_reused = 0
-    for name, id_column in (("features", "id"), ("rejects", "id"), ("objects", "image_id")):
+    for name in ("features", "rejects"):
         folder = lake.staging(run_id, f"{name}-carried")
-        staged: list[tuple[str | None, int]] = ray.get([
-            copy_task.remote(f, folder, dropped, run_id_column, options, id_column)
-            for f in _run_files(lake, name, base_run)])
+        staged: list[tuple[str | None, int]] = ray.get([copy_task.remote(f, folder, dropped, run_id_column, options)
+                                                        for f in lake.run_files(name, base_run)])
         carried[name] = [path for path, _ in staged if path]
-        if name != "objects":
-            n_reused += sum(rows for _, rows in staged)
+        n_reused += sum(rows for _, rows in staged)
     return replace(increment, carried_features=carried["features"], carried_rejects=carried["rejects"],
-                   carried_objects=carried["objects"], n_reused=n_reused)
-
-
-def _run_files(lake: Lake, name: str, run_id: str) -> list[str]:
-    """The files of a run's rows of table ``name``; none when the table does not exist (a run that wrote
-    no objects)."""
-    try:
-        return lake.run_files(name, run_id)
-    except Exception:  # each format says "no such table" its own way
-        if name == "objects":
-            return []
-        raise
+                   n_reused=n_reused)
 
 
 def pool_rows_schema(lake: Lake) -> pa.Schema:
@@ -261,16 +247,15 @@ def _dropped(loose: pa.Table, *carried: pa.Array) -> pa.Array:
 
 
 def _carry_file(path: str, folder: str, dropped: pa.Array | None, run_id_column: str | None,
-                storage_options: StorageOptions, id_column: str = "id") -> tuple[str | None, int]:
-    """Ray task: a base run's file staged for this run, without the rows whose ``id_column`` is a ``dropped``
-    id; its path and rows.
+                storage_options: StorageOptions) -> tuple[str | None, int]:
+    """Ray task: a base run's file staged for this run, without the ``dropped`` ids' rows; its path and rows.
 
     Copied whole (a hard link on a local disk, a server-side copy on an object store) when it holds
     no dropped id and no run_id column to rewrite; else rewritten batch by batch. None when no row is left.
     """
     filesystem, inner = filesystem_for(path, storage_options)
     drop = dropped is not None and len(dropped) > 0 and pc.any(pc.is_in(
-        pq.read_table(inner, columns=[id_column], filesystem=filesystem).column(id_column), value_set=dropped)).as_py()
+        pq.read_table(inner, columns=["id"], filesystem=filesystem).column("id"), value_set=dropped)).as_py()
     if run_id_column is None and not drop:
         target_fs, target_folder = filesystem_for(folder, storage_options)
         target_fs.create_dir(target_folder, recursive=True)
@@ -281,7 +266,7 @@ def _carry_file(path: str, folder: str, dropped: pa.Array | None, run_id_column:
     columns: dict[str, str | pa.Scalar] = {name: name for name in names}
     if run_id_column is not None:
         columns["run_id"] = pa.scalar(run_id_column, pa.string())
-    keep = ~pads.field(id_column).isin(dropped) if drop else None
+    keep = ~pads.field("id").isin(dropped) if drop else None
     staged = reshape_parquet(path, folder, columns=columns, filter=keep, storage_options=storage_options)
     if staged is None:
         return None, 0

@@ -247,7 +247,10 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     block_rows = block_rows_for(source, score.batch_size)
     with progress.phase("score", "changes"):
         key = score_key(score_basis, model, source, options.embedding_dim)
-        increment = plan_increment(source, lake, run_id, key=key, incremental=incremental, rows_per_batch=block_rows)
+        # A detection run's sample scores (box_instability) still move in their last bits with the batch an
+        # image is in: its carried rows would not be a rescore's to the bit, so it scores every row.
+        increment = plan_increment(source, lake, run_id, key=key, incremental=incremental and detection is None,
+                                   rows_per_batch=block_rows)
     if increment.base_run is not None:
         progress.say(f"score: incremental, against run {increment.base_run}: {increment.n_files_read} of "
                      f"{increment.n_files} pool files new or changed")
@@ -269,9 +272,7 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
                                      max_rows_per_file=2 * rows_per_file)
     with progress.phase("score", "commit"):
         result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON,
-                                 carried=(increment.carried_features, increment.carried_rejects,
-                                          increment.carried_objects),
-                                 objects=detection_options is not None and detection_options.objects)
+                                 carried=(increment.carried_features, increment.carried_rejects))
         fail_once("score.before_pool_rows", kill=True)
         lake.commit_files("pool_rows", increment.pool_rows, run_id, schema=pool_rows_schema(lake))
     result = dataclasses.replace(result, n_reused=increment.n_reused, reused_from=increment.base_run, score_key=key)

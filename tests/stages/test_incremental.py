@@ -384,3 +384,22 @@ def test_a_pool_without_a_model_scores_its_new_rows_from_their_own_columns(ray_s
     assert (second.counts["scored"], second.counts["reused"]) == (10, 50)
     _score(config, "full", incremental=False)
     _same_bits(_rows(lake, "features", "second"), _rows(lake, "features", "full"))
+
+
+def test_a_detection_run_scores_every_row(ray_session, detection_files, tmp_path):
+    # its box_instability still moves in the last bits with an image's batch, so carried rows would not be
+    # a rescore's: a detection run is never incremental (yet)
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(Path(detection_files.pool).glob("*.parquet"))])
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    pq.write_table(table, pool / "part-0.parquet")
+    config = config_from_dict({
+        "task": "detection", "detection": {"classes": ["circle", "square", "triangle"], "level": "objects",
+                                           "score_threshold": 0.1, "samples": "hflip"},
+        "run": {"seed": 0}, "pool": {"path": str(pool)}, "model": {"checkpoint": detection_files.checkpoint},
+        "score": {"batch_size": 32, "max_bad_fraction": 0.2}, "selection": {"n_samples": 5},
+        "output": {"path": str(tmp_path / "lake")}})
+    _score(config, "first")
+    second, log = _score(config, "second")
+    assert (second.counts["scored"], second.counts["reused"], second.reused_from) == (table.num_rows, 0, None)
+    assert "objects" in log and _rows(tmp_path / "lake", "objects", "second").num_rows > 0
