@@ -210,7 +210,7 @@ def _hash_file(source: PoolSource, key: str, folder: str, loose: pa.Table | None
     filesystem, inner = filesystem_for(folder, storage_options)
     filesystem.create_dir(inner, recursive=True)
     target = f"{inner}/part-{uuid.uuid4().hex}.parquet"
-    schema = pa.schema([f for f in POOL_ROWS_SCHEMA if run_id_column is not None or f.name != "run_id"])
+    schema = without_run_id(POOL_ROWS_SCHEMA, run_id_column is not None)
     ids, hashes = [], []
     with pq.ParquetWriter(target, schema, filesystem=filesystem) as writer:
         for table in file_batches(source, 0, rows_per_batch):
