@@ -120,8 +120,8 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--images", default="auto", choices=["auto", "uri", "data", "files"],
                         help="how Label Studio tasks reference images: the pool's URIs, inline data URIs, or "
                         "files under OUT/images (default: uri for pools of URIs, data for image bytes)")
-    export.add_argument("--url", help="Label Studio server: create or update the project there (token: "
-                        "LABEL_STUDIO_API_KEY)")
+    export.add_argument("--url", help="Label Studio server: create or update the project there (default, with "
+                        "--to label-studio: LABEL_STUDIO_URL; token: LABEL_STUDIO_API_KEY)")
     export.add_argument("--project", help="Label Studio project title (default 'alray RUN_ID') or id")
     export.add_argument("--task", default="classification", help="labeling task kind (classification)")
     export.add_argument("--json", action="store_true", help="print one JSON summary line")
@@ -129,7 +129,8 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
                                  "into the labels table")
     _add_config_arguments(labels)
     labels.add_argument("file", nargs="?", help="a Label Studio JSON export file")
-    labels.add_argument("--url", help="Label Studio server to export from (token: LABEL_STUDIO_API_KEY)")
+    labels.add_argument("--url", help="Label Studio server to export from (default, without FILE: LABEL_STUDIO_URL; "
+                        "token: LABEL_STUDIO_API_KEY)")
     labels.add_argument("--project", help="with --url: the project's title or id")
     labels.add_argument("--task", default="classification", help="labeling task kind (classification)")
     labels.add_argument("--json", action="store_true", help="print one JSON summary line")
@@ -326,9 +327,10 @@ def _export(args: argparse.Namespace) -> int:
 
     from alray.labeling.export import export_run
 
+    url = args.url or (os.environ.get("LABEL_STUDIO_URL") if args.to == "label-studio" else None)
     summary = export_run(_config(args), args.run_id, to=args.to,
                          out=Path(args.out or os.path.join("exports", args.run_id, args.to)), images=args.images,
-                         url=args.url, token=os.environ.get("LABEL_STUDIO_API_KEY"), project=args.project,
+                         url=url, token=os.environ.get("LABEL_STUDIO_API_KEY"), project=args.project,
                          task=args.task)
     if args.json:
         print(summary.to_json())
@@ -350,12 +352,13 @@ def _import_labels(args: argparse.Namespace) -> int:
     from alray.labeling.label_studio import client, fetch_export
 
     config = _config(args)
-    if args.url:
+    url = args.url or (None if args.file else os.environ.get("LABEL_STUDIO_URL"))
+    if url:
         token = os.environ.get("LABEL_STUDIO_API_KEY")
         if not token or not args.project:
             raise InputError("--url: give --project and set LABEL_STUDIO_API_KEY to the user's API token")
-        project_id, tasks = fetch_export(client(args.url, token), args.project)
-        source = f"{args.url.rstrip('/')}/projects/{project_id}"
+        project_id, tasks = fetch_export(client(url, token), args.project)
+        source = f"{url.rstrip('/')}/projects/{project_id}"
     elif args.file:
         tasks, source = read_export_file(Path(args.file)), args.file
     else:

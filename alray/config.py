@@ -61,6 +61,10 @@ class RunConfig(_Section):
     )
     resume: bool = Field(
         True, description="A rerun of an interrupted run with the same config reuses its finished scoring.")
+    incremental: bool = Field(
+        True, description="Score only the pool rows that are new or changed since the last succeeded run with the "
+        "same model and scoring settings, and carry the other rows' features and rejects over from it (the same "
+        "rows and values a full rescore gives). False: score every row.")
 
     @field_validator("run_id")
     @classmethod
@@ -358,8 +362,8 @@ class SelectionConfig(_Section):
 
 
 class OutputConfig(_Section):
-    path: str = Field(description="Lake root; the tables features, ranking, rejects, runs, round_items and labels "
-                      "live under it.")
+    path: str = Field(description="Lake root; the tables features, ranking, rejects, runs, round_items, labels and "
+                      "pool_rows live under it.")
     format: Literal["delta", "iceberg", "parquet"] = Field(
         "delta", description="Table format: delta (deltalake), iceberg (pyiceberg) or plain parquet folders.")
     storage_options: dict[str, str] = Field(
@@ -510,14 +514,18 @@ class Config(_Section):
         data["run"].pop("run_id", None)
         return _digest(data)
 
-    def score_hash(self) -> str:
+    def score_hash(self, *, pool_version: bool = True) -> str:
         """Hash of what the features depend on (pool, model, scoring, seed): equal hashes, same features.
 
         How the work is spread (actors, CPUs, GPUs, batch size: a sample's scores do not depend on its
-        batch) and when a run gives up (``max_bad_fraction``) change no feature and stay out."""
+        batch) and when a run gives up (``max_bad_fraction``) change no feature and stay out. Without
+        ``pool_version``, two versions of one pool table hash alike: incremental scoring compares the
+        rows of the two versions themselves."""
         data = self.public_dump(include={"pool", "model", "score"})
         for key in _SCORE_RESOURCES:
             data["score"].pop(key, None)
+        if not pool_version:
+            data["pool"].pop("version", None)
         data["seed"] = self.run.seed
         if self.task == "detection":  # kept out of classification runs so that their hashes stay as they were
             data["detection"] = self.public_dump(include={"detection"})["detection"]

@@ -1,8 +1,9 @@
 """``alray train``: fit a classification head on a frozen encoder from the labeled set.
 
 After a cold-start round the lake holds the encoder's embeddings of the pool (the features of a
-run whose model gave embeddings only) and the team has labeled some of the picks: ``labeled.path``
-holds their ``id`` and ``label``. This fits a linear head with dropout on those samples'
+run whose model gave embeddings only) and the team has labeled some of the picks: the lake's
+``labels`` table holds them (``alray import-labels``, read with ``labeled.from_lake``), or
+``labeled.path`` their ``id`` and ``label``. This fits a linear head with dropout on those samples'
 embeddings (read from the features table, never recomputed) and saves an alray checkpoint of
 :class:`~alray.models.encoder_head.EncoderHead` that names the encoder; the next round's
 ``model.checkpoint`` is that file, so it scores uncertainty (BALD and the rest) with the same
@@ -25,6 +26,7 @@ from alray.config import Config
 from alray.errors import ConfigError, InputError
 from alray.lake import Lake
 from alray.lake.inputs import read_columns
+from alray.lake.labels import current_labels, read_labels
 from alray.strategies.base import embedding_matrix
 
 
@@ -58,6 +60,31 @@ def features_run(lake: Lake, encoder: str, run_id: str | None) -> str:
                      "run `alray run` with it first (or set train.run_id)")
 
 
+def training_labels(config: Config, lake: Lake) -> tuple[dict[str, str], str]:
+    """Each labeled id's label, and where they came from (for messages): ``labeled.path`` (``id``, ``label``)
+    and, with ``labeled.from_lake``, the lake's labels table (each id's latest label, which wins over the
+    path's). ConfigError when neither gives a label."""
+    label_of: dict[str, str] = {}
+    sources = []
+    if config.labeled.path:
+        table = read_columns(config.labeled.path, config.labeled.format, ["id", "label"], name="labeled.path",
+                             storage_options=config.labeled_storage_options())
+        ids, labels = table.column("id").combine_chunks().cast(pa.string()), table.column("label").combine_chunks()
+        if labels.null_count:
+            raise InputError(f"labeled.path {config.labeled.path}: {labels.null_count} rows have no label")
+        label_of.update(zip(ids.to_pylist(), [str(v) for v in labels.to_pylist()], strict=True))
+        sources.append(f"labeled.path {config.labeled.path}")
+    if config.labeled.from_lake:
+        latest = current_labels(read_labels(lake))
+        label_of.update((row["id"], str(row["label"])) for row in latest if row["label"] is not None)
+        if latest:
+            sources.append(f"the labels table of {lake.root}")
+    if not label_of:
+        raise ConfigError("labeled.path: alray train needs labels: the labeled set (columns id and label) or, with "
+                          "labeled.from_lake, labels imported into the lake (alray import-labels)")
+    return label_of, " and ".join(sources)
+
+
 def train(config: Config) -> TrainSummary:
     """Fit and save the head (module docstring); InputError/ConfigError naming what is missing."""
     from alray.models import load_model, save_checkpoint
@@ -67,25 +94,17 @@ def train(config: Config) -> TrainSummary:
     start = time.perf_counter()
     if config.model is None:
         raise ConfigError("model.checkpoint: alray train needs the encoder the features were scored with")
-    if not config.labeled.path:
-        raise ConfigError("labeled.path: alray train needs the labeled set (columns id and label)")
-    options = config.labeled_storage_options()
-    table = read_columns(config.labeled.path, config.labeled.format, ["id", "label"], name="labeled.path",
-                         storage_options=options)
-    ids, labels = table.column("id").combine_chunks().cast(pa.string()), table.column("label").combine_chunks()
-    if labels.null_count:
-        raise InputError(f"labeled.path {config.labeled.path}: {labels.null_count} rows have no label")
     lake = Lake.from_output(config.output)
+    label_of, source = training_labels(config, lake)
     encoder = config.model.checkpoint
     run_id = features_run(lake, encoder, config.train.run_id)
     features = lake.read_run("features", run_id, columns=["id", "embedding"])
     features = features.filter(pc.is_valid(features.column("embedding")))
     position = {i: j for j, i in enumerate(features.column("id").to_pylist())}
-    label_of = dict(zip(ids.to_pylist(), [str(v) for v in labels.to_pylist()], strict=True))
     used = sorted(i for i in label_of if i in position)
     classes = sorted({label_of[i] for i in used})
     if len(classes) < 2:
-        raise InputError(f"labeled.path {config.labeled.path}: {len(used)} of its {len(label_of)} ids have "
+        raise InputError(f"{source}: {len(used)} of its {len(label_of)} ids have "
                          f"embeddings in run {run_id}, with {len(classes)} class(es); a head needs at least 2")
     x = np.array(embedding_matrix(features.take(pa.array([position[i] for i in used], pa.int64()))))  # writable
     y = np.array([classes.index(label_of[i]) for i in used])
@@ -105,7 +124,7 @@ def train(config: Config) -> TrainSummary:
         accuracy = float((layer(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
     save_checkpoint(model, path, metadata={"encoder": encoder, "features_run": run_id, "classes": classes,
                                            "n_labeled": len(used), "train_accuracy": accuracy,
-                                           "labeled_path": config.labeled.path})
+                                           "labeled_path": config.labeled.path, "labels": source})
     # a checkpoint that does not load back is no checkpoint: check before saying it exists
     load_model(path)
     return TrainSummary(checkpoint=path, encoder=encoder, features_run=run_id, n_labeled=len(label_of),

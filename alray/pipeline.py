@@ -62,6 +62,8 @@ class RunSummary:
     stages_completed: list[str] = field(default_factory=list)
     resumed: bool = False
     log: str | None = None  # the engines' log file of the run (``OUTPUT/logs/RUN_ID.log``) when the CLI ran it
+    reused_from: str | None = None  # the run whose features an incremental scoring carried over
+    score_key: str | None = None  # what a later run's scoring must share with this one's to reuse it
 
     def to_json(self) -> str:
         """One JSON line."""
@@ -80,6 +82,8 @@ def _runs_row(summary: RunSummary, config: Config, started: dt.datetime, finishe
         "stages_completed": ",".join(summary.stages_completed),
         "strategy": summary.strategy or None, "strategy_reason": summary.strategy_reason,
         "selection_details": json.dumps(summary.selection_details, sort_keys=True) if summary.strategy else None,
+        "n_scored": counts.get("scored"), "n_reused": counts.get("reused"), "reused_from": summary.reused_from,
+        "score_key": summary.score_key,
     }
     return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
 
@@ -109,8 +113,9 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
                          tables={name: lake.table(name) for name in ("features", "ranking", "rejects", "runs")})
     if config.task == "detection" and config.detection.level == "objects":
         summary.tables.update({name: lake.table(name) for name in ("objects", "object_ranking")})
-    # Read before this attempt's row replaces it: it tells whether an earlier attempt's scoring can be kept.
-    earlier = _earlier_attempt(lake, run_id) if "score" in stages and config.run.resume else None
+    # Read before this attempt's row replaces it: it tells whether an earlier attempt's scoring can be kept,
+    # and what the scoring of a select-only run's `alray score` recorded.
+    earlier = _earlier_attempt(lake, run_id)
     summary.log = engine_log.log_run_to(run_log_path(lake.root, run_id), lake.storage_options)
     lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
     progress.say(f"run {run_id}: stages {', '.join(stages)}; lake {lake.root}")
@@ -122,9 +127,11 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             # No task model: the score stage embeds with the self-supervised encoder of `embed`.
             with progress.stage("embed"):
                 config = with_trained_encoder(config, progress=progress)
-        previous = _resumable_score(earlier, config) if earlier is not None else None
-        if previous is not None:
+        resumable = earlier is not None and "score" in stages and config.run.resume
+        previous = _resumable_score(earlier, config) if resumable and earlier is not None else None
+        if previous is not None and earlier is not None:
             summary.counts.update(previous)
+            _keep_scoring_record(summary, earlier)
             summary.stages_completed.append("score")
             summary.resumed = True
             progress.say(f"score: resumed, the features of an interrupted attempt of {run_id} are complete "
@@ -133,13 +140,19 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
             with progress.stage("score"):
                 scored = run_score(config.pool, config.model, config.score, config.ray, seed=config.run.seed,
                                    run_id=run_id, lake=lake, progress=progress, selection=config.selection,
-                                   detection=config.detection if config.task == "detection" else None)
-            summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected)
+                                   detection=config.detection if config.task == "detection" else None,
+                                   score_basis=config.score_hash(pool_version=False),
+                                   incremental=config.run.incremental)
+            summary.counts.update(pool=scored.n_pool, rejected=scored.n_rejected,
+                                  scored=scored.n_pool - scored.n_reused, reused=scored.n_reused)
+            summary.reused_from, summary.score_key = scored.reused_from, scored.score_key
             summary.stages_completed.append("score")
             # recorded now, so that a run killed later can resume after the scoring
             lake.replace_run("runs", _runs_row(summary, config, started, None), run_id, partition=False)
         else:
             summary.counts.update(_previous_counts(lake, run_id))
+            if earlier is not None:
+                _keep_scoring_record(summary, earlier)
             summary.stages_completed.append("score")  # by an earlier `alray score` of this run
         if "select" in stages:
             from alray.engines import spark_task_progress
@@ -182,7 +195,7 @@ def run_pipeline(config: Config, *, progress: Progress | None = None, stages: tu
 
 
 # The tables each stage writes for its run.
-STAGE_TABLES = {"score": ("features", "rejects", "objects"), "select": ("ranking", "object_ranking")}
+STAGE_TABLES = {"score": ("features", "rejects", "objects", "pool_rows"), "select": ("ranking", "object_ranking")}
 
 
 def _remove_rows(lake: Lake, run_id: str, stages: tuple[str, ...], *, keep: list[str]) -> None:
@@ -219,6 +232,14 @@ def _resumable_score(row: dict[str, Any], config: Config) -> dict[str, int] | No
     if row.get("status") == "failed" or (row.get("status") == "succeeded" and "select" in done):
         return None  # a failed run left no rows; a run that succeeded whole is redone
     return {"pool": int(row["n_pool"]), "rejected": int(row["n_rejected"] or 0)}
+
+
+def _keep_scoring_record(summary: RunSummary, row: dict[str, Any]) -> None:
+    """Carry an earlier attempt's record of its scoring (runs ``row``) into this attempt's summary:
+    rows scored and reused, and the score key a later incremental run looks for."""
+    if row.get("n_scored") is not None:
+        summary.counts.update(scored=int(row["n_scored"]), reused=int(row.get("n_reused") or 0))
+    summary.reused_from, summary.score_key = row.get("reused_from"), row.get("score_key")
 
 
 def _previous_counts(lake: Lake, run_id: str) -> dict[str, int]:

@@ -26,6 +26,9 @@ def print_summary(summary: RunSummary, file: TextIO | None = None) -> None:
     lines = [f"\nrun {summary.run_id}: {summary.status}",
              "  counts: " + ", ".join(f"{k} {counts[k]}" for k in
                                       ("pool", "rejected", "filtered", "candidates", "selected") if k in counts)]
+    if summary.reused_from:
+        lines.append(f"  incremental: {counts.get('scored')} rows scored, {counts.get('reused')} carried over from "
+                     f"run {summary.reused_from}")
     lines += [f"    filtered by {reason}: {n}" for reason, n in sorted(summary.filtered_by_reason.items())]
     if summary.coverage_radius is not None:
         lines.append(f"  coverage radius: {summary.coverage_radius:.4f}   strategy: {summary.strategy}")

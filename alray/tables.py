@@ -1,5 +1,5 @@
 """The table contracts: the score columns and the schemas of the features, ranking, rejects, runs,
-round_items and labels tables, and of a detection run's objects and object ranking.
+pool_rows, round_items and labels tables, and of a detection run's objects and object ranking.
 
 The scorer, the quality metrics, the selection stage, the report and the Python API take their
 columns from here; the config's description of a strategy input lists :data:`UNCERTAINTY_SCORES`.
@@ -218,6 +218,19 @@ RUNS_SCHEMA = pa.schema([
     pa.field("stages_completed", pa.string()),
     pa.field("strategy", pa.string()), pa.field("strategy_reason", pa.string()),
     pa.field("selection_details", pa.string()),
+    # Incremental scoring: rows this run's scoring ran through the model, rows whose features (or
+    # reject) it carried over from run `reused_from`, and the key two runs must share for that.
+    pa.field("n_scored", pa.int64()), pa.field("n_reused", pa.int64()), pa.field("reused_from", pa.string()),
+    pa.field("score_key", pa.string()),
+])
+
+#: Every pool row a run scored or carried over, partitioned by run_id: its id, a hash of its content
+#: (:func:`alray.row_hashes.row_hashes`) and ``source``, a key of the pool file it was read from (its
+#: path and version). One parquet file per pool file, so a later run finds an unchanged file's rows
+#: by the key alone. What the next incremental run compares the pool against.
+POOL_ROWS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("source", pa.string()), pa.field("id", pa.string()),
+    pa.field("row_hash", pa.binary()),
 ])
 
 

@@ -94,4 +94,39 @@ def test_train_names_what_is_missing(tmp_path, encoder_dir):
     assert code == 2 and err.strip().splitlines()[-1].endswith("missing required column 'label'")
     del config["labeled"]
     code, _, err = _cli(tmp_path, ["train"], config)
-    assert code == 2 and "labeled.path: alray train needs the labeled set" in err
+    assert code == 2 and "labeled.path: alray train needs labels" in err
+
+
+def test_train_reads_the_labels_imported_into_the_lake(ray_session, encoder_dir, tmp_path):
+    import datetime as dt
+
+    from alray.lake.labels import add_labels
+
+    modes = ["RGB", "L"]
+    ids = [f"img-{i:02d}" for i in range(12)]
+    images = [encode(image_of_mode(modes[i % 2], width=20, height=20, seed=i), "PNG") for i in range(12)]
+    pq.write_table(pa.table({"id": ids, "image": images}), str(tmp_path / "pool.parquet"))
+    config = {"run": {"seed": 0}, "pool": {"path": str(tmp_path / "pool.parquet")},
+              "model": {"checkpoint": str(encoder_dir)}, "score": {"batch_size": 16, "mc_samples": 2},
+              "selection": {"n_samples": 2}, "output": {"path": str(tmp_path / "lake")}}
+    code, _, err = _cli(tmp_path, ["score", "--run-id", "round0", "--quiet"], config)
+    assert code == 0, err[-2000:]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    add_labels(Lake(str(tmp_path / "lake")), [{"id": i, "label": modes[ids.index(i) % 2], "source": "test",
+                                               "round": "round0", "labeled_at": now} for i in ids[:6]], now=now)
+    code, out, err = _cli(tmp_path, ["train", "--json"], config)  # no labeled.path: the lake's labels
+    assert code == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["n_used"], summary["classes"]) == (6, ["L", "RGB"])
+    # beside labeled.path, the lake's label of an id wins; the path adds its other ids
+    pq.write_table(pa.table({"id": [ids[0], ids[6]], "label": ["wrong", "L"]}), str(tmp_path / "labeled.parquet"))
+    both = {**config, "labeled": {"path": str(tmp_path / "labeled.parquet")}}
+    code, out, err = _cli(tmp_path, ["train", "--json"], both)
+    assert code == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["n_used"], summary["classes"]) == (7, ["L", "RGB"])
+    path_only = {**config, "labeled": {"path": str(tmp_path / "labeled.parquet"), "from_lake": False}}
+    code, out, err = _cli(tmp_path, ["train", "--json"], path_only)
+    assert code == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["n_used"], summary["classes"]) == (2, ["L", "wrong"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -95,11 +95,14 @@ def table_files(path: str, fmt: str, *, version: int | None = None, name: str = 
 @dataclass(frozen=True)
 class DeltaSnapshot:
     """What a reader needs of one Delta table version: its schema, its data files and, for each
-    file, the values of the partition columns (the files of a partitioned table lack them)."""
+    file, the values of the partition columns (the files of a partitioned table lack them) and its
+    size and time as the log records them (``SIZE:MILLISECONDS``: a file's version, for incremental
+    scoring; Delta never rewrites a file in place)."""
 
     schema: pa.Schema
     files: list[str]
     partitions: list[dict[str, Any]]
+    versions: list[str] = field(default_factory=list)
 
 
 def open_delta(path: str, *, version: int | None = None, name: str = "pool.path",
@@ -116,14 +119,14 @@ def open_delta(path: str, *, version: int | None = None, name: str = "pool.path"
     schema = pa.schema(table.schema().to_arrow())
     files = list(table.file_uris())
     columns = list(table.metadata().partition_columns)
-    if not columns:
-        return DeltaSnapshot(schema, files, [{} for _ in files])
     actions = pa.table(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
-    values = {c: actions.column(f"partition.{c}").to_pylist() for c in columns}
     if [os.path.basename(p) for p in paths] != [os.path.basename(f) for f in files]:
-        raise InputError(f"{name}: {path}: cannot match the Delta table's files to their partition values")
-    return DeltaSnapshot(schema, files, [{c: values[c][i] for c in columns} for i in range(len(files))])
+        raise InputError(f"{name}: {path}: cannot match the Delta table's files to their log entries")
+    versions = [f"{size}:{time}" for size, time in zip(actions.column("size_bytes").to_pylist(),
+                                                         actions.column("modification_time").to_pylist(), strict=True)]
+    values = {c: actions.column(f"partition.{c}").to_pylist() for c in columns}
+    return DeltaSnapshot(schema, files, [{c: values[c][i] for c in columns} for i in range(len(files))], versions)
 
 
 def open_table(path: str, fmt: str, *, version: int | None = None, name: str = "pool.path",

@@ -26,7 +26,8 @@ from alray.lake.filesystems import delete_dir, filesystem_for, join_path
 from alray.lake.iceberg import IcebergBackend, IcebergCatalog
 from alray.lake.parquet import ParquetBackend
 
-TABLE_NAMES = ("features", "ranking", "rejects", "runs", "labels", "round_items", "objects", "object_ranking")
+TABLE_NAMES = ("features", "ranking", "rejects", "runs", "labels", "round_items", "objects", "object_ranking",
+               "pool_rows")
 TableFormat = Literal["delta", "iceberg", "parquet"]
 
 # The one place a table format's name meets its implementation.

@@ -82,9 +82,19 @@ def _hive_dataset(table_path: str, storage_options: StorageOptions) -> pads.Data
     filesystem, root = filesystem_for(table_path, storage_options)
     if filesystem.get_file_info(root).type == pafs.FileType.NotFound:
         return None
-    return pads.dataset(root, filesystem=filesystem, format="parquet",
-                        partitioning=pads.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive"),
-                        exclude_invalid_files=False, ignore_prefixes=["_", "."])
+    partitioning = pads.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive")
+    dataset = pads.dataset(root, filesystem=filesystem, format="parquet", partitioning=partitioning,
+                           exclude_invalid_files=False, ignore_prefixes=["_", "."])
+    # pyarrow takes the schema of the first file it finds; runs written by a newer version add columns.
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    if all(schema.equals(schemas[0]) for schema in schemas[1:]):
+        return dataset
+    try:
+        unified = pa.unify_schemas([*schemas, pa.schema([("run_id", pa.string())])])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column whose type changed: read as the first file says
+        return dataset
+    return pads.dataset(root, filesystem=filesystem, format="parquet", partitioning=partitioning,
+                        exclude_invalid_files=False, ignore_prefixes=["_", "."], schema=unified)
 
 
 def parquet_read_run(table_path: str, run_id: str | None, columns: list[str] | None = None, *,

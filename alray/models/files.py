@@ -53,3 +53,38 @@ def torch_load_weights(path: Path) -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(f"model.checkpoint: {path}: unreadable checkpoint ({exc.__class__.__name__})") from None
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """A digest of a checkpoint's content: its file, or every file of its folder (a Hugging Face
+    directory) by relative path, and the encoder file an alray head checkpoint names (its weights live
+    there). Two checkpoints with equal digests score alike, whatever their paths or times."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(f"{file.relative_to(path) if path.is_dir() else ''}\0".encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    for encoder in _named_encoders(path):
+        digest.update(f"encoder\0{checkpoint_digest(encoder)}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _named_encoders(path: Path) -> list[str]:
+    """The encoder path an alray checkpoint's parameters name (an EncoderHead's), if any."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return []
+    with zipfile.ZipFile(path) as archive:
+        if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+            return []  # a TorchScript archive, whose loading would run it; it names no encoder
+    try:  # mmap: the tensors are not read, only the parameters
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # TorchScript archives and other zips are no alray checkpoint
+        return []
+    params = payload.get("params") if isinstance(payload, dict) else None
+    encoder = params.get("encoder") if isinstance(params, dict) else None
+    return [encoder] if isinstance(encoder, str) and Path(encoder).exists() else []

@@ -19,49 +19,69 @@ from alray.tables import OBJECTS_SCHEMA, REJECTS_SCHEMA, without_run_id
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """Counts of the scoring stage."""
+    """Counts of the scoring stage: ``n_scored`` rows in features, ``n_rejected`` in rejects, of which
+    ``n_reused`` (features and rejects) were carried over from run ``reused_from`` rather than scored."""
 
     n_pool: int
     n_scored: int
     n_rejected: int
     n_objects: int | None = None  # a detection run's objects, when it wrote the objects table
+    n_reused: int = 0
+    reused_from: str | None = None
+    score_key: str | None = None
 
 
-def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str) -> ScoreResult:
+def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str,
+                    carried: tuple[list[str], list[str]] = ([], [])) -> ScoreResult:
     """Commit the scored files of a staging folder: good rows to features, bad rows to rejects.
 
     Each staged file is split where it lies (one Ray task per file when Ray is up) into a
     features file and a rejects file shaped like the tables (and an objects file, when a detection
     run staged its objects); the driver then commits those files to each table in one
-    transaction, reading only their footers.
+    transaction, reading only their footers. ``carried`` holds files already shaped as the
+    features and the rejects tables (rows an incremental run carries over), committed in the same
+    transactions.
     """
     files = list_parquet(staging, storage_options=lake.storage_options)
-    if not files:
-        return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
-    filesystem, first = filesystem_for(files[0], lake.storage_options)
-    names = pq.read_schema(first, filesystem=filesystem).names
     keep_run_id = lake.keeps_run_id_in_files()
-    feature_columns = [n for n in names
-                       if n not in (reject_column, OBJECTS_COLUMN) and (keep_run_id or n != "run_id")]
-    parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"),
-             lake.staging(run_id, "objects-commit") if OBJECTS_COLUMN in names else None)
-    options = dict(lake.storage_options) if lake.storage_options else None
-    if ray_is_up():
-        import ray
+    outputs: list[tuple[str | None, str | None, str | None]] = []
+    objects = False
+    if files:
+        filesystem, first = filesystem_for(files[0], lake.storage_options)
+        names = pq.read_schema(first, filesystem=filesystem).names
+        feature_columns = [n for n in names
+                           if n not in (reject_column, OBJECTS_COLUMN) and (keep_run_id or n != "run_id")]
+        objects = OBJECTS_COLUMN in names
+        parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"),
+                 lake.staging(run_id, "objects-commit") if objects else None)
+        options = dict(lake.storage_options) if lake.storage_options else None
+        if ray_is_up():
+            import ray
 
-        remote = ray.remote(_split_scored_file)
-        outputs = ray.get([remote.remote(f, parts, feature_columns, reject_column, keep_run_id, options)
-                           for f in files])
-    else:
-        outputs = [_split_scored_file(f, parts, feature_columns, reject_column, keep_run_id, options) for f in files]
-    n_scored = lake.commit_files("features", [o[0] for o in outputs if o[0]], run_id)
+            remote = ray.remote(_split_scored_file)
+            outputs = ray.get([remote.remote(f, parts, feature_columns, reject_column, keep_run_id, options)
+                               for f in files])
+        else:
+            outputs = [_split_scored_file(f, parts, feature_columns, reject_column, keep_run_id, options)
+                       for f in files]
+    features = [o[0] for o in outputs if o[0]] + list(carried[0])
+    rejects = [o[1] for o in outputs if o[1]] + list(carried[1])
+    if not features and not rejects:
+        return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
+    n_scored = lake.commit_files("features", features, run_id) if features else _empty_run(lake, "features", run_id)
     reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
-    n_rejected = lake.commit_files("rejects", [o[1] for o in outputs if o[1]], run_id, schema=reject_schema)
+    n_rejected = lake.commit_files("rejects", rejects, run_id, schema=reject_schema)
     n_objects = None
-    if parts[2] is not None:
+    if objects:
         n_objects = lake.commit_files("objects", [o[2] for o in outputs if o[2]], run_id,
                                       schema=without_run_id(OBJECTS_SCHEMA, keep_run_id))
     return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected, n_objects=n_objects)
+
+
+def _empty_run(lake: Lake, name: str, run_id: str) -> int:
+    """No row of ``run_id`` in table ``name`` (every row rejected): whatever an earlier attempt left goes."""
+    lake.delete_run(name, run_id)
+    return 0
 
 
 def ray_is_up() -> bool:

@@ -14,7 +14,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -65,6 +65,17 @@ class PoolSource:
     # Per file, the values of the columns its path holds rather than its rows (Delta partitions).
     partitions: list[dict[str, Any]] = field(default_factory=list, compare=False)
     n_rows: int | None = field(default=None, compare=False)  # once counted (check_pool_ids)
+    # Per file, what tells its content changed, from the table's own metadata (Delta: size and time
+    # in the log; Iceberg: size, its files are never rewritten); empty: the file system says (a stat).
+    file_versions: list[str] = field(default_factory=list, compare=False)
+
+    def subset(self, indices: list[int]) -> PoolSource:
+        """The same pool restricted to the files at ``indices``."""
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[i] for i in indices] if values else []
+
+        return replace(self, files=pick(self.files), partitions=pick(self.partitions),
+                       file_versions=pick(self.file_versions), n_rows=None)
 
 
 def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool = False) -> PoolSource:
@@ -80,13 +91,14 @@ def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool
     """
     options = pool.storage_options or None
     partitions: list[dict[str, Any]] = []
+    versions: list[str] = []
     if pool.format == "parquet":
         schema, files = open_table(pool.path, pool.format, storage_options=options, folders=False)
     elif pool.format == "delta":
         snapshot = open_delta(pool.path, version=pool.version, storage_options=options)
-        schema, files, partitions = snapshot.schema, snapshot.files, snapshot.partitions
+        schema, files, partitions, versions = snapshot.schema, snapshot.files, snapshot.partitions, snapshot.versions
     elif pool.format == "iceberg":
-        schema, files = _iceberg_files(pool)
+        schema, files, versions = _iceberg_files(pool)
     elif pool.format == "images":
         files = list_images(pool, staging or tempfile.mkdtemp(prefix="alray-listing-"))
         schema = pq.read_schema(filesystem_for(files[0], options)[1], filesystem=filesystem_for(files[0], options)[0])
@@ -107,7 +119,8 @@ def open_pool(pool: PoolConfig, *, staging: str | None = None, precomputed: bool
     else:
         filesystem = filesystem_for(files[0], options)[0]
         files = [filesystem_for(f, options)[1] for f in files]
-    return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions)
+    return PoolSource(pool.path, pool.format, files, schema, payload, filesystem, partitions,
+                      file_versions=versions)
 
 
 def read_rows(source: PoolSource, ids: list[str], columns: list[str]) -> pa.Table:
@@ -233,7 +246,7 @@ def block_rows_for(source: PoolSource, batch_size: int) -> int:
     return max(batch_size, int(TARGET_BLOCK_BYTES // row_bytes) // batch_size * batch_size)
 
 
-def read_pool(source: PoolSource, *, rows_per_block: int) -> ray.data.Dataset:
+def read_pool(source: PoolSource, *, rows_per_block: int, skip_ids: Any = None) -> ray.data.Dataset:
     """A Ray Dataset over the pool's files, read on the workers in blocks of ``rows_per_block`` rows.
 
     Parquet files (plain, Delta, Iceberg) are read by tasks that stream each file in slices of
@@ -241,7 +254,9 @@ def read_pool(source: PoolSource, *, rows_per_block: int) -> ray.data.Dataset:
     the pool. (Ray's own parquet reader packed the small files of a 1M-row pool into one task that
     read them whole, and that worker's memory grew with the pool.) Rows get the pool's schema:
     Delta partition values are put back, columns a file predates are null. CSV and JSON listings,
-    rows of a few bytes, go through Ray's readers and are cut into blocks after.
+    rows of a few bytes, go through Ray's readers and are cut into blocks after. ``skip_ids`` (an
+    Arrow array of ids, or a Ray object reference to one) leaves those rows out: the rows an
+    incremental run carries over.
     """
     import ray.data
 
@@ -252,26 +267,49 @@ def read_pool(source: PoolSource, *, rows_per_block: int) -> ray.data.Dataset:
         else:
             # pyarrow's JSON reader (Ray's default, not lines=True) reads JSON lines and takes parse options.
             listing = ray.data.read_json(files, filesystem=source.filesystem, parse_options=_json_parse())
+        if skip_ids is not None:
+            listing = listing.map_batches(functools.partial(_without_ids, skip_ids=skip_ids), batch_format="pyarrow")
         return listing.repartition(target_num_rows_per_block=rows_per_block)
     units = ray.data.from_items([{"file": i} for i in range(len(source.files))],
                                 override_num_blocks=min(len(source.files), MAX_READ_TASKS))
-    read = functools.partial(_read_files, files=source.files, partitions=source.partitions, schema=source.schema,
-                             filesystem=source.filesystem, rows_per_block=rows_per_block)
+    read = functools.partial(_read_files, source=source, rows_per_block=rows_per_block, skip_ids=skip_ids)
     # Ray fuses the cut into the read tasks: blocks of rows_per_block rows leave each task as it reads.
     return units.map_batches(read, batch_size=1, batch_format="pyarrow").repartition(
         target_num_rows_per_block=rows_per_block)
 
 
-def _read_files(units: pa.Table, *, files: list[str], partitions: list[dict[str, Any]], schema: pa.Schema,
-                filesystem: pafs.FileSystem | None, rows_per_block: int) -> Iterator[pa.Table]:
-    """Ray task: stream the files ``units`` names as tables of ``schema``, ``rows_per_block`` rows each."""
+def _read_files(units: pa.Table, *, source: PoolSource, rows_per_block: int, skip_ids: Any) -> Iterator[pa.Table]:
+    """Ray task: stream the files ``units`` names as tables of the pool's schema, ``rows_per_block`` rows each."""
     for index in units.column("file").to_pylist():
-        constants = partitions[index] if partitions else {}
-        with pq.ParquetFile(files[index], filesystem=filesystem) as parquet:
-            present = set(parquet.schema_arrow.names)
-            columns = [name for name in schema.names if name in present]
-            for batch in parquet.iter_batches(batch_size=rows_per_block, columns=columns):
-                yield conform(pa.Table.from_batches([batch]), schema, constants)
+        for table in file_batches(source, index, rows_per_block):
+            yield table if skip_ids is None else _without_ids(table, skip_ids)
+
+
+def _without_ids(table: pa.Table, skip_ids: Any) -> pa.Table:
+    if not isinstance(skip_ids, (pa.Array, pa.ChunkedArray)):  # a Ray object reference
+        import ray
+
+        skip_ids = ray.get(skip_ids)
+    return table.filter(pc.invert(pc.is_in(table.column("id").cast(pa.string()), value_set=skip_ids)))
+
+
+def file_batches(source: PoolSource, index: int, rows_per_batch: int) -> Iterator[pa.Table]:
+    """The rows of the pool's file at ``index``, streamed ``rows_per_batch`` at a time, as the pool's schema
+    (parquet files: Delta partition values put back, columns the file predates null) or, for listings, as
+    their reader gives them."""
+    if source.format in ("csv", "jsonl"):
+        dataset = pads.dataset(source.files[index], format=_listing_format(source.format),
+                               filesystem=source.filesystem)
+        for batch in dataset.to_batches(batch_size=rows_per_batch):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+        return
+    constants = source.partitions[index] if source.partitions else {}
+    with pq.ParquetFile(source.files[index], filesystem=source.filesystem) as parquet:
+        present = set(parquet.schema_arrow.names)
+        columns = [name for name in source.schema.names if name in present]
+        for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns):
+            yield conform(pa.Table.from_batches([batch]), source.schema, constants)
 
 
 def conform(table: pa.Table, schema: pa.Schema, constants: dict[str, Any]) -> pa.Table:
@@ -463,7 +501,7 @@ def _as_given(inner: str, like: str) -> str:
     return inner if "://" not in like else f"{urlparse(like).scheme}://{inner}"
 
 
-def _iceberg_files(pool: PoolConfig) -> tuple[pa.Schema, list[str]]:
+def _iceberg_files(pool: PoolConfig) -> tuple[pa.Schema, list[str], list[str]]:
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     catalog = open_catalog(_catalog(pool.catalog), pool.storage_options or None)
@@ -483,7 +521,8 @@ def _iceberg_files(pool: PoolConfig) -> tuple[pa.Schema, list[str]]:
                                  "renamed Iceberg columns are not supported")
     tasks = list(table.scan(snapshot_id=pool.version).plan_files())
     refuse_delete_files(tasks, f"pool {pool.path}")
-    return current.as_arrow(), [task.file.file_path for task in tasks]
+    return (current.as_arrow(), [task.file.file_path for task in tasks],
+            [str(task.file.file_size_in_bytes) for task in tasks])
 
 
 def _field_by_id(schema: Any, field_id: int) -> Any:

@@ -31,6 +31,7 @@ from alray.payloads import PayloadError, TextEncoder
 from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
 from alray.progress import Progress
 from alray.stages.commit import ScoreResult, commit_features
+from alray.stages.incremental import plan_increment, pool_rows_schema, score_key
 from alray.stages.pool_source import (
     PoolSource,
     block_rows_for,
@@ -209,24 +210,28 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
 
 
 def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, ray_config: RayConfig, *, seed: int,
-              run_id: str, lake: Lake, progress: Progress, selection: SelectionConfig | None = None,
-              detection: DetectionConfig | None = None) -> ScoreResult:
-    """Score the pool on Ray and replace this run's rows of the features and rejects tables (and, in a
-    detection run that selects objects, of the objects table).
+              run_id: str, lake: Lake, progress: Progress, score_basis: str, incremental: bool,
+              selection: SelectionConfig | None = None, detection: DetectionConfig | None = None) -> ScoreResult:
+    """Score the pool on Ray and replace this run's rows of the features, rejects and pool_rows tables (and,
+    in a detection run that selects objects, of the objects table).
 
     Takes the config's ``pool``, ``model``, ``score`` and ``ray`` sections, the run seed and, for a
-    detection run (``task: detection``), its ``detection`` section.
+    detection run (``task: detection``), its ``detection`` section; ``score_basis`` is the config's
+    score hash without the pool version. With ``incremental``, only the rows new or changed since the
+    last run with the same score key are scored, the others carried over (:mod:`alray.stages.incremental`).
     """
     staging_pool = _absolute(lake.staging(run_id, "pool"))
     detection_options = None
-    if detection is not None:
-        from alray.stages.score_detection import prepare_detection
+    with progress.phase("score", "check"):
+        if detection is not None:
+            from alray.stages.score_detection import prepare_detection
 
-        source, payload, spec, detection_options = prepare_detection(pool, model, detection, staging=staging_pool,
-                                                                     selection=selection)
-    else:
-        source, payload, spec = check_inputs(pool, model, staging=staging_pool, selection=selection)
-    ensure_ray(ray_config)
+            source, payload, spec, detection_options = prepare_detection(pool, model, detection,
+                                                                         staging=staging_pool, selection=selection)
+        else:
+            source, payload, spec = check_inputs(pool, model, staging=staging_pool, selection=selection)
+    with progress.phase("score", "ray"):
+        ensure_ray(ray_config)
     check_actor_cpus(score, ray_config)
     options = ScoringOptions(payload=payload, mc_samples=score.mc_samples, seed=seed, run_id=run_id,
                              head_only=score.mc_mode == "head", max_image_pixels=score.max_image_pixels,
@@ -240,22 +245,40 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
     # Blocks of one batch, or of about a MiB when a batch is smaller: a worker's memory follows
     # the batch size, not the pool's, and a small pool's blocks still spread over the actors.
     block_rows = block_rows_for(source, score.batch_size)
-    dataset = read_pool(source, rows_per_block=block_rows)
-    # Without a floor, Ray writes one file per block: thousands of files for a million rows,
-    # each then split and committed on its own. Without a ceiling, a file grows with the pool,
-    # and so does the memory of the task that splits it.
-    rows_per_file = max(score.batch_size, ROWS_PER_STAGED_FILE)
-    filesystem, target = None, staging
-    if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
-        filesystem, target = filesystem_for(staging, lake.storage_options)
-    progress.rows(0, total=source.n_rows)
-    with ray_row_counter(progress.rows) as counter:
-        scored = score_dataset(dataset, model, score, options, spec, counter=counter, detection=detection_options)
-        scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
-                             max_rows_per_file=2 * rows_per_file)
-    result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON)
-    progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}"
-                 + ("" if result.n_objects is None else f"; {result.n_objects} objects"))
+    with progress.phase("score", "changes"):
+        key = score_key(score_basis, model, source, options.embedding_dim)
+        # A detection run's sample scores (box_instability) still move in their last bits with the batch an
+        # image is in: its carried rows would not be a rescore's to the bit, so it scores every row.
+        increment = plan_increment(source, lake, run_id, key=key, incremental=incremental and detection is None,
+                                   rows_per_batch=block_rows)
+    if increment.base_run is not None:
+        progress.say(f"score: incremental, against run {increment.base_run}: {increment.n_files_read} of "
+                     f"{increment.n_files} pool files new or changed")
+    if increment.to_score is not None:
+        with progress.phase("score", "model"):
+            dataset = read_pool(increment.to_score, rows_per_block=block_rows, skip_ids=increment.skip_ids)
+            # Without a floor, Ray writes one file per block: thousands of files for a million rows,
+            # each then split and committed on its own. Without a ceiling, a file grows with the pool,
+            # and so does the memory of the task that splits it.
+            rows_per_file = max(score.batch_size, ROWS_PER_STAGED_FILE)
+            filesystem, target = None, staging
+            if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
+                filesystem, target = filesystem_for(staging, lake.storage_options)
+            progress.rows(0, total=increment.n_to_score)
+            with ray_row_counter(progress.rows) as counter:
+                scored = score_dataset(dataset, model, score, options, spec, counter=counter,
+                                       detection=detection_options)
+                scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
+                                     max_rows_per_file=2 * rows_per_file)
+    with progress.phase("score", "commit"):
+        result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON,
+                                 carried=(increment.carried_features, increment.carried_rejects))
+        fail_once("score.before_pool_rows", kill=True)
+        lake.commit_files("pool_rows", increment.pool_rows, run_id, schema=pool_rows_schema(lake))
+    result = dataclasses.replace(result, n_reused=increment.n_reused, reused_from=increment.base_run, score_key=key)
+    reused = f", {result.n_reused} of them carried over" if increment.base_run is not None else ""
+    objects = "" if result.n_objects is None else f"; {result.n_objects} objects"
+    progress.say(f"score: {result.n_scored} scored, {result.n_rejected} rejected of {result.n_pool}{reused}{objects}")
     if result.n_pool == 0:
         raise InputError(f"pool {pool.path}: the pool is empty")
     bad_fraction = result.n_rejected / result.n_pool

@@ -47,6 +47,7 @@ def reference(ray_session, spark, demo_files, tmp_path_factory):
 def _variant(reference, run_id: str, **score):
     config = reference.model_copy(deep=True)
     config.run.run_id = run_id
+    config.run.incremental = False  # scored again, not carried over from the reference run
     for key, value in score.items():
         setattr(config.score, key, value)
     return config
@@ -90,3 +91,44 @@ def test_killed_between_stages_resumes_with_identical_tables(reference, tmp_path
     assert summary.status == "succeeded"
     assert _features(config, "killed").equals(_features(reference, "calm"))
     assert _ranking(config, "killed").equals(_ranking(reference, "calm"))
+
+
+def test_an_incremental_scoring_killed_before_its_pool_rows_reruns_to_the_same_tables(ray_session, demo_files,
+                                                                                       tmp_path):
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(demo_files.pool)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    pq.write_table(rows.slice(0, 200), pool / "part-0.parquet")
+    configs = {}
+    for name in ("calm", "killed"):  # twin lakes, each with a base run of the first 200 rows
+        config = demo_config(demo_files, tmp_path / name)
+        config.pool.path = str(pool)
+        config.run.run_id = "base"
+        run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
+        configs[name] = config
+    pq.write_table(rows.slice(200, 20), pool / "part-1.parquet")
+    configs["calm"].run.run_id = "r2"
+    run_pipeline(configs["calm"], progress=Progress(quiet=True), stages=("score",))
+    config = configs["killed"]
+    config.run.run_id = None
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    arm(FAILPOINTS_DIR, "score.before_pool_rows")  # features and rejects committed, the pool rows not yet
+    killed = subprocess.run([sys.executable, "-m", "alray.cli", "score", str(path), "--run-id", "r2"],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    lake = Lake.from_output(config.output)
+    assert lake.read_run("pool_rows", "r2").num_rows == 0 and lake.read_run("features", "r2").num_rows
+    rerun = subprocess.run([sys.executable, "-m", "alray.cli", "score", str(path), "--run-id", "r2"],
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    calm = Lake.from_output(configs["calm"].output)
+    for source in (lake, calm):
+        row = source.read_run("runs", "r2").to_pylist()[0]
+        assert (row["status"], row["n_scored"], row["n_reused"], row["reused_from"]) == ("succeeded", 20, 200, "base")
+    assert _features(config, "r2").equals(_features(configs["calm"], "r2"))
+    for name, columns in (("rejects", ["id", "reason"]), ("pool_rows", ["id", "row_hash", "source"])):
+        assert (lake.read_run(name, "r2", columns=columns).sort_by("id")
+                .equals(calm.read_run(name, "r2", columns=columns).sort_by("id")))

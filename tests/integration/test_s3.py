@@ -125,6 +125,39 @@ def test_the_whole_pipeline_with_pool_and_lake_on_s3(s3, ray_session, spark, dem
                                                    allow_not_found=True))
 
 
+@pytest.mark.slow
+def test_incremental_scoring_with_pool_and_lake_on_s3(s3, ray_session, demo_files, tmp_path):
+    """A second run on S3 scores only the new rows and copies the rest (server-side, or rewritten)."""
+    from alray.pipeline import run_pipeline
+    from alray.progress import Progress
+    from tests.conftest import demo_config
+
+    fs = s3_filesystem(s3)
+    pool = pq.read_table(demo_files.pool)
+    pq.write_table(pool.slice(0, 60), "lake/incr/pool/part-0.parquet", filesystem=fs)
+    pq.write_table(pool.slice(60, 40), "lake/incr/pool/part-1.parquet", filesystem=fs)
+    config = demo_config(demo_files, tmp_path)
+    config.labeled.path = None
+    config.pool.path, config.pool.storage_options = "s3://lake/incr/pool", s3
+    config.output.path, config.output.storage_options = "s3://lake/incr/lake", s3
+    config.run.run_id = "first"
+    run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
+    pq.write_table(pool.slice(65, 35), "lake/incr/pool/part-1.parquet", filesystem=fs)  # five rows deleted
+    pq.write_table(pool.slice(100, 10), "lake/incr/pool/part-2.parquet", filesystem=fs)
+    config.run.run_id = "second"
+    second = run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
+    assert (second.counts["scored"], second.counts["reused"], second.reused_from) == (10, 95, "first")
+    lake = Lake("s3://lake/incr/lake", storage_options=s3)
+    before = lake.read_run("features", "first").drop_columns(["run_id"]).sort_by("id")
+    after = lake.read_run("features", "second").drop_columns(["run_id"]).sort_by("id")
+    kept = before.filter(pc.invert(pc.is_in(before.column("id"), pool.slice(60, 5).column("id"))))
+    assert after.filter(pc.is_in(after.column("id"), kept.column("id"))).equals(kept)
+    assert after.num_rows + lake.read_run("rejects", "second").num_rows == 105
+    assert lake.read_run("pool_rows", "second").num_rows == 105
+    assert not fs.get_file_info(pa.fs.FileSelector("lake/incr/lake/_staging", recursive=True,
+                                                   allow_not_found=True))
+
+
 def test_similarity_query_table_on_s3(s3):
     from alray.config import StrategyConfig
     from alray.selection.batches import read_query_embeddings

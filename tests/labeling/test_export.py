@@ -97,3 +97,20 @@ def test_only_a_succeeded_run_is_exported(lake_run, tmp_path):
         export_run(lake_run, "r1", to="label-studio", out=tmp_path / "x", url="http://127.0.0.1:9")
     with pytest.raises(InputError, match="--url: only --to label-studio"):
         export_run(lake_run, "r1", to="coco", out=tmp_path / "x", url="http://127.0.0.1:9", token="t")
+
+
+def test_the_cli_takes_the_server_from_label_studio_url_for_label_studio_only(lake_run, tmp_path, capsys,
+                                                                             monkeypatch):
+    from alray.cli import main
+
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(lake_run.model_dump(mode="json")))
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["export", "r1", "--config", str(config), "--to", "coco", "--out", str(tmp_path / "coco")]) == 0
+    capsys.readouterr()
+    # Label Studio tasks go to that server: without a token, the server is refused before any file is written
+    assert main(["export", "r1", "--config", str(config), "--to", "label-studio", "--out", str(tmp_path / "ls")]) == 2
+    assert "--url: set LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+    monkeypatch.delenv("LABEL_STUDIO_URL")
+    assert main(["export", "r1", "--config", str(config), "--to", "label-studio", "--out", str(tmp_path / "ls")]) == 0

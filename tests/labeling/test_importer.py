@@ -61,10 +61,11 @@ def test_labels_of_ids_out_of_any_round_are_kept_and_excluded(lake_run, tmp_path
     assert excluded_ids(off, None, lake, "r2") is None
 
 
-def test_the_cli_imports_a_file_and_says_what_it_did(lake_run, tmp_path, capsys):
+def test_the_cli_imports_a_file_and_says_what_it_did(lake_run, tmp_path, capsys, monkeypatch):
     config = tmp_path / "job.yaml"
     config.write_text(json.dumps(lake_run.model_dump(mode="json")))
     _export_file(tmp_path / "export.json", {"img/01.png": "one"})
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # a FILE is read, whatever the server default
     assert main(["import-labels", str(config), str(tmp_path / "export.json"), "--json"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert (line["n_new"], line["n_tasks"]) == (1, 1)
@@ -73,6 +74,9 @@ def test_the_cli_imports_a_file_and_says_what_it_did(lake_run, tmp_path, capsys)
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["import-labels", str(config), str(tmp_path / "bad.json")]) == 2
     assert "bad.json: not JSON (line 1" in capsys.readouterr().err
+    assert main(["import-labels", str(config)]) == 2  # no FILE: the server of LABEL_STUDIO_URL, which needs more
+    assert "--url: give --project and set LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+    monkeypatch.delenv("LABEL_STUDIO_URL")
     assert main(["import-labels", str(config)]) == 2
     assert "give a Label Studio export FILE, or --url and --project" in capsys.readouterr().err
 

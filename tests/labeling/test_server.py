@@ -40,7 +40,8 @@ def _states(lake: Lake, run_id: str) -> dict[str, str]:
     return {row["id"]: row["state"] for row in read_items(lake).to_pylist() if row["run_id"] == run_id}
 
 
-def test_rounds_through_a_label_studio_server(label_studio, api, ray_session, demo_files, tmp_path, capsys):
+def test_rounds_through_a_label_studio_server(label_studio, api, ray_session, demo_files, tmp_path, capsys,
+                                              monkeypatch):
     config = demo_config(demo_files, tmp_path / "lake", n_samples=8, engine="local", filters=[])
     config.labeled.path = None  # labels come from the lake only
     config.labeled.classes = DIGITS
@@ -64,8 +65,9 @@ def test_rounds_through_a_label_studio_server(label_studio, api, ray_session, de
     assert all(t.data["image"].startswith("data:image/png;base64,") for t in tasks)
     assert all(t.total_predictions == 1 for t in tasks)
     assert set(_states(lake, "round-1").values()) == {"sent"}
-    # exporting again adds no task and changes no state
-    assert main(["export", "round-1", "--config", str(path), "--to", "label-studio", "--url", label_studio.url,
+    # exporting again (the server from LABEL_STUDIO_URL this time) adds no task and changes no state
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    assert main(["export", "round-1", "--config", str(path), "--to", "label-studio",
                  "--project", "digits", "--out", str(tmp_path / "export"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tasks_created"] == 0
     assert len(list(api.tasks.list(project=project))) == 8
@@ -79,7 +81,7 @@ def test_rounds_through_a_label_studio_server(label_studio, api, ray_session, de
         if n < 5:
             answers[task.data["alray_id"]] = label
 
-    assert main(["import-labels", str(path), "--url", label_studio.url, "--project", "digits", "--json"]) == 0
+    assert main(["import-labels", str(path), "--project", "digits", "--json"]) == 0  # --url: LABEL_STUDIO_URL
     imported = json.loads(capsys.readouterr().out)
     assert (imported["n_labels"], imported["n_new"]) == (5, 5)
     assert {row["id"]: row["label"] for row in current_labels(read_labels(lake))} == answers
@@ -87,7 +89,7 @@ def test_rounds_through_a_label_studio_server(label_studio, api, ray_session, de
     assert {i for i, s in states.items() if s == "labeled"} == set(answers)
     assert sum(s == "sent" for s in states.values()) == 3
 
-    # the same annotations from an export file: nothing changes, not even a table version
+    # the same annotations from an export file (a FILE beats LABEL_STUDIO_URL): nothing changes, not even a version
     export_file = tmp_path / "export.json"
     export_file.write_bytes(b"".join(api.projects.exports.download_sync(project, export_type="JSON")))
     versions = [DeltaTable(lake.table(name)).version() for name in ("labels", "round_items")]
