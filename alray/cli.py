@@ -313,7 +313,7 @@ def _rounds(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from alray.lake import Lake
-    from alray.rounds import format_history, history_json, round_history
+    from alray.round_history import format_history, history_json, round_history
 
     config = _config(args)
     history = round_history(Lake.from_output(config.output), now=dt.datetime.now(dt.timezone.utc),

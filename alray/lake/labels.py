@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray.errors import InputError
 from alray.lake.outputs import Lake
+from alray.lake.small_tables import read_whole
 from alray.tables import LABELS_SCHEMA
 
 # What tells one label row from another; the partition and import time are the table's own.
@@ -31,22 +31,6 @@ class LabelsWrite:
     import_id: str | None
     n_new: int
     n_known: int
-
-
-def shaped(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with ``schema``'s columns in order (missing ones null), each cast to its type."""
-    arrays = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-              for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def read_whole(lake: Lake, name: str, schema: pa.Schema) -> pa.Table:
-    """Every row of a small table of the lake, shaped as ``schema``; empty when it does not exist yet."""
-    try:
-        table = lake.read_table(name)
-    except InputError:
-        return schema.empty_table()
-    return shaped(table, schema)
 
 
 def read_labels(lake: Lake) -> pa.Table:

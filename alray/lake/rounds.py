@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray.lake.labels import read_whole, shaped
 from alray.lake.outputs import Lake
+from alray.lake.small_tables import read_whole, shaped
 from alray.tables import ROUND_ITEMS_SCHEMA
 
 Row = dict[str, Any]

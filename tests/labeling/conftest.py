@@ -83,12 +83,17 @@ def write_run(config: Config, run_id: str, picks: list[str], *, others: list[str
     record_selection(lake, run_id, at=started)
 
 
-@pytest.fixture
-def lake_run(tmp_path):
-    """A lake with run ``r1`` that picked ``img/00.png``..``img/03.png`` of a 12-image pool; yields the config."""
-    config = lake_config(tmp_path, write_pool(tmp_path))
+def lake_with_run(root: Path) -> Config:
+    """A lake under ``root`` with run ``r1`` that picked ``img/00.png``..``img/03.png`` of a 12-image pool."""
+    config = lake_config(root, write_pool(root))
     write_run(config, "r1", [f"img/{i:02d}.png" for i in range(4)], others=[f"img/{i:02d}.png" for i in range(4, 8)])
     return config
+
+
+@pytest.fixture
+def lake_run(tmp_path):
+    """A lake with run ``r1`` (:func:`lake_with_run`); yields the config."""
+    return lake_with_run(tmp_path)
 
 
 def free_port() -> int:
