@@ -124,3 +124,17 @@ def test_one_export_imported_by_several_processes_at_once_lands_once(tmp_path, s
     assert len({i for i in import_ids[:3] if i is not None}) == 1
     ids = read_labels(Lake(root, storage_options=options)).column("id").to_pylist()
     assert sorted(ids) == sorted(row["id"] for row in same + other)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_overlapping_exports_imported_by_processes_at_once_land_once(tmp_path, s3, where):
+    """A project's export at 10, 12 and 14 labels and another project's, imported at once: the shared rows
+    are new to each import's read of the table, and each lands once."""
+    root, options = (str(tmp_path / "lake"), None) if where == "local" else ("s3://lake/labels-overlap", s3)
+    rows, other = _label_rows("grown", 14), _label_rows("other", 3)
+    batches = [rows[:10], rows[:12], rows, rows[:12] + other]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(len(batches), mp_context=context) as pool:
+        list(pool.map(import_rows, [root] * len(batches), [options] * len(batches), batches))
+    labels = read_labels(Lake(root, storage_options=options))
+    assert sorted(labels.column("id").to_pylist()) == sorted(row["id"] for row in rows + other)
