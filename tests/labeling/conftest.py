@@ -63,13 +63,15 @@ def write_pool(root: Path, n: int = 12) -> str:
 
 def write_run(config: Config, run_id: str, picks: list[str], *, others: list[str] = (),  # type: ignore[assignment]
               started: dt.datetime | None = None) -> None:
-    """A succeeded run as the pipeline records it: runs row, features (probs, pred, scores), ranking, round."""
+    """A succeeded run as the pipeline records it: runs row, features (embedding, probs, pred, scores), ranking,
+    round."""
     lake = Lake.from_output(config.output)
     started = started or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     ids = [*picks, *others]
     probs = [[0.6, 0.3, 0.1] if i % 2 else [0.2, 0.7, 0.1] for i in range(len(ids))]
     lake.replace_run("features", pa.table({
         "run_id": [run_id] * len(ids), "id": ids, "probs": pa.array(probs, pa.list_(pa.float32())),
+        "embedding": pa.array([[float(i), float(i % 3)] for i in range(len(ids))], pa.list_(pa.float32())),
         "pred": pa.array([int(np.argmax(p)) for p in probs], pa.int32()),
         "entropy": [0.5 + i / 100 for i in range(len(ids))], "margin": [0.3] * len(ids)}), run_id)
     lake.replace_run("ranking", pa.table({
