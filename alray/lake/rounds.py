@@ -98,14 +98,19 @@ def mark_labeled(lake: Lake, labels: list[Row]) -> int:
     """Move the ids of ``labels`` (current labels: ``id``, ``label``, ``round``, ``labeled_at``) to labeled.
 
     A label names its round; one that does not (labeled outside an export) goes to the latest round
-    that selected its id. Ids no round selected are left alone. Returns the rows changed.
+    that selected its id. Every other round where the id waits (``selected`` or ``sent``) has it
+    labeled too: it needs no label any more. Ids no round selected are left alone. Returns the rows
+    changed.
     """
     items = read_items(lake).to_pylist()
     latest_round: dict[str, tuple[Any, str]] = {}
+    waiting: dict[str, set[str]] = {}
     for row in items:
         stamp = (row["selected_at"] or dt.datetime.min.replace(tzinfo=dt.timezone.utc), row["run_id"])
         if row["id"] not in latest_round or stamp > latest_round[row["id"]]:
             latest_round[row["id"]] = stamp
+        if row["state"] in ("selected", "sent"):
+            waiting.setdefault(row["id"], set()).add(row["run_id"])
     in_round = {(row["run_id"], row["id"]) for row in items}
     by_round: dict[str, dict[str, Row]] = {}
     for label in labels:
@@ -113,8 +118,8 @@ def mark_labeled(lake: Lake, labels: list[Row]) -> int:
         if not round_id or (round_id, label["id"]) not in in_round:
             found = latest_round.get(label["id"])
             round_id = found[1] if found else None
-        if round_id:
-            by_round.setdefault(round_id, {})[label["id"]] = label
+        for each in ({round_id} if round_id else set()) | waiting.get(label["id"], set()):
+            by_round.setdefault(each, {})[label["id"]] = label
 
     changed = 0
     for round_id, wanted in sorted(by_round.items()):
