@@ -21,7 +21,7 @@ from alray.labeling.images import FileNames, data_uri, image_info, write_image
 from alray.labeling.label_studio import build_task, client, label_config, push_tasks, task_kind
 from alray.labeling.selection import Selection, load_selection
 from alray.lake import Lake
-from alray.lake.rounds import mark_sent, record_selection
+from alray.lake.rounds import expire_items, mark_sent, record_selection
 
 Target = Literal["label-studio", "coco", "cvat"]
 ImageMode = Literal["auto", "uri", "data", "files"]
@@ -65,6 +65,8 @@ def export_run(config: Config, run_id: str, *, to: Target, out: Path, images: Im
         raise InputError("--url: set LABEL_STUDIO_API_KEY to the API token of the Label Studio user")
     lake = Lake.from_output(config.output)
     selection = load_selection(lake, run_id, config)
+    # ids sent long ago and not labeled are expired first, so exporting them again sends them anew
+    expire_items(lake, now=now, after=config.labeled.expiry())
     record_selection(lake, run_id, at=now)  # a run recorded before rounds existed becomes one now
     out.mkdir(parents=True, exist_ok=True)
     storage = config.pool.storage_options or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import xml.etree.ElementTree as ET
 
@@ -114,3 +115,13 @@ def test_the_cli_takes_the_server_from_label_studio_url_for_label_studio_only(la
     assert "--url: set LABEL_STUDIO_API_KEY" in capsys.readouterr().err
     monkeypatch.delenv("LABEL_STUDIO_URL")
     assert main(["export", "r1", "--config", str(config), "--to", "label-studio", "--out", str(tmp_path / "ls")]) == 0
+
+
+def test_exporting_an_overdue_id_again_records_its_expiry_and_sends_it_anew(lake_run, tmp_path):
+    sent = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    export_run(lake_run, "r1", to="coco", out=tmp_path / "coco", now=sent)
+    later = sent + dt.timedelta(days=20)  # past labeled.expire_after (14 days)
+    again = export_run(lake_run, "r1", to="coco", out=tmp_path / "coco", now=later)
+    assert again.newly_sent == 4
+    rows = read_items(Lake.from_output(lake_run.output)).to_pylist()
+    assert {(row["state"], row["sent_at"], row["expired_at"]) for row in rows} == {("sent", later, None)}
