@@ -69,7 +69,7 @@ def export_run(config: Config, run_id: str, *, to: Target, out: Path, images: Im
     expire_items(lake, now=now, after=config.labeled.expiry())
     record_selection(lake, run_id, at=now)  # a run recorded before rounds existed becomes one now
     out.mkdir(parents=True, exist_ok=True)
-    storage = config.pool.storage_options or None
+    storage = selection.pool.storage_options or None
     summary = ExportSummary(run_id, to, len(selection.items), [], "", 0)
     if to == "label-studio":
         mode = images if images != "auto" else ("uri" if selection.payload == "uri" else "data")

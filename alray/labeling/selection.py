@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,11 +9,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from alray.config import Config, PoolConfig, config_from_dict
-from alray.errors import AlrayError, InputError
+from alray.config import Config, PoolConfig
+from alray.errors import InputError
 from alray.lake import Lake, filesystem_for
-from alray.lake.filesystems import join_path
 from alray.payloads import PayloadError, read_uri
+from alray.run_records import recorded_config, run_row
 from alray.tables import UNCERTAINTY_SCORES
 
 
@@ -52,37 +51,34 @@ class Item:
 
 @dataclass
 class Selection:
-    """A succeeded run's picks in rank order, its pool and the class names of its model."""
+    """A succeeded run's picks in rank order, the config it recorded and the class names of its model."""
 
     run_id: str
     items: list[Item]
-    pool: PoolConfig
+    config: Config  # as the run recorded it (alray.run_records.recorded_config)
     classes: list[str]
     payload: str  # image, uri or text
 
+    @property
+    def pool(self) -> PoolConfig:
+        """The pool the run read."""
+        return self.config.pool
 
-def run_pool(lake: Lake, run_id: str, config: Config) -> PoolConfig:
-    """The pool the run read (as its runs row recorded it), with ``config``'s credentials (never recorded)."""
-    try:
-        runs = lake.read_table("runs", columns=["run_id", "status", "config"])
-    except InputError:
-        raise InputError(f"runs table {lake.table('runs')}: not found; run alray run first") from None
-    rows = runs.filter(pc.equal(runs.column("run_id"), run_id)).to_pylist()
-    if not rows:
-        raise InputError(f"run {run_id!r}: not in the runs table under {lake.root}")
-    if rows[0]["status"] != "succeeded":
-        raise InputError(f"run {run_id!r}: its status is {rows[0]['status']}; only a succeeded run's selection "
+
+def run_config(lake: Lake, run_id: str, config: Config) -> Config:
+    """The config a succeeded run recorded, with ``config``'s credentials and lake; InputError for a run that
+    is not there or did not succeed."""
+    run = run_row(lake, run_id)
+    if run["status"] != "succeeded":
+        raise InputError(f"run {run_id!r}: its status is {run['status']}; only a succeeded run's selection "
                          "can be exported")
-    try:
-        recorded = config_from_dict(json.loads(rows[0]["config"])).pool
-    except (AlrayError, TypeError, ValueError):  # a config an older version recorded: the one given
-        return config.pool
-    return recorded.model_copy(update={"storage_options": config.pool.storage_options})
+    recorded, _note = recorded_config(run, config)  # an older record: the config given
+    return recorded
 
 
 def load_selection(lake: Lake, run_id: str, config: Config) -> Selection:
     """The picks of ``run_id`` with their features and payloads (read only for those ids)."""
-    pool = run_pool(lake, run_id, config)
+    recorded = run_config(lake, run_id, config)
     ranking = lake.read_run("ranking", run_id, columns=["id", "rank", "selected", "score"])
     picks = sorted((row for row in ranking.to_pylist() if row["selected"]), key=lambda row: row["rank"])
     if not picks:
@@ -95,12 +91,12 @@ def load_selection(lake: Lake, run_id: str, config: Config) -> Selection:
         items.append(Item(id=row["id"], rank=int(row["rank"]), score=row["score"], pred=found.get("pred"),
                           probs=found.get("probs"),
                           scores={k: float(found[k]) for k in UNCERTAINTY_SCORES if found.get(k) is not None}))
-    payload = _attach_payloads(pool, items)
+    payload = _attach_payloads(recorded.pool, items)
     width = max((len(item.probs) for item in items if item.probs), default=0)
-    classes = list(config.labeled.classes or [str(c) for c in range(width)])
+    classes = list(config.labeled.classes or recorded.labeled.classes or [str(c) for c in range(width)])
     if width and len(classes) < width:
         raise InputError(f"labeled.classes: {len(classes)} names for a model of {width} classes")
-    return Selection(run_id, items, pool, classes, payload)
+    return Selection(run_id, items, recorded, classes, payload)
 
 
 def _feature_rows(lake: Lake, run_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -116,19 +112,14 @@ def _feature_rows(lake: Lake, run_id: str, ids: list[str]) -> dict[str, dict[str
 
 
 def _attach_payloads(pool: PoolConfig, items: list[Item]) -> str:
-    """Fill each item's image, URI or text from the pool; return which of the three the pool holds."""
-    if pool.format == "images":
-        for item in items:
-            item.uri = join_path(pool.path, item.id)
-        return "uri"
-    from alray.stages.pool_source import open_pool, read_rows
+    """Fill each item's image, URI or text from the pool (the report's reader); return which of the three
+    the pool holds."""
+    from alray.stages.pool_source import PAYLOAD_COLUMNS, read_payloads
 
-    source = open_pool(pool)
-    if source.payload not in ("image", "uri", "text"):
-        raise InputError(f"pool {pool.path}: its payload is {source.payload!r}; a labeling tool needs an image, "
+    payloads = read_payloads(pool, [item.id for item in items])
+    if payloads.column not in PAYLOAD_COLUMNS:
+        raise InputError(f"pool {pool.path}: its payload is {payloads.column!r}; a labeling tool needs an image, "
                          "a uri or a text column")
-    rows = read_rows(source, [item.id for item in items], ["id", source.payload]).to_pylist()
-    found = {row["id"]: row[source.payload] for row in rows}
     for item in items:
-        setattr(item, source.payload, found.get(item.id))
-    return source.payload
+        setattr(item, payloads.column, payloads.values.get(item.id))
+    return payloads.column

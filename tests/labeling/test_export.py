@@ -125,3 +125,36 @@ def test_exporting_an_overdue_id_again_records_its_expiry_and_sends_it_anew(lake
     assert again.newly_sent == 4
     rows = read_items(Lake.from_output(lake_run.output)).to_pylist()
     assert {(row["state"], row["sent_at"], row["expired_at"]) for row in rows} == {("sent", later, None)}
+
+
+def test_a_glob_of_image_files_is_exported_from_the_folder_the_ids_are_relative_to(tmp_path):
+    from alray.config import config_from_dict
+    from tests.labeling.conftest import CLASSES, _png
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, name in enumerate(["a.png", "b.png"]):
+        (folder / name).write_bytes(_png(i))
+    (folder / "notes.jpg").write_bytes(b"not matched by the glob")
+    config = config_from_dict({"pool": {"path": str(folder / "*.png"), "format": "images"},
+                               "labeled": {"classes": CLASSES}, "selection": {"n_samples": 2},
+                               "output": {"path": str(tmp_path / "lake")}})
+    write_run(config, "r1", ["b.png", "a.png"])
+    export_run(config, "r1", to="label-studio", out=tmp_path / "out", images="uri")
+    tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert [t["data"]["image"] for t in tasks] == [str(folder / "b.png"), str(folder / "a.png")]
+    export_run(config, "r1", to="coco", out=tmp_path / "coco")
+    assert (tmp_path / "coco" / "images" / "b.png").read_bytes() == _png(1)
+
+
+def test_the_export_reads_the_run_s_recorded_config_as_the_report_does(lake_run, tmp_path):
+    """Given only the lake (another job file, no pool, no classes), the export finds the pool and the class
+    names the run recorded, with the given config's credentials, through the report's reader."""
+    from alray.config import config_from_dict
+
+    elsewhere = config_from_dict({"pool": {"path": str(tmp_path / "moved"), "storage_options": {"token": "t"}},
+                                  "selection": {"n_samples": 1}, "output": lake_run.output.model_dump(mode="json")})
+    export_run(elsewhere, "r1", to="label-studio", out=tmp_path / "out")
+    tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert tasks[0]["predictions"][0]["result"][0]["value"]["choices"] == [CLASSES[1]]
+    assert tasks[0]["data"]["image"].startswith("data:image/png;base64,")
