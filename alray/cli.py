@@ -119,7 +119,8 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--out", help="output folder (default exports/RUN_ID/FORMAT)")
     export.add_argument("--images", default="auto", choices=["auto", "uri", "data", "files"],
                         help="how Label Studio tasks reference images: the pool's URIs, inline data URIs, or "
-                        "files under OUT/images (default: uri for pools of URIs, data for image bytes)")
+                        "files under OUT/images (default: uri when every URI is http(s), s3, gs or azure-blob, "
+                        "else data)")
     export.add_argument("--url", help="Label Studio server: create or update the project there (default, with "
                         "--to label-studio: LABEL_STUDIO_URL; token: LABEL_STUDIO_API_KEY)")
     export.add_argument("--project", help="Label Studio project title (default 'alray RUN_ID') or id")

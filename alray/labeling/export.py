@@ -27,6 +27,8 @@ Target = Literal["label-studio", "coco", "cvat"]
 ImageMode = Literal["auto", "uri", "data", "files"]
 # Label Studio serves files under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at this path.
 LOCAL_FILES_URL = "/data/local-files/?d="
+# URIs a Label Studio server loads itself: over HTTP, or from a cloud storage connected to the project.
+SERVED_SCHEMES = ("http://", "https://", "s3://", "gs://", "azure-blob://")
 
 
 @dataclass
@@ -72,7 +74,7 @@ def export_run(config: Config, run_id: str, *, to: Target, out: Path, images: Im
     storage = selection.pool.storage_options or None
     summary = ExportSummary(run_id, to, len(selection.items), [], "", 0)
     if to == "label-studio":
-        mode = images if images != "auto" else ("uri" if selection.payload == "uri" else "data")
+        mode = images if images != "auto" else auto_image_mode(selection)
         tasks = _label_studio_tasks(selection, mode, out, storage, kind.name)
         path = out / "tasks.json"
         path.write_text(json.dumps(tasks, indent=1))
@@ -96,6 +98,15 @@ def export_run(config: Config, run_id: str, *, to: Target, out: Path, images: Im
     summary.newly_sent = mark_sent(lake, run_id, [item.id for item in selection.items],
                                    destination=summary.destination, at=now)
     return summary
+
+
+def auto_image_mode(selection: Selection) -> str:
+    """``uri`` when every pick's URI is one Label Studio can load itself (http(s), or an object store
+    through a cloud storage connected to the project), else ``data``: a local path or a file listing
+    names files that a Label Studio server elsewhere cannot read."""
+    served = selection.payload == "uri" and all(
+        (item.uri or "").lower().startswith(SERVED_SCHEMES) for item in selection.items)
+    return "uri" if served else "data"
 
 
 def _label_studio_tasks(selection: Selection, mode: str, out: Path, storage: dict[str, str] | None,

@@ -84,11 +84,30 @@ def test_a_pool_of_uris_is_referenced_as_given(tmp_path):
     pq.write_table(pa.table({"id": ["u0", "u1", "u2"], "uri": uris}), tmp_path / "pool" / "p.parquet")
     config = lake_config(tmp_path, str(tmp_path / "pool"))
     write_run(config, "r1", ["u2", "u0"])
+    # a Label Studio server cannot read this machine's paths: by default the images go inline
     export_run(config, "r1", to="label-studio", out=tmp_path / "out")
+    tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert [base64.b64decode(t["data"]["image"].split(",", 1)[1]) for t in tasks] == [_png(2), _png(0)]
+    export_run(config, "r1", to="label-studio", out=tmp_path / "out", images="uri")  # as asked
     tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
     assert [t["data"]["image"] for t in tasks] == [uris[2], uris[0]]
     export_run(config, "r1", to="cvat", out=tmp_path / "cvat")  # files read through their URIs
     assert sorted(p.name for p in (tmp_path / "cvat" / "images").iterdir()) == ["u0.png", "u2.png"]
+
+
+def test_uris_label_studio_loads_itself_are_referenced_as_given(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.labeling.conftest import lake_config
+
+    uris = ["https://images.example.com/a.png", "s3://bucket/b.png", "gs://bucket/c.png"]
+    (tmp_path / "pool").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "uri": uris}), tmp_path / "pool" / "p.parquet")
+    config = lake_config(tmp_path, str(tmp_path / "pool"))
+    write_run(config, "r1", ["a", "b", "c"])
+    export_run(config, "r1", to="label-studio", out=tmp_path / "out")
+    assert [t["data"]["image"] for t in json.loads((tmp_path / "out" / "tasks.json").read_text())] == uris
 
 
 def test_only_a_succeeded_run_is_exported(lake_run, tmp_path):
