@@ -350,7 +350,7 @@ def _import_labels(args: argparse.Namespace) -> int:
 
     from alray.errors import InputError
     from alray.labeling.importer import import_labels, read_export_file
-    from alray.labeling.label_studio import client, fetch_export
+    from alray.labeling.label_studio import client, fetch_export, server_errors
 
     config = _config(args)
     url = args.url or (None if args.file else os.environ.get("LABEL_STUDIO_URL"))
@@ -358,7 +358,8 @@ def _import_labels(args: argparse.Namespace) -> int:
         token = os.environ.get("LABEL_STUDIO_API_KEY")
         if not token or not args.project:
             raise InputError("--url: give --project and set LABEL_STUDIO_API_KEY to the user's API token")
-        project_id, tasks = fetch_export(client(url, token), args.project)
+        with server_errors(url, args.project):
+            project_id, tasks = fetch_export(client(url, token), args.project)
         source = f"{url.rstrip('/')}/projects/{project_id}"
     elif args.file:
         tasks, source = read_export_file(Path(args.file)), args.file

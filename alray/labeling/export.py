@@ -18,7 +18,7 @@ from alray.errors import InputError
 from alray.faults import fail_once
 from alray.labeling.coco_cvat import ExportedImage, write_coco, write_cvat
 from alray.labeling.images import FileNames, data_uri, image_info, write_image
-from alray.labeling.label_studio import build_task, client, label_config, push_tasks, task_kind
+from alray.labeling.label_studio import build_task, client, label_config, push_tasks, server_errors, task_kind
 from alray.labeling.selection import Selection, load_selection
 from alray.lake import Lake
 from alray.lake.rounds import expire_items, mark_sent, record_selection
@@ -83,8 +83,9 @@ def export_run(config: Config, run_id: str, *, to: Target, out: Path, images: Im
         if url:
             assert token is not None
             title = project or f"alray {run_id}"
-            pushed = push_tasks(client(url, token), title, label_config(kind, selection.payload, selection.classes),
-                                tasks)
+            with server_errors(url, title):
+                pushed = push_tasks(client(url, token), title,
+                                    label_config(kind, selection.payload, selection.classes), tasks)
             summary.project_id, summary.tasks_created, summary.tasks_existing = (
                 pushed.project_id, pushed.created, pushed.existing)
             summary.destination = f"label-studio:{url.rstrip('/')}/projects/{pushed.project_id}"

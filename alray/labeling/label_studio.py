@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -176,16 +177,47 @@ def client(url: str, token: str) -> Any:
     except ImportError:
         raise InputError("--url: the Label Studio API needs label-studio-sdk: pip install 'alray[labelstudio]'") \
             from None
-    return LabelStudio(base_url=url.rstrip("/"), api_key=token)
+    with server_errors(url):
+        return LabelStudio(base_url=url.rstrip("/"), api_key=token)
+
+
+@contextmanager
+def server_errors(url: str, project: str | None = None) -> Iterator[None]:
+    """Turn what the server answers (or the way to it fails with) into an InputError naming ``--url``,
+    ``--project`` or ``LABEL_STUDIO_API_KEY``; other errors go through."""
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        raise InputError(_refusal(exc.status_code, exc.body, url, project)) from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--url {url}: cannot reach a Label Studio server there ({reason})") from None
+
+
+def _refusal(status: int | None, body: Any, url: str, project: str | None) -> str:
+    detail = body.get("detail") or body.get("validation_errors") if isinstance(body, dict) else body
+    text = " ".join(str(detail or "").split())[:200]
+    if status in (401, 403):
+        return (f"LABEL_STUDIO_API_KEY: the Label Studio server at {url} refused the token (HTTP {status}"
+                f"{': ' + text if text else ''}); set it to the API token of a user of that server")
+    if status == 404 and project:
+        return f"--project {project}: not found on the Label Studio server at {url} (HTTP 404)"
+    flag = f"--project {project}" if project else f"--url {url}"
+    return f"{flag}: the Label Studio server at {url} answered HTTP {status}{': ' + text if text else ''}"
 
 
 def find_project(api: Any, project: str) -> Any | None:
     """The project whose id (digits) or title is ``project``; None when there is none."""
     if project.isdigit():
+        from label_studio_sdk.core.api_error import ApiError
+
         try:
             return api.projects.get(int(project))
-        except Exception as exc:  # the SDK raises its ApiError (404) for an unknown id
-            if getattr(exc, "status_code", None) == 404:
+        except ApiError as exc:
+            if exc.status_code == 404:
                 return None
             raise
     for found in api.projects.list(title=project):

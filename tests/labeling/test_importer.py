@@ -81,6 +81,25 @@ def test_the_cli_imports_a_file_and_says_what_it_did(lake_run, tmp_path, capsys,
     assert "give a Label Studio export FILE, or --url and --project" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("url, reason", [("http://127.0.0.1:{port}", "cannot reach a Label Studio server there"),
+                                         ("label-studio.example", "cannot reach a Label Studio server there")])
+def test_a_bad_url_is_one_line_naming_it_with_exit_2(lake_run, tmp_path, capsys, monkeypatch, url, reason):
+    from tests.labeling.conftest import free_port
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(lake_run.model_dump(mode="json")))
+    url = url.format(port=free_port())  # nothing listens there
+    for command in (["export", "r1", "--config", str(config), "--to", "label-studio", "--out", str(tmp_path / "o")],
+                    ["import-labels", str(config)]):
+        assert main([*command, "--url", url, "--project", "p"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"alray: error: --url {url}: {reason} (") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    states = {row["state"] for row in read_items(Lake.from_output(lake_run.output)).to_pylist()}
+    assert states == {"selected"}  # nothing was marked sent
+
+
 def test_read_export_file_names_the_file(tmp_path):
     with pytest.raises(InputError, match=r"nope\.json: file not found"):
         read_export_file(tmp_path / "nope.json")
