@@ -124,7 +124,9 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--url", help="Label Studio server: create or update the project there (default, with "
                         "--to label-studio: LABEL_STUDIO_URL; token: LABEL_STUDIO_API_KEY)")
     export.add_argument("--project", help="Label Studio project title (default 'alray RUN_ID') or id")
-    export.add_argument("--task", default="classification", help="labeling task kind (classification)")
+    export.add_argument("--task", choices=["classification", "detection"],
+                        help="labeling task kind: classification (choices) or detection (rectangles); default: "
+                        "the run's task")
     export.add_argument("--json", action="store_true", help="print one JSON summary line")
     labels = commands.add_parser("import-labels", help="read Label Studio's JSON export (a file or the API) "
                                  "into the labels table")
@@ -133,7 +135,9 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     labels.add_argument("--url", help="Label Studio server to export from (default, without FILE: LABEL_STUDIO_URL; "
                         "token: LABEL_STUDIO_API_KEY)")
     labels.add_argument("--project", help="with --url: the project's title or id")
-    labels.add_argument("--task", default="classification", help="labeling task kind (classification)")
+    labels.add_argument("--task", choices=["classification", "detection"],
+                        help="labeling task kind: classification (choices) or detection (rectangles); default: "
+                        "the config's task")
     labels.add_argument("--json", action="store_true", help="print one JSON summary line")
 
 

@@ -14,7 +14,10 @@ from alray.errors import InputError
 from alray.lake import Lake, filesystem_for
 from alray.payloads import PayloadError, read_uri
 from alray.run_records import recorded_config, run_row
-from alray.tables import UNCERTAINTY_SCORES
+from alray.tables import DETECTION_SCORES, UNCERTAINTY_SCORES
+
+# The scores a task carries: a classification run's, or a detection run's.
+SCORES = (*UNCERTAINTY_SCORES, *(s for s in DETECTION_SCORES if s not in UNCERTAINTY_SCORES))
 
 
 @dataclass
@@ -30,12 +33,31 @@ class Item:
     image: bytes | None = None
     uri: str | None = None
     text: str | None = None
+    detections: list[dict[str, Any]] | None = None  # a detection run's boxes (the features' detections column)
+    width: int | None = None   # the image's size in pixels, once read (detection exports need it)
+    height: int | None = None
 
     def confidence(self) -> float | None:
         """The predicted class's probability."""
         if self.pred is None or not self.probs or self.pred >= len(self.probs):
             return None
         return float(self.probs[self.pred])
+
+    def boxes(self, classes: list[str]) -> list[dict[str, Any]]:
+        """The detector's boxes clipped to the image (``width``, ``height`` known): ``label`` (the class name),
+        ``x0, y0, x1, y1`` (pixels), ``score``; boxes of a class without a name, or nothing left once clipped,
+        are left out."""
+        assert self.width and self.height, "the image's size is read first"
+        boxes = []
+        for box in self.detections or []:
+            if box["label"] is None or not 0 <= box["label"] < len(classes):
+                continue
+            x0, y0 = max(0.0, float(box["x0"])), max(0.0, float(box["y0"]))
+            x1, y1 = min(float(self.width), float(box["x1"])), min(float(self.height), float(box["y1"]))
+            if x1 > x0 and y1 > y0:
+                boxes.append({"label": classes[box["label"]], "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+                              "score": box.get("score")})
+        return boxes
 
     def image_bytes(self, storage_options: dict[str, str] | None) -> bytes:
         """The image's encoded bytes: held, or read from its URI."""
@@ -90,10 +112,15 @@ def load_selection(lake: Lake, run_id: str, config: Config) -> Selection:
         found = features.get(row["id"], {})
         items.append(Item(id=row["id"], rank=int(row["rank"]), score=row["score"], pred=found.get("pred"),
                           probs=found.get("probs"),
-                          scores={k: float(found[k]) for k in UNCERTAINTY_SCORES if found.get(k) is not None}))
+                          scores={k: float(found[k]) for k in SCORES if found.get(k) is not None},
+                          detections=found.get("detections")))
     payload = _attach_payloads(recorded.pool, items)
-    width = max((len(item.probs) for item in items if item.probs), default=0)
-    classes = list(config.labeled.classes or recorded.labeled.classes or [str(c) for c in range(width)])
+    width = max([len(item.probs) for item in items if item.probs]
+                + [box["label"] + 1 for item in items for box in item.detections or [] if box["label"] is not None]
+                + [0])
+    named = config.labeled.classes or (recorded.detection.classes if recorded.task == "detection" else None) \
+        or recorded.labeled.classes
+    classes = list(named or [str(c) for c in range(width)])
     if width and len(classes) < width:
         raise InputError(f"labeled.classes: {len(classes)} names for a model of {width} classes")
     return Selection(run_id, items, recorded, classes, payload)
@@ -106,7 +133,7 @@ def _feature_rows(lake: Lake, run_id: str, ids: list[str]) -> dict[str, dict[str
     filesystem = filesystem_for(files[0], lake.storage_options)[0]
     dataset = pads.dataset([filesystem_for(f, lake.storage_options)[1] for f in files], filesystem=filesystem,
                            format="parquet")
-    wanted = [c for c in ("id", "pred", "probs", *UNCERTAINTY_SCORES) if c in dataset.schema.names]
+    wanted = [c for c in ("id", "pred", "probs", "detections", *SCORES) if c in dataset.schema.names]
     table = dataset.to_table(columns=wanted, filter=pc.field("id").isin(pa.array(ids, pa.string())))
     return {row["id"]: row for row in table.to_pylist()}
 

@@ -13,7 +13,7 @@ from alray.errors import InputError
 from alray.labeling.export import export_run
 from alray.lake import Lake
 from alray.lake.rounds import read_items
-from tests.labeling.conftest import CLASSES, write_run
+from tests.labeling.conftest import BOXES, CLASSES, SHAPES, detection_lake, write_run
 
 
 def _states(config) -> dict[str, str]:
@@ -177,3 +177,52 @@ def test_the_export_reads_the_run_s_recorded_config_as_the_report_does(lake_run,
     tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
     assert tasks[0]["predictions"][0]["result"][0]["value"]["choices"] == [CLASSES[1]]
     assert tasks[0]["data"]["image"].startswith("data:image/png;base64,")
+
+
+@pytest.fixture
+def detection_run(tmp_path):
+    return detection_lake(tmp_path)
+
+
+def test_a_detection_run_exports_its_boxes_as_rectangles(detection_run, tmp_path):
+    export_run(detection_run, "d1", to="label-studio", out=tmp_path / "ls")
+    first, second = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    assert (first["data"]["alray_width"], first["data"]["alray_height"]) == (12, 12)
+    assert [(r["type"], r["value"]["rectanglelabels"], r["value"]["x"], r["value"]["width"])
+            for r in first["predictions"][0]["result"]] == [("rectanglelabels", ["square"], 50.0, 50.0),
+                                                            ("rectanglelabels", ["circle"], 0.0, 25.0)]
+    assert "predictions" not in second  # no objects: nothing to pre-annotate
+
+    export_run(detection_run, "d1", to="coco", out=tmp_path / "coco")
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == SHAPES
+    assert [(a["image_id"], a["category_id"], a["bbox"]) for a in coco["annotations"]] == [
+        (1, 2, [6.0, 3.0, 6.0, 6.0]), (1, 1, [0.0, 0.0, 3.0, 6.0])]  # clipped to the image, as in Label Studio
+
+    export_run(detection_run, "d1", to="cvat", out=tmp_path / "cvat")
+    root = ET.parse(tmp_path / "cvat" / "annotations.xml").getroot()
+    assert {label.findtext("type") for label in root.find("meta/task/labels")} == {"rectangle"}
+    (box, _) = root.find("image").findall("box")
+    assert (box.attrib["label"], box.attrib["xtl"], box.attrib["ybr"], box.attrib["source"]) == (
+        "square", "6.00", "9.00", "auto")
+
+
+def test_rectangles_drawn_in_label_studio_come_back_as_the_image_s_boxes(detection_run, tmp_path):
+    from alray.labeling.importer import import_labels
+    from alray.lake.labels import current_labels, read_labels
+
+    export_run(detection_run, "d1", to="label-studio", out=tmp_path / "ls")
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    drawn = {"type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": 12,
+             "original_height": 12, "value": {"x": 25.0, "y": 50.0, "width": 50.0, "height": 25.0, "rotation": 0,
+                                              "rectanglelabels": ["circle"]}}
+    for n, task in enumerate(tasks):  # the first gets a box, the second is marked as holding no object
+        task.update(id=n + 1, annotations=[{"id": n + 1, "updated_at": "2026-03-01T00:00:00Z",
+                                            "result": [drawn] if n == 0 else []}])
+    summary = import_labels(detection_run, tasks, source="export.json")
+    assert summary.n_new == 2
+    labels = {row["id"]: json.loads(row["label"]) for row in current_labels(read_labels(
+        Lake.from_output(detection_run.output)))}
+    assert labels == {"img/00.png": [{"label": "circle", "x0": 3.0, "y0": 6.0, "x1": 9.0, "y1": 9.0}],
+                      "img/01.png": []}
+    assert _states(detection_run) == dict.fromkeys(BOXES, "labeled")
