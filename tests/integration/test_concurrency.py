@@ -155,10 +155,13 @@ def _import_file(path, ids: list[str]) -> str:
     return str(path)
 
 
-def test_real_runs_and_imports_in_processes_at_once_keep_each_row_once(demo_files, tmp_path):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_real_runs_and_imports_in_processes_at_once_keep_each_row_once(demo_files, tmp_path, request, where):
     """Two ``alray run`` and two ``alray import-labels`` (overlapping exports) as separate processes on one
-    lake at the same time: each run's rows land once, each label once."""
+    lake (local disk, loopback S3) at the same time: each run's rows land once, each label once."""
     config = demo_config(demo_files, tmp_path / "lake", engine="local", n_samples=5)
+    if where == "s3":
+        config.output.path, config.output.storage_options = "s3://lake/real-processes", request.getfixturevalue("s3")
     config.score.mc_samples = 2
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
