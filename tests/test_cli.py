@@ -161,6 +161,17 @@ def _in_a_terminal(args: list[str], timeout: float = 300, cwd=None) -> tuple[int
     return code, b"".join(chunks).decode("utf-8", "replace")
 
 
+def _alray_lines_only(code: int, screen: str, *, rows: str) -> None:
+    """A succeeded command's screen: at most 40 lines, none of the engines', a live score bar over ``rows``."""
+    assert code == 0, screen[-3000:]
+    lines = screen.replace("\r\n", "\n").split("\n")
+    assert len(lines) <= 40, screen
+    assert not ENGINE_MARKERS.search(screen), ENGINE_MARKERS.search(screen)
+    # a live bar with rows, rate and percentage drew over itself, and left one line per stage
+    assert re.search(rf"\r\[alray\] score: +\d+%\|.*\| \d\d:\d\d, [\d,]+/{rows} rows", screen)
+    assert re.search(rf"[\r\n]\[alray\] score: finished in [\d.]+s \({rows} rows, [\d,]+ rows/s\)", screen)
+
+
 def test_the_demo_on_a_terminal_shows_at_most_40_alray_lines_and_logs_the_engines(tmp_path):
     """What the issue asks of ``make demo``: ``alray demo`` builds the pool and the model (under the directory it
     runs from) and runs conf/demo.yaml in at most 40 lines of its own (its selection runs locally: the next
@@ -170,13 +181,7 @@ def test_the_demo_on_a_terminal_shows_at_most_40_alray_lines_and_logs_the_engine
     demo_yaml = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"
     code, screen = _in_a_terminal(["demo", "--config", str(demo_yaml), "--run-id", "tty-1"], cwd=tmp_path,
                                   timeout=600)
-    assert code == 0, screen[-3000:]
-    lines = screen.replace("\r\n", "\n").split("\n")
-    assert len(lines) <= 40, screen
-    assert not ENGINE_MARKERS.search(screen), ENGINE_MARKERS.search(screen)
-    # a live bar with rows, rate and percentage drew over itself, and left one line per stage
-    assert re.search(r"\r\[alray\] score: +\d+%\|.*\| \d\d:\d\d, [\d,]+/1,8\d\d rows", screen)
-    assert re.search(r"[\r\n]\[alray\] score: finished in [\d.]+s \(1,8\d\d rows, [\d,]+ rows/s\)", screen)
+    _alray_lines_only(code, screen, rows=r"1,8\d\d")
     assert "demo: pool of 1" in screen and "The ranking of what to label next:" in screen
     log = tmp_path / "demo" / "lake" / "logs" / "tty-1.log"
     assert f"engine logs (Ray, Spark): {log.relative_to(tmp_path)}" in screen
@@ -191,13 +196,7 @@ def test_a_run_on_a_terminal_shows_alray_lines_only_and_logs_the_engines(demo_fi
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     code, screen = _in_a_terminal(["run", str(path), "--run-id", "tty-1"])
-    assert code == 0, screen[-3000:]
-    lines = screen.replace("\r\n", "\n").split("\n")
-    assert len(lines) <= 40, screen
-    assert not ENGINE_MARKERS.search(screen), ENGINE_MARKERS.search(screen)
-    # a live bar with rows, rate and percentage drew over itself, and left one line per stage
-    assert re.search(r"\r\[alray\] score: +\d+%\|.*\| \d\d:\d\d, [\d,]+/3\d\d rows", screen)
-    assert re.search(r"[\r\n]\[alray\] score: finished in [\d.]+s \(3\d\d rows, [\d,]+ rows/s\)", screen)
+    _alray_lines_only(code, screen, rows=r"3\d\d")
     log = tmp_path / "lake" / "logs" / "tty-1.log"
     assert f"engine logs (Ray, Spark): {log}" in screen
     text = log.read_text()
