@@ -32,6 +32,7 @@ class ExportedImage:
     prediction: str | None
     confidence: float | None
     boxes: list[dict[str, Any]] = field(default_factory=list)  # label (class name), x0, y0, x1, y1, score
+    objects: list[dict[str, Any]] | None = None  # a crop-selection run's picked objects: id, rank, score
 
 
 def write_coco(path: Path, images: list[ExportedImage], classes: list[str], *, run_id: str,
@@ -53,7 +54,8 @@ def write_coco(path: Path, images: list[ExportedImage], classes: list[str], *, r
         "licenses": [],
         "images": [{"id": n, "file_name": image.file_name, "width": image.info.width, "height": image.info.height,
                     "alray": {"id": image.id, "round": run_id, "rank": image.rank, "score": image.score,
-                              "prediction": image.prediction, "confidence": image.confidence}}
+                              "prediction": image.prediction, "confidence": image.confidence,
+                              **({"objects": image.objects} if image.objects else {})}}
                    for n, image in enumerate(images, start=1)],
         "annotations": annotations,
         "categories": [{"id": n, "name": name, "supercategory": ""} for name, n in category.items()],

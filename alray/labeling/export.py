@@ -170,5 +170,5 @@ def _write_images(selection: Selection, out: Path, storage: dict[str, str] | Non
         prediction = selection.classes[item.pred] if item.pred is not None and item.pred < len(selection.classes) \
             else None
         exported.append(ExportedImage(item.id, name, info, item.rank, item.score, prediction, item.confidence(),
-                                      item.boxes(selection.classes)))
+                                      item.boxes(selection.classes), item.objects))
     return exported

@@ -141,6 +141,8 @@ def build_task(item: Item, reference: str, *, run_id: str, kind: TaskKind, paylo
         data["alray_pred"] = classes[item.pred]
     if item.width and item.height:
         data["alray_width"], data["alray_height"] = item.width, item.height
+    if item.objects:
+        data["alray_objects"] = [{**o, "score": _finite(o["score"])} for o in item.objects]
     task: dict[str, Any] = {"data": data}
     result = kind.prediction(item, key, classes)
     if result:

@@ -34,6 +34,7 @@ class Item:
     uri: str | None = None
     text: str | None = None
     detections: list[dict[str, Any]] | None = None  # a detection run's boxes (the features' detections column)
+    objects: list[dict[str, Any]] | None = None  # a crop-selection run's picked objects of the image: id, rank, score
     width: int | None = None   # the image's size in pixels, once read (detection exports need it)
     height: int | None = None
 
@@ -107,13 +108,14 @@ def load_selection(lake: Lake, run_id: str, config: Config) -> Selection:
         raise InputError(f"run {run_id!r}: selected nothing; there is nothing to export")
     ids = [row["id"] for row in picks]
     features = _feature_rows(lake, run_id, ids)
+    objects = _picked_objects(lake, run_id, recorded)
     items = []
     for row in picks:
         found = features.get(row["id"], {})
         items.append(Item(id=row["id"], rank=int(row["rank"]), score=row["score"], pred=found.get("pred"),
                           probs=found.get("probs"),
                           scores={k: float(found[k]) for k in SCORES if found.get(k) is not None},
-                          detections=found.get("detections")))
+                          detections=found.get("detections"), objects=objects.get(row["id"])))
     payload = _attach_payloads(recorded.pool, items)
     width = max([len(item.probs) for item in items if item.probs]
                 + [box["label"] + 1 for item in items for box in item.detections or [] if box["label"] is not None]
@@ -124,6 +126,19 @@ def load_selection(lake: Lake, run_id: str, config: Config) -> Selection:
     if width and len(classes) < width:
         raise InputError(f"labeled.classes: {len(classes)} names for a model of {width} classes")
     return Selection(run_id, items, recorded, classes, payload)
+
+
+def _picked_objects(lake: Lake, run_id: str, recorded: Config) -> dict[str, list[dict[str, Any]]]:
+    """A crop-selection run's (``detection.level: objects``) picked objects per image, from its object_ranking:
+    the object's id (``IMAGE#K``, K its index in the image's detections), rank and score, in rank order."""
+    if recorded.task != "detection" or recorded.detection.level != "objects":
+        return {}
+    rows = lake.read_run("object_ranking", run_id, columns=["id", "image_id", "rank", "selected", "score"])
+    objects: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted((r for r in rows.to_pylist() if r["selected"]), key=lambda r: r["rank"]):
+        objects.setdefault(row["image_id"], []).append({"id": row["id"], "rank": int(row["rank"]),
+                                                        "score": row["score"]})
+    return objects
 
 
 def _feature_rows(lake: Lake, run_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -105,10 +105,11 @@ BOXES = {"img/00.png": [{"x0": 6.0, "y0": 3.0, "x1": 12.0, "y1": 9.0, "label": 1
          "img/01.png": []}
 
 
-def detection_lake(root: Path) -> Config:
-    """A lake under ``root`` with run ``d1`` of a detection config (no labeled classes: the detector's) that
-    picked two 12x12 images, the first with :data:`BOXES`' two objects, the second with none."""
-    config = config_from_dict({"task": "detection", "detection": {"classes": SHAPES},
+def detection_lake(root: Path, **detection) -> Config:
+    """A lake under ``root`` with run ``d1`` of a detection config (no labeled classes: the detector's; more
+    ``detection`` keys given) that picked two 12x12 images, the first with :data:`BOXES`' two objects, the
+    second with none."""
+    config = config_from_dict({"task": "detection", "detection": {"classes": SHAPES, **detection},
                                "pool": {"path": write_pool(root, 4), "format": "parquet"},
                                "selection": {"n_samples": 2}, "output": {"path": str(root / "lake")}})
     write_run(config, "d1", list(BOXES), others=["img/02.png"], detections=BOXES)

@@ -226,3 +226,24 @@ def test_rectangles_drawn_in_label_studio_come_back_as_the_image_s_boxes(detecti
     assert labels == {"img/00.png": [{"label": "circle", "x0": 3.0, "y0": 6.0, "x1": 9.0, "y1": 9.0}],
                       "img/01.png": []}
     assert _states(detection_run) == dict.fromkeys(BOXES, "labeled")
+
+
+def test_a_crop_selection_run_names_the_objects_it_picked(tmp_path):
+    import pyarrow as pa
+
+    from alray.tables import OBJECT_RANKING_SCHEMA
+
+    config = detection_lake(tmp_path, level="objects")
+    rows = [{"run_id": "d1", "id": f"img/00.png#{k}", "image_id": "img/00.png", "rank": rank, "selected": picked,
+             "score": score} for k, rank, picked, score in ((1, 1, True, 0.9), (0, 3, False, 0.2))]
+    rows.append({"run_id": "d1", "id": "img/02.png#0", "image_id": "img/02.png", "rank": 2, "selected": True,
+                 "score": 0.5})  # not among the picked images: not exported
+    Lake.from_output(config.output).replace_run("object_ranking", pa.Table.from_pylist(rows, OBJECT_RANKING_SCHEMA),
+                                                "d1")
+    export_run(config, "d1", to="label-studio", out=tmp_path / "ls")
+    first, second = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    assert first["data"]["alray_objects"] == [{"id": "img/00.png#1", "rank": 1, "score": 0.9}]
+    assert "alray_objects" not in second["data"]
+    export_run(config, "d1", to="coco", out=tmp_path / "coco")
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert coco["images"][0]["alray"]["objects"] == [{"id": "img/00.png#1", "rank": 1, "score": 0.9}]
