@@ -119,11 +119,14 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--out", help="output folder (default exports/RUN_ID/FORMAT)")
     export.add_argument("--images", default="auto", choices=["auto", "uri", "data", "files"],
                         help="how Label Studio tasks reference images: the pool's URIs, inline data URIs, or "
-                        "files under OUT/images (default: uri for pools of URIs, data for image bytes)")
+                        "files under OUT/images (default: uri when every URI is http(s), s3, gs or azure-blob, "
+                        "else data)")
     export.add_argument("--url", help="Label Studio server: create or update the project there (default, with "
                         "--to label-studio: LABEL_STUDIO_URL; token: LABEL_STUDIO_API_KEY)")
     export.add_argument("--project", help="Label Studio project title (default 'alray RUN_ID') or id")
-    export.add_argument("--task", default="classification", help="labeling task kind (classification)")
+    export.add_argument("--task", choices=["classification", "detection"],
+                        help="labeling task kind: classification (choices) or detection (rectangles); default: "
+                        "the run's task")
     export.add_argument("--json", action="store_true", help="print one JSON summary line")
     labels = commands.add_parser("import-labels", help="read Label Studio's JSON export (a file or the API) "
                                  "into the labels table")
@@ -132,7 +135,9 @@ def _add_round_commands(commands: argparse._SubParsersAction) -> None:
     labels.add_argument("--url", help="Label Studio server to export from (default, without FILE: LABEL_STUDIO_URL; "
                         "token: LABEL_STUDIO_API_KEY)")
     labels.add_argument("--project", help="with --url: the project's title or id")
-    labels.add_argument("--task", default="classification", help="labeling task kind (classification)")
+    labels.add_argument("--task", choices=["classification", "detection"],
+                        help="labeling task kind: classification (choices) or detection (rectangles); default: "
+                        "the config's task")
     labels.add_argument("--json", action="store_true", help="print one JSON summary line")
 
 
@@ -313,7 +318,7 @@ def _rounds(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from alray.lake import Lake
-    from alray.rounds import format_history, history_json, round_history
+    from alray.round_history import format_history, history_json, round_history
 
     config = _config(args)
     history = round_history(Lake.from_output(config.output), now=dt.datetime.now(dt.timezone.utc),
@@ -349,7 +354,7 @@ def _import_labels(args: argparse.Namespace) -> int:
 
     from alray.errors import InputError
     from alray.labeling.importer import import_labels, read_export_file
-    from alray.labeling.label_studio import client, fetch_export
+    from alray.labeling.label_studio import client, fetch_export, server_errors
 
     config = _config(args)
     url = args.url or (None if args.file else os.environ.get("LABEL_STUDIO_URL"))
@@ -357,7 +362,8 @@ def _import_labels(args: argparse.Namespace) -> int:
         token = os.environ.get("LABEL_STUDIO_API_KEY")
         if not token or not args.project:
             raise InputError("--url: give --project and set LABEL_STUDIO_API_KEY to the user's API token")
-        project_id, tasks = fetch_export(client(url, token), args.project)
+        with server_errors(url, args.project):
+            project_id, tasks = fetch_export(client(url, token), args.project)
         source = f"{url.rstrip('/')}/projects/{project_id}"
     elif args.file:
         tasks, source = read_export_file(Path(args.file)), args.file

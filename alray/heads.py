@@ -94,6 +94,8 @@ def train(config: Config) -> TrainSummary:
     start = time.perf_counter()
     if config.model is None:
         raise ConfigError("model.checkpoint: alray train needs the encoder the features were scored with")
+    if config.task == "detection":  # its labels are lists of boxes (alray import-labels), not classes
+        raise ConfigError("task: alray train fits a classification head; task detection has box labels")
     lake = Lake.from_output(config.output)
     label_of, source = training_labels(config, lake)
     encoder = config.model.checkpoint

@@ -19,9 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from alray.config import REDACTED, Config, config_from_dict
-from alray.errors import AlrayError, InputError
+from alray.config import Config
+from alray.errors import InputError
 from alray.lake import Lake, read_ids
+from alray.run_records import recorded_config, run_row
 from alray.tables import DRAWN_SCORES
 
 FUNNEL = ("pool", "rejected", "filtered", "candidates", "selected")
@@ -53,43 +54,6 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1).astype(np.float32)
 
 
-def _with_credentials(recorded: Any, given: Any) -> Any:
-    """``recorded`` (a config as the runs table holds it) with each REDACTED value taken from ``given``
-    at the same place, or left out when ``given`` has none there."""
-    if isinstance(recorded, dict):
-        merged = {}
-        for key, value in recorded.items():
-            other = given.get(key) if isinstance(given, dict) else None
-            if value == REDACTED:
-                if other is not None and other != REDACTED:
-                    merged[key] = other
-                continue
-            merged[key] = _with_credentials(value, other)
-        return merged
-    if isinstance(recorded, list):
-        others = given if isinstance(given, list) else []
-        return [_with_credentials(v, others[i] if i < len(others) else None) for i, v in enumerate(recorded)]
-    return recorded
-
-
-def recorded_config(run: dict[str, Any], given: Config) -> tuple[Config, str]:
-    """The config a run recorded (its pool, labeled set, model, selection), reading the lake ``given`` names.
-
-    The runs table keeps configs without credentials: those come from ``given`` where its keys are
-    the same. Returns the config and, when the record cannot be used (none, or one an older
-    version wrote), ``given`` and a note saying so.
-    """
-    try:
-        data = json.loads(run.get("config") or "")
-        data = _with_credentials(data, given.model_dump(mode="json"))
-        data["output"] = given.output.model_dump(mode="json")  # where the run was found, not where it was written
-        return config_from_dict(data, source=f"run {run.get('run_id')}'s recorded config"), ""
-    except (AlrayError, ValueError, TypeError, KeyError) as exc:
-        note = f"the run's recorded config cannot be read ({str(exc).splitlines()[0][:200]}); the pool and " \
-               "labeled set of --config are shown"
-        return given, note
-
-
 def load_run(config: Config, run_id: str) -> RunData:
     """Read one run's row, features, ranking and rejects; InputError names the run or table that is missing.
 
@@ -97,14 +61,8 @@ def load_run(config: Config, run_id: str) -> RunData:
     config the run recorded (:func:`recorded_config`).
     """
     lake = Lake.from_output(config.output)
-    try:
-        runs = lake.read_table("runs")
-    except InputError:
-        raise InputError(f"output.path: no runs table at {lake.table('runs')}") from None
-    rows = runs.filter(pc.equal(runs.column("run_id"), run_id)).to_pylist() if runs.num_rows else []
-    if not rows:
-        raise InputError(f"run {run_id!r}: not in the runs table under {lake.root}")
-    config, note = recorded_config(rows[0], config)
+    run = run_row(lake, run_id)
+    config, note = recorded_config(run, config)
     features = lake.read_run("features", run_id)
     if features.num_rows == 0:
         raise InputError(f"run {run_id!r}: no rows in the features table (was it scored?)")
@@ -125,7 +83,7 @@ def load_run(config: Config, run_id: str) -> RunData:
         labeled = np.array([i in labeled_ids for i in ids], dtype=bool)
     strategies = ranking.column("strategy").unique().to_pylist() if ranking.num_rows else []
     rejects = lake.read_run("rejects", run_id, columns=["id", "stage", "reason"])
-    return RunData(rows[0], config, features, selected, rank, score, labeled, ", ".join(str(s) for s in strategies),
+    return RunData(run, config, features, selected, rank, score, labeled, ", ".join(str(s) for s in strategies),
                    rejects, note)
 
 

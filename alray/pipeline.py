@@ -18,7 +18,7 @@ from alray.errors import AlrayError
 from alray.faults import fail_once
 from alray.lake import Lake, ensure_dir
 from alray.lake.filesystems import join_path
-from alray.lake.rounds import record_selection
+from alray.lake.rounds import drop_selected, record_selection
 from alray.progress import Progress
 from alray.tables import RUNS_SCHEMA
 
@@ -204,6 +204,8 @@ def _remove_rows(lake: Lake, run_id: str, stages: tuple[str, ...], *, keep: list
         if stage not in keep:
             for name in STAGE_TABLES[stage]:
                 lake.delete_run(name, run_id)
+            if stage == "select":
+                drop_selected(lake, run_id)  # its picks; what was sent or labeled already stays
 
 
 def _earlier_attempt(lake: Lake, run_id: str) -> dict[str, Any] | None:

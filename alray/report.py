@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from alray import engine_log
 from alray.config import Config
-from alray.errors import InputError
 from alray.lake import Lake
 from alray.pipeline import RunSummary
+from alray.run_records import run_row, runs_table
 
 
 def _out(file: TextIO | None) -> TextIO:
@@ -72,17 +71,6 @@ def _lake(where: str | Lake) -> Lake:
     return where if isinstance(where, Lake) else Lake(where)
 
 
-def _runs_table(where: str | Lake) -> pa.Table:
-    lake = _lake(where)
-    try:
-        table = lake.read_table("runs")
-    except InputError:
-        raise InputError(f"output.path: no runs table at {lake.table('runs')}") from None
-    if table.num_rows == 0 and "run_id" not in table.schema.names:
-        raise InputError(f"output.path: no runs table at {lake.table('runs')}")
-    return table
-
-
 # The columns of `alray runs list`: header, width, the runs row's value as text.
 _RUN_COLUMNS = ("RUN_ID", "STATUS", "STARTED (UTC)", "SELECTED", "RADIUS", "ERROR")
 
@@ -107,7 +95,7 @@ def print_runs(where: str | Lake, *, as_json: bool = False, file: TextIO | None 
 
     ``as_json``: one JSON object per line, every field of the run."""
     out = _out(file)
-    rows = _runs_table(where).sort_by([("started_at", "descending")]).to_pylist()
+    rows = runs_table(_lake(where)).sort_by([("started_at", "descending")]).to_pylist()
     if as_json:
         for row in rows:
             print(json.dumps(_expanded(row), default=str, sort_keys=True), file=out)
@@ -121,9 +109,5 @@ def print_runs(where: str | Lake, *, as_json: bool = False, file: TextIO | None 
 def print_run(where: str | Lake, run_id: str, *, as_json: bool = False, file: TextIO | None = None) -> None:
     """Every field of one run, as JSON (config, timings, versions and filter counts expanded);
     indented, or one line with ``as_json``."""
-    table = _runs_table(where)
-    rows = table.filter(pc.equal(table.column("run_id"), run_id)).to_pylist()
-    if not rows:
-        raise InputError(f"run {run_id!r}: not in the runs table under {_lake(where).root}")
-    print(json.dumps(_expanded(rows[0]), indent=None if as_json else 2, default=str, sort_keys=as_json),
-          file=_out(file))
+    print(json.dumps(_expanded(run_row(_lake(where), run_id)), indent=None if as_json else 2, default=str,
+                     sort_keys=as_json), file=_out(file))

@@ -95,6 +95,8 @@ def test_train_names_what_is_missing(tmp_path, encoder_dir):
     del config["labeled"]
     code, _, err = _cli(tmp_path, ["train"], config)
     assert code == 2 and "labeled.path: alray train needs labels" in err
+    code, _, err = _cli(tmp_path, ["train"], {**config, "task": "detection"})
+    assert code == 2 and "task: alray train fits a classification head; task detection has box labels" in err
 
 
 def test_train_reads_the_labels_imported_into_the_lake(ray_session, encoder_dir, tmp_path):

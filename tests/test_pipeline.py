@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -11,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from alray.config import StrategyConfig
 from alray.coreset import coverage_radius
-from alray.errors import InputError
+from alray.errors import ConfigError, InputError
 from alray.lake import read_run
 from alray.pipeline import run_pipeline
 from alray.progress import Progress
@@ -208,3 +210,57 @@ def test_the_default_auto_records_its_choice_and_reason_in_the_runs_table(finish
     assert json.loads(row["selection_details"]) == rerun.selection_details
     ranking = read_run(summary.tables["ranking"], summary.run_id)
     assert set(ranking.column("strategy").to_pylist()) == {rerun.strategy}
+
+
+def _lake_with_features(tmp_path):
+    """A lake holding run r1's scored features (12 images, entropy rising with the index) and no ranking yet;
+    its selection takes the 4 most uncertain, in this process."""
+    from alray.lake import Lake
+    from tests.labeling.conftest import lake_config, write_pool, write_run
+
+    config = lake_config(tmp_path, write_pool(tmp_path))
+    config.selection.engine = "local"
+    config.selection.strategies = [StrategyConfig(input="entropy", strategy="weights")]
+    write_run(config, "r1", [], others=[f"img/{i:02d}.png" for i in range(12)])
+    config.run.run_id = "r1"
+    return config, Lake.from_output(config.output)
+
+
+def _round(lake, run_id: str) -> dict[str, tuple[str, int | None]]:
+    from alray.lake.rounds import read_items
+
+    return {row["id"]: (row["state"], row["rank"]) for row in read_items(lake).to_pylist() if row["run_id"] == run_id}
+
+
+def test_a_rerun_of_an_exported_round_keeps_its_picks_and_their_states(tmp_path):
+    """The round of r1 went to a labeling tool; r1 is run again: its own sent ids are its picks, not another
+    round's, so it picks them again, they stay sent, and the round does not grow."""
+    from alray.lake.rounds import mark_labeled, mark_sent
+
+    config, lake = _lake_with_features(tmp_path)
+    first = run_pipeline(config, progress=Progress(quiet=True), stages=("select",))
+    picks = {f"img/{i:02d}.png" for i in range(8, 12)}  # the most uncertain
+    assert first.counts["selected"] == 4 and set(_round(lake, "r1")) == picks
+    mark_sent(lake, "r1", sorted(picks), destination="label-studio:x", at=dt.datetime.now(dt.timezone.utc))
+    mark_labeled(lake, [{"id": "img/11.png", "label": "one", "round": "r1", "labeled_at": None}])
+    again = run_pipeline(config, progress=Progress(quiet=True), stages=("select",))
+    assert again.filtered_by_reason == first.filtered_by_reason
+    assert {i: state for i, (state, _) in _round(lake, "r1").items()} == {
+        "img/08.png": "sent", "img/09.png": "sent", "img/10.png": "sent", "img/11.png": "labeled"}
+    # with other settings the round takes the new picks; what the tool holds and they leave out stays, unranked
+    fewer = config.model_copy(update={"selection": config.selection.model_copy(update={"n_samples": 2})})
+    run_pipeline(fewer, progress=Progress(quiet=True), stages=("select",))
+    assert _round(lake, "r1") == {"img/11.png": ("labeled", 1), "img/10.png": ("sent", 2),
+                                  "img/09.png": ("sent", None), "img/08.png": ("sent", None)}
+
+
+def test_a_failed_rerun_leaves_no_picks_in_its_round(tmp_path):
+    config, lake = _lake_with_features(tmp_path)
+    run_pipeline(config, progress=Progress(quiet=True), stages=("select",))
+    assert len(_round(lake, "r1")) == 4
+    broken = config.model_copy(update={"selection": config.selection.model_copy(
+        update={"strategies": [StrategyConfig(input="bald", strategy="weights")]})})  # no bald in the features
+    with pytest.raises(ConfigError, match="no column 'bald'"):
+        run_pipeline(broken, progress=Progress(quiet=True), stages=("select",))
+    assert lake.read_run("ranking", "r1").num_rows == 0
+    assert _round(lake, "r1") == {}

@@ -54,12 +54,13 @@ def read_export_file(path: Path) -> Any:
             from None
 
 
-def import_labels(config: Config, tasks: Any, *, source: str, task: str = "classification",
+def import_labels(config: Config, tasks: Any, *, source: str, task: str | None = None,
                   now: dt.datetime | None = None) -> ImportSummary:
-    """Import the labels of ``tasks`` (Label Studio's JSON export, read from ``source``) into the lake."""
+    """Import the labels of ``tasks`` (Label Studio's JSON export, read from ``source``) into the lake; ``task``
+    (classification or detection) defaults to the config's."""
     now = now or dt.datetime.now(dt.timezone.utc)
     lake = Lake.from_output(config.output)
-    parsed = parse_export(tasks, where=source, kind=task_kind(task))
+    parsed = parse_export(tasks, where=source, kind=task_kind(task or config.task))
     written = add_labels(lake, parsed.rows, now=now)
     fail_once("import.before_states", kill=True)
     changed = mark_labeled(lake, current_labels(read_labels(lake)))

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -24,6 +24,8 @@ from alray.lake.filesystems import StorageOptions, filesystem_for
 # Concurrent runs commit to the same table log; a lost race is retried after a jittered backoff.
 COMMIT_ATTEMPTS = 8
 _BACKOFF_S = 0.05
+
+Change = TypeVar("Change")  # what a guarded update writes: a run's new rows, or a new run id and its rows
 
 
 class TableBackend(Protocol):
@@ -63,6 +65,17 @@ class TableBackend(Protocol):
         ``update`` runs again. ``schema`` gives the rows of a table that does not exist yet.
         """
 
+    def guarded_add(self, name: str, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *,
+                    schema: pa.Schema) -> bool:
+        """Read every row of table ``name`` and commit ``add(rows)`` (a new run id and its rows) beside them,
+        only if no other writer committed to the table since the read; False when ``add`` gave None.
+
+        For tables whose rows must be unique across runs (labels): ``add`` works out what is new
+        from the whole table, and when another commit landed in between, the read and ``add`` run
+        again. ``schema`` gives the rows of a table that does not exist yet (it is then created,
+        and a table created by another writer meanwhile counts as such a commit).
+        """
+
 
 def checked_run_id(run_id: str) -> str:
     """``run_id`` when it is of the safe alphabet (so it can be quoted in predicates and paths)."""
@@ -81,10 +94,11 @@ class CommitConflictError(Exception):
     """A guarded write lost a race: another writer changed the rows it read."""
 
 
-def guarded_update(read: Callable[[], tuple[Any, pa.Table]], write: Callable[[Any, pa.Table], None],
-                   update: Callable[[pa.Table], pa.Table | None]) -> bool:
-    """Optimistic read-modify-write: ``read()`` gives a snapshot and rows, ``write(snapshot, new)`` commits
-    against that snapshot or raises :class:`CommitConflictError`, and then it all runs again (with backoff)."""
+def guarded_update(read: Callable[[], tuple[Any, pa.Table]], write: Callable[[Any, Change], None],
+                   update: Callable[[pa.Table], Change | None]) -> bool:
+    """Optimistic read-modify-write: ``read()`` gives a snapshot and rows, ``update(rows)`` what to write
+    (None: nothing), ``write(snapshot, new)`` commits it against that snapshot or raises
+    :class:`CommitConflictError`, and then it all runs again (with backoff)."""
     for attempt in range(COMMIT_ATTEMPTS):
         snapshot, rows = read()
         new = update(rows)

@@ -88,30 +88,64 @@ def update_run(table_path: str, run_id: str, update: Callable[[pa.Table], pa.Tab
 
     The write is made against the version the rows were read from, so delta-rs's conflict check
     refuses it when a concurrent commit added or removed files of that run (commits to other runs
-    pass); the read and ``update`` then run again. False when ``update`` gave None (no commit).
+    pass); the read and ``update`` then run again. A table that did not exist is created with a
+    create-only write, which fails when another writer created it first. False when ``update``
+    gave None (no commit).
     """
     predicate = run_predicate(run_id)
 
-    def read() -> tuple[DeltaTable | None, pa.Table]:
-        try:
-            table = delta_table(table_path, storage_options)
-        except TableNotFoundError:
-            return None, schema.empty_table()
-        return table, table.to_pyarrow_dataset().to_table(filter=pads.field("run_id") == run_id)
-
     def write(table: DeltaTable | None, rows: pa.Table) -> None:
-        try:
-            write_deltalake(table if table is not None else table_path, rows, mode="overwrite", predicate=predicate,
-                            partition_by=["run_id"], schema_mode="merge",
-                            storage_options=None if table is not None else
-                            (dict(storage_options) if storage_options else None),
-                            commit_properties=CommitProperties(max_commit_retries=50))
-        except (CommitFailedError, DeltaError) as exc:
-            if _is_conflict(exc):
-                raise CommitConflictError(str(exc)) from exc
-            raise
+        _write_against(table, table_path, rows, predicate=predicate, storage_options=storage_options)
 
-    return guarded_update(read, write, update)
+    return guarded_update(lambda: _snapshot(table_path, schema, storage_options, run_id), write, update)
+
+
+def guarded_add(table_path: str, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *, schema: pa.Schema,
+                storage_options: StorageOptions = None) -> bool:
+    """Append the rows of a new run that ``add(every row)`` gives, only if the table is still at the version
+    read: the commit is not retried by delta-rs (a retried append would pass its conflict check, as
+    appends of other partitions do), so any commit in between sends it back to the read and ``add``."""
+
+    def write(table: DeltaTable | None, new: tuple[str, pa.Table]) -> None:
+        run_id, rows = new
+        run_predicate(run_id)
+        _write_against(table, table_path, rows, predicate=None, storage_options=storage_options)
+
+    return guarded_update(lambda: _snapshot(table_path, schema, storage_options, None), write, add)
+
+
+def _snapshot(table_path: str, schema: pa.Schema, storage_options: StorageOptions,
+              run_id: str | None) -> tuple[DeltaTable | None, pa.Table]:
+    """The table as it is now and its rows (one run's, or all); None and no rows when it does not exist."""
+    try:
+        table = delta_table(table_path, storage_options)
+    except TableNotFoundError:
+        return None, schema.empty_table()
+    dataset = table.to_pyarrow_dataset()
+    return table, dataset.to_table(filter=pads.field("run_id") == run_id) if run_id else dataset.to_table()
+
+
+def _write_against(table: DeltaTable | None, table_path: str, rows: pa.Table, *, predicate: str | None,
+                   storage_options: StorageOptions) -> None:
+    """Write ``rows`` against the version ``table`` was read at: replacing ``predicate``'s rows (retried by
+    delta-rs while its conflict check passes), or appended with no retry at all; or, when there was no
+    table, create it (create-only). CommitConflictError when that version is stale."""
+    try:
+        if table is None:
+            # delta-rs would retry a lost race for version 0 as version 1: no retry, so it fails instead
+            write_deltalake(table_path, rows, mode="error", partition_by=["run_id"],
+                            storage_options=dict(storage_options) if storage_options else None,
+                            commit_properties=CommitProperties(max_commit_retries=0))
+        elif predicate is not None:
+            write_deltalake(table, rows, mode="overwrite", predicate=predicate, partition_by=["run_id"],
+                            schema_mode="merge", commit_properties=CommitProperties(max_commit_retries=50))
+        else:
+            write_deltalake(table, rows, mode="append", partition_by=["run_id"], schema_mode="merge",
+                            commit_properties=CommitProperties(max_commit_retries=0))
+    except (CommitFailedError, DeltaError) as exc:
+        if _is_conflict(exc):
+            raise CommitConflictError(str(exc)) from exc
+        raise
 
 
 def delete_run(table_path: str, run_id: str, *, storage_options: StorageOptions = None) -> None:
@@ -302,3 +336,8 @@ class DeltaBackend:
         """See :meth:`TableBackend.update_run`; :func:`update_run` on the table."""
         return update_run(self.lake.table(name), run_id, update, schema=schema,
                           storage_options=self.lake.storage_options)
+
+    def guarded_add(self, name: str, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *,
+                    schema: pa.Schema) -> bool:
+        """See :meth:`TableBackend.guarded_add`; :func:`guarded_add` on the table."""
+        return guarded_add(self.lake.table(name), add, schema=schema, storage_options=self.lake.storage_options)

@@ -7,6 +7,7 @@ the output config names one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import warnings
@@ -91,8 +92,15 @@ def open_catalog(catalog: IcebergCatalog, storage_options: StorageOptions = None
     properties = iceberg_properties(catalog, storage_options)
     if catalog.type == "sql":
         from pyiceberg.catalog.sql import SqlCatalog
+        from sqlalchemy.exc import OperationalError
 
-        return SqlCatalog(catalog.name, **properties)
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                return SqlCatalog(catalog.name, **properties)
+            except OperationalError:  # another process created the catalog's tables at the same moment
+                if attempt + 1 >= COMMIT_ATTEMPTS:
+                    raise
+                backoff(attempt)
     from pyiceberg.catalog import load_catalog
 
     return load_catalog(catalog.name, **properties)
@@ -112,8 +120,9 @@ class IcebergTarget:
         """``namespace.name``."""
         return f"{self.catalog.namespace}.{self.name}"
 
-    def load(self, schema: pa.Schema | None = None) -> Any:
-        """The table, created partitioned by run_id (when ``schema`` is given) if it does not exist."""
+    def load(self, schema: pa.Schema | None = None, properties: Mapping[str, str] | None = None) -> Any:
+        """The table, created partitioned by run_id (when ``schema`` is given, with ``properties``) if it does
+        not exist."""
         from pyiceberg.exceptions import NoSuchTableError
 
         catalog = open_catalog(self.catalog, self.storage_options)
@@ -124,14 +133,23 @@ class IcebergTarget:
                 return None
         from pyiceberg.exceptions import TableAlreadyExistsError
 
-        catalog.create_namespace_if_not_exists(self.catalog.namespace)
+        _create_namespace(catalog, self.catalog.namespace)
         try:
-            table = catalog.create_table(self.identifier, schema=schema, location=self.location)
+            table = catalog.create_table(self.identifier, schema=schema, location=self.location,
+                                         properties=dict(properties or {}))
             with table.update_spec() as spec:
                 spec.add_identity("run_id")
         except TableAlreadyExistsError:  # another run created it first
             pass
         return catalog.load_table(self.identifier)
+
+
+def _create_namespace(catalog: Any, namespace: str) -> None:
+    """Create ``namespace`` unless it exists, also when another process creates it at the same moment."""
+    from sqlalchemy.exc import IntegrityError
+
+    with contextlib.suppress(IntegrityError):  # a SQL catalog's row written by the other process first
+        catalog.create_namespace_if_not_exists(namespace)
 
 
 def _iceberg_commit(target: IcebergTarget, schema: pa.Schema, write: Callable[[Any], None]) -> None:
@@ -228,6 +246,50 @@ def iceberg_update_run(target: IcebergTarget, run_id: str, update: Callable[[pa.
     return guarded_update(read, write, update)
 
 
+# pyiceberg retries a commit that lost a race by rebasing it on the new snapshot, and an append
+# passes its checks there; a table written by guarded adds turns that off, so the add fails and is
+# worked out again from the rows the other commit wrote.
+NO_COMMIT_RETRIES = {"commit.retry.num-retries": "0"}
+
+
+def iceberg_guarded_add(target: IcebergTarget, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *,
+                        schema: pa.Schema) -> bool:
+    """Append the rows of a new run that ``add(every row)`` gives, in one snapshot whose parent is the one
+    read; when another commit moved the table, the read and ``add`` run again."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    def read() -> tuple[Any, pa.Table]:
+        table = _without_commit_retries(target, schema)
+        return table, table.scan().to_arrow()
+
+    def write(table: Any, new: tuple[str, pa.Table]) -> None:
+        run_id, rows = new
+        checked_run_id(run_id)
+        try:
+            with table.transaction() as transaction:
+                transaction.append(rows.cast(table.schema().as_arrow()))
+        except (CommitFailedException, ValidationException) as exc:
+            raise CommitConflictError(str(exc)) from exc
+
+    return guarded_update(read, write, add)
+
+
+def _without_commit_retries(target: IcebergTarget, schema: pa.Schema) -> Any:
+    """The table (created when missing) once its properties say :data:`NO_COMMIT_RETRIES`."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        table = target.load(schema, properties=NO_COMMIT_RETRIES)
+        if all(table.properties.get(k) == v for k, v in NO_COMMIT_RETRIES.items()):
+            return table
+        try:
+            with table.transaction() as transaction:
+                transaction.set_properties(NO_COMMIT_RETRIES)
+        except CommitFailedException:  # another writer moved the table: look again
+            backoff(attempt)
+    raise CommitConflictError(f"table {target.identifier}: cannot set {NO_COMMIT_RETRIES}")
+
+
 def iceberg_delete_run(target: IcebergTarget, run_id: str) -> None:
     """Remove the rows of ``run_id`` from an Iceberg table in one snapshot (none when it does not exist)."""
     table = target.load()
@@ -313,6 +375,11 @@ class IcebergBackend:
                    schema: pa.Schema) -> bool:
         """See :meth:`TableBackend.update_run`; :func:`iceberg_update_run` on the table."""
         return iceberg_update_run(self._target(name), run_id, update, schema=schema)
+
+    def guarded_add(self, name: str, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *,
+                    schema: pa.Schema) -> bool:
+        """See :meth:`TableBackend.guarded_add`; :func:`iceberg_guarded_add` on the table."""
+        return iceberg_guarded_add(self._target(name), add, schema=schema)
 
     def _target(self, name: str) -> IcebergTarget:
         if self.lake.catalog is None:

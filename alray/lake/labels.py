@@ -2,8 +2,9 @@
 
 A label row is known by its id, source (the annotation it came from), label and time. An import
 writes only the rows the table does not hold yet, as one partition named by a digest of those
-rows (``import-<digest>``): importing the same export again writes nothing, and two processes
-importing the same rows at once write the same partition, so it holds them once.
+rows (``import-<digest>``), and commits it only if nobody wrote the table since it read it:
+importing the same export again writes nothing, and two imports at once (of the same export, or
+of a project's export at 10 labels and at 12) write each row once.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from alray.errors import InputError
 from alray.lake.outputs import Lake
+from alray.lake.small_tables import read_whole, shaped
 from alray.tables import LABELS_SCHEMA
 
 # What tells one label row from another; the partition and import time are the table's own.
@@ -31,22 +32,6 @@ class LabelsWrite:
     import_id: str | None
     n_new: int
     n_known: int
-
-
-def shaped(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with ``schema``'s columns in order (missing ones null), each cast to its type."""
-    arrays = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-              for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def read_whole(lake: Lake, name: str, schema: pa.Schema) -> pa.Table:
-    """Every row of a small table of the lake, shaped as ``schema``; empty when it does not exist yet."""
-    try:
-        table = lake.read_table(name)
-    except InputError:
-        return schema.empty_table()
-    return shaped(table, schema)
 
 
 def read_labels(lake: Lake) -> pa.Table:
@@ -76,20 +61,31 @@ def _key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def add_labels(lake: Lake, rows: list[dict[str, Any]], *, now: dt.datetime) -> LabelsWrite:
     """Append the label ``rows`` (``id``, ``label``, ``source``, ``round``, ``labeled_at``) that the table
-    lacks, in one commit; a row seen twice in ``rows`` counts once."""
-    known = {_key(row) for row in read_labels(lake).to_pylist()}
-    fresh: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows:
-        key = _key(row)
-        if key not in known:
-            fresh.setdefault(key, row)
-    if not fresh:
-        return LabelsWrite(None, 0, len(rows))
-    ordered = [fresh[k] for k in sorted(fresh, key=lambda k: json.dumps(k, default=str))]
-    digest = hashlib.sha256(json.dumps(sorted(fresh, key=lambda k: json.dumps(k, default=str)),
-                                       default=str).encode()).hexdigest()[:16]
-    import_id = f"import-{digest}"
-    table = pa.Table.from_pylist([{**{k: row.get(k) for k in LABEL_KEY}, "run_id": import_id, "imported_at": now}
-                                  for row in ordered], schema=LABELS_SCHEMA)
-    lake.replace_run("labels", table, import_id)
-    return LabelsWrite(import_id, len(ordered), len(rows) - len(ordered))
+    lacks, in one commit; a row seen twice in ``rows`` counts once.
+
+    What is new is worked out from the whole table, and the commit lands only if nobody wrote the
+    table since that read (:meth:`Lake.guarded_add`); otherwise it is worked out again, so two
+    imports of overlapping exports at once write each shared row once.
+    """
+    written = LabelsWrite(None, 0, len(rows))
+
+    def add(table: pa.Table) -> tuple[str, pa.Table] | None:
+        nonlocal written
+        known = {_key(row) for row in shaped(table, LABELS_SCHEMA).to_pylist()}
+        fresh: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            key = _key(row)
+            if key not in known:
+                fresh.setdefault(key, row)
+        if not fresh:
+            written = LabelsWrite(None, 0, len(rows))
+            return None
+        order = sorted(fresh, key=lambda k: json.dumps(k, default=str))
+        import_id = f"import-{hashlib.sha256(json.dumps(order, default=str).encode()).hexdigest()[:16]}"
+        new = pa.Table.from_pylist([{**{k: fresh[key].get(k) for k in LABEL_KEY}, "run_id": import_id,
+                                     "imported_at": now} for key in order], schema=LABELS_SCHEMA)
+        written = LabelsWrite(import_id, len(order), len(rows) - len(order))
+        return import_id, new
+
+    lake.guarded_add("labels", add, schema=LABELS_SCHEMA)
+    return written

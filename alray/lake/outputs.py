@@ -117,3 +117,9 @@ class Lake:
         """Replace ``run_id``'s rows of table ``name`` with ``update(rows)``, retried while another writer
         changes them in between; False when ``update`` gave None (nothing written)."""
         return self._backend.update_run(name, run_id, update, schema=schema)
+
+    def guarded_add(self, name: str, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *,
+                    schema: pa.Schema) -> bool:
+        """Add the run ``add(every row of the table)`` gives (its id and rows), committed only if nobody wrote
+        the table since that read, else read and added again; False when ``add`` gave None."""
+        return self._backend.guarded_add(name, add, schema=schema)

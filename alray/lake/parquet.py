@@ -161,3 +161,15 @@ class ParquetBackend:
             return False
         parquet_replace_run(path, new, run_id, storage_options=self.lake.storage_options)
         return True
+
+    def guarded_add(self, name: str, add: Callable[[pa.Table], tuple[str, pa.Table] | None], *,
+                    schema: pa.Schema) -> bool:
+        """See :meth:`TableBackend.guarded_add`. Unguarded, as ``update_run``: two writers at once may both
+        add what they found new (choose Delta or Iceberg for concurrent writers)."""
+        path = self.lake.table(name)
+        rows = parquet_read_run(path, None, storage_options=self.lake.storage_options)
+        new = add(rows if rows.num_columns else schema.empty_table())
+        if new is None:
+            return False
+        parquet_replace_run(path, new[1], new[0], storage_options=self.lake.storage_options)
+        return True

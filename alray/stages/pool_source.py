@@ -50,6 +50,8 @@ MAX_READ_TASKS = 1024
 
 # Listings name files by text: ids and uris stay strings even when they look like numbers.
 _LISTING_STRINGS = ("id", "uri", "text")
+# The payloads a person can look at (reports, labeling tools), in the order a pool's columns are tried.
+PAYLOAD_COLUMNS = ("image", "uri", "text")
 
 
 @dataclass(frozen=True)
@@ -439,40 +441,54 @@ def _image_root(pool: PoolConfig) -> tuple[pafs.FileSystem, str, str | None]:
     return filesystem, inner.rstrip("/"), pattern
 
 
+@dataclass(frozen=True)
+class Payloads:
+    """The payloads of some pool rows: the column that holds them (``image``, ``uri`` or ``text``; another
+    payload kind has none to give) and each row's value (bytes, a URI as the pool gives it, a text)."""
+
+    column: str
+    values: dict[str, Any]
+
+
+def read_payloads(pool: PoolConfig, ids: Sequence[str]) -> Payloads:
+    """The payloads of the pool rows ``ids`` (for reports and exports, not for scoring): the ``image`` bytes,
+    ``uri`` or ``text`` column of a table or listing, or, for an ``images`` pool, each file's URI under the
+    pool's own root (a folder, a glob's folder, or the one file). Rows not there are left out; InputError
+    when the pool cannot be read."""
+    wanted = list(dict.fromkeys(ids))
+    if pool.format == "images":
+        filesystem, root, _pattern = _image_root(pool)
+        is_file = filesystem.get_file_info(root).type == pafs.FileType.File
+        return Payloads("uri", {i: _as_given(root if is_file else f"{root}/{i}", pool.path) for i in wanted})
+    source = open_pool(pool)
+    column = source.payload if source.payload in PAYLOAD_COLUMNS else next(
+        (c for c in PAYLOAD_COLUMNS if c in source.schema.names), source.payload)
+    if column not in PAYLOAD_COLUMNS or not wanted:
+        return Payloads(column, {})
+    table = read_rows(source, wanted, ["id", column])
+    values = {i: (bytes(v) if column == "image" else v)
+              for i, v in zip(table.column("id").to_pylist(), table.column(column).to_pylist(), strict=True) if v}
+    return Payloads(column, values)
+
+
 def read_images(pool: PoolConfig, ids: Sequence[str], *, max_bytes: int = 64 << 20) -> dict[str, bytes]:
-    """The encoded images of the pool rows ``ids``: their ``image`` bytes, or the files they name (``uri``, or
-    the id under an ``images`` pool's folder). Rows that are not there or cannot be read, or files over
-    ``max_bytes``, are left out. Reads only these rows' payloads (for reports, not for scoring)."""
+    """The encoded images of the pool rows ``ids`` (:func:`read_payloads`, files read through their URIs).
+    Rows that are not there or cannot be read, or files over ``max_bytes``, are left out, and so is every
+    row of a pool that moved or changed since the run (the report shows the rest)."""
     from alray.payloads import PayloadError, read_uri
 
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return {}
-    options = pool.storage_options or None
     try:
-        if pool.format == "images":
-            filesystem, root, _pattern = _image_root(pool)
-            is_file = filesystem.get_file_info(root).type == pafs.FileType.File
-            uris = {i: _as_given(root if is_file else f"{root}/{i}", pool.path) for i in wanted}
-        else:
-            source = open_pool(pool)
-            column = next((c for c in ("image", "uri") if c in source.schema.names), None)
-            if column is None:
-                return {}  # a pool of feature vectors or texts has no image to show
-            fmt: pads.FileFormat | str = (_listing_format(source.format) if source.format in ("csv", "jsonl")
-                                          else "parquet")
-            dataset = pads.dataset(source.files, format=fmt, filesystem=source.filesystem)
-            table = dataset.to_table(columns=["id", column], filter=pc.field("id").isin(pa.array(wanted, pa.string())))
-            values = dict(zip(table.column("id").to_pylist(), table.column(column).to_pylist(), strict=True))
-            if column == "image":
-                return {i: bytes(v) for i, v in values.items() if v}
-            uris = {i: v for i, v in values.items() if v}
+        payloads = read_payloads(pool, ids)
     except (InputError, OSError, pa.ArrowInvalid):
-        return {}  # a pool that moved or changed since the run: the report shows the rest
+        return {}
+    if payloads.column == "image":
+        return payloads.values
+    if payloads.column != "uri":
+        return {}  # a pool of feature vectors or texts has no image to show
     images = {}
-    for identifier, uri in uris.items():
+    for identifier, uri in payloads.values.items():
         try:
-            images[identifier] = read_uri(uri, max_bytes=max_bytes, storage_options=options)
+            images[identifier] = read_uri(uri, max_bytes=max_bytes, storage_options=pool.storage_options or None)
         except PayloadError:
             continue
     return images

@@ -19,7 +19,7 @@ from alray.config import LabeledConfig, SelectionConfig
 from alray.errors import InputError
 from alray.lake import Lake, filesystem_for, previously_selected_ids, read_ids
 from alray.lake.labels import current_labels, read_labels
-from alray.lake.rounds import out_for_labeling
+from alray.lake.rounds import out_for_labeling, round_ids
 from alray.progress import Progress
 from alray.selection.result import LABELED_REASON, PREVIOUS_REASON, SelectResult
 
@@ -51,16 +51,20 @@ def excluded_ids(labeled: LabeledConfig, storage_options: dict[str, str] | None,
                  run_id: str, *, now: dt.datetime | None = None) -> pa.Table | None:
     """Ids kept out of the candidates with their reason (``id``, ``_excluded``): the labeled set and the
     lake's labels (``labeled``), ids out for labeling at ``now`` and earlier selections
-    (``selected_before``); an id both labeled and selected before counts once, as labeled."""
+    (``selected_before``); an id both labeled and selected before counts once, as labeled.
+
+    The ids of ``run_id``'s own round (a rerun's) are not kept out for their labels or their export:
+    they are the run's own picks, so a rerun sees what its first try saw."""
     parts = []
     if labeled.path:
         ids = read_ids(labeled.path, labeled.format, name="labeled.path", storage_options=storage_options)
         parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
     if labeled.from_lake:
         now = now or dt.datetime.now(dt.timezone.utc)
-        ids = pa.array([row["id"] for row in current_labels(read_labels(lake))], pa.string())
+        own = round_ids(lake, run_id)
+        ids = pa.array([row["id"] for row in current_labels(read_labels(lake)) if row["id"] not in own], pa.string())
         parts.append(pa.table({"id": ids, "_excluded": pa.array([LABELED_REASON] * len(ids), pa.string())}))
-        ids = out_for_labeling(lake, now=now, after=labeled.expiry())
+        ids = out_for_labeling(lake, now=now, after=labeled.expiry(), except_round=run_id)
         parts.append(pa.table({"id": ids, "_excluded": pa.array([PREVIOUS_REASON] * len(ids), pa.string())}))
     if labeled.exclude_previous_runs:
         ids = previously_selected_ids(lake, run_id)

@@ -77,7 +77,7 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
                          "detection.level objects")
     objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
     features = lake.read_run("features", run_id, columns=["id", "n_objects"])
-    images_excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id)
+    images_excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id, now=run_time)
     excluded = _object_exclusions(images_excluded, objects)
     engine, rows = choose_engine(selection, lake, run_id, table="objects")
     if rows is not None:

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import json
 import multiprocessing
+import subprocess
+import sys
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from alray.lake import Lake, filesystem_for
 from alray.lake.filesystems import join_path
 from alray.lake.labels import add_labels, read_labels
 from alray.lake.rounds import read_items, record_selection
 from alray.tables import RUNS_SCHEMA
+from tests.conftest import demo_config
 from tests.lake.conftest import in_threads
 
 pytestmark = pytest.mark.slow
@@ -124,3 +129,61 @@ def test_one_export_imported_by_several_processes_at_once_lands_once(tmp_path, s
     assert len({i for i in import_ids[:3] if i is not None}) == 1
     ids = read_labels(Lake(root, storage_options=options)).column("id").to_pylist()
     assert sorted(ids) == sorted(row["id"] for row in same + other)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_overlapping_exports_imported_by_processes_at_once_land_once(tmp_path, s3, where):
+    """A project's export at 10, 12 and 14 labels and another project's, imported at once: the shared rows
+    are new to each import's read of the table, and each lands once."""
+    root, options = (str(tmp_path / "lake"), None) if where == "local" else ("s3://lake/labels-overlap", s3)
+    rows, other = _label_rows("grown", 14), _label_rows("other", 3)
+    batches = [rows[:10], rows[:12], rows, rows[:12] + other]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(len(batches), mp_context=context) as pool:
+        list(pool.map(import_rows, [root] * len(batches), [options] * len(batches), batches))
+    labels = read_labels(Lake(root, storage_options=options))
+    assert sorted(labels.column("id").to_pylist()) == sorted(row["id"] for row in rows + other)
+
+
+def _import_file(path, ids: list[str]) -> str:
+    tasks = [{"id": n, "project": 7, "data": {"alray_id": item, "alray_round": "seed"},
+              "annotations": [{"id": 100 + n, "updated_at": "2026-03-01T00:00:00Z",
+                               "result": [{"type": "choices", "from_name": "label", "to_name": "image",
+                                           "value": {"choices": [str(n % 10)]}}]}]}
+             for n, item in enumerate(ids)]
+    path.write_text(json.dumps(tasks))
+    return str(path)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_real_runs_and_imports_in_processes_at_once_keep_each_row_once(demo_files, tmp_path, request, where):
+    """Two ``alray run`` and two ``alray import-labels`` (overlapping exports) as separate processes on one
+    lake (local disk, loopback S3) at the same time: each run's rows land once, each label once."""
+    config = demo_config(demo_files, tmp_path / "lake", engine="local", n_samples=5)
+    if where == "s3":
+        config.output.path, config.output.storage_options = "s3://lake/real-processes", request.getfixturevalue("s3")
+    config.score.mc_samples = 2
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    ids = [f"digit-{i:05d}" for i in range(200, 212)]
+    commands = [["run", str(path), "--run-id", "one", "--json"], ["run", str(path), "--run-id", "two", "--json"],
+                ["import-labels", str(path), _import_file(tmp_path / "a.json", ids[:10]), "--json"],
+                ["import-labels", str(path), _import_file(tmp_path / "b.json", ids), "--json"]]
+    jobs = [subprocess.Popen([sys.executable, "-m", "alray.cli", *command], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for command in commands]
+    results = [job.communicate(timeout=600) for job in jobs]
+    for job, (_, err) in zip(jobs, results, strict=True):
+        assert job.returncode == 0, err[-3000:]
+    runs = [json.loads(out) for out, _ in results[:2]]
+
+    lake = Lake.from_output(config.output)
+    assert Counter(r["run_id"] for r in lake.read_table("runs", columns=["run_id"]).to_pylist()) == {
+        "one": 1, "two": 1}
+    for name in ("features", "ranking", "round_items"):
+        rows = lake.read_table(name, columns=["run_id", "id"]).to_pylist()
+        assert len({(row["run_id"], row["id"]) for row in rows}) == len(rows), f"{name}: a row twice"
+    features = Counter(r["run_id"] for r in lake.read_table("features", columns=["run_id"]).to_pylist())
+    assert features == {run["run_id"]: run["counts"]["pool"] - run["counts"]["rejected"] for run in runs}
+    picks = Counter(r["run_id"] for r in read_items(lake).to_pylist())
+    assert picks == {"one": 5, "two": 5}
+    assert sorted(read_labels(lake).column("id").to_pylist()) == ids

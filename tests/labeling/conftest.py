@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from alray.config import Config, config_from_dict
+from alray.detection.boxes import DETECTIONS_TYPE
 from alray.lake import Lake
 from alray.lake.rounds import record_selection
 from alray.tables import RUNS_SCHEMA
@@ -62,16 +63,24 @@ def write_pool(root: Path, n: int = 12) -> str:
 
 
 def write_run(config: Config, run_id: str, picks: list[str], *, others: list[str] = (),  # type: ignore[assignment]
-              started: dt.datetime | None = None) -> None:
-    """A succeeded run as the pipeline records it: runs row, features (probs, pred, scores), ranking, round."""
+              started: dt.datetime | None = None, detections: dict[str, list[dict]] | None = None) -> None:
+    """A succeeded run as the pipeline records it: runs row, features (embedding, probs, pred, scores), ranking,
+    round. With ``detections`` (boxes per id) the features hold a detection run's ``detections`` instead of
+    probs and pred."""
     lake = Lake.from_output(config.output)
     started = started or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     ids = [*picks, *others]
     probs = [[0.6, 0.3, 0.1] if i % 2 else [0.2, 0.7, 0.1] for i in range(len(ids))]
-    lake.replace_run("features", pa.table({
+    features = {
         "run_id": [run_id] * len(ids), "id": ids, "probs": pa.array(probs, pa.list_(pa.float32())),
+        "embedding": pa.array([[float(i), float(i % 3)] for i in range(len(ids))], pa.list_(pa.float32())),
         "pred": pa.array([int(np.argmax(p)) for p in probs], pa.int32()),
-        "entropy": [0.5 + i / 100 for i in range(len(ids))], "margin": [0.3] * len(ids)}), run_id)
+        "entropy": [0.5 + i / 100 for i in range(len(ids))], "margin": [0.3] * len(ids)}
+    if detections is not None:
+        del features["probs"], features["pred"], features["margin"]
+        features["detections"] = pa.array(
+            [[{"probs": None, **box} for box in detections.get(i, [])] for i in ids], DETECTIONS_TYPE)
+    lake.replace_run("features", pa.table(features), run_id)
     lake.replace_run("ranking", pa.table({
         "run_id": [run_id] * len(ids), "id": ids, "rank": list(range(1, len(ids) + 1)),
         "selected": [i < len(picks) for i in range(len(ids))], "score": [1.0 / (i + 1) for i in range(len(ids))]}),
@@ -83,12 +92,34 @@ def write_run(config: Config, run_id: str, picks: list[str], *, others: list[str
     record_selection(lake, run_id, at=started)
 
 
-@pytest.fixture
-def lake_run(tmp_path):
-    """A lake with run ``r1`` that picked ``img/00.png``..``img/03.png`` of a 12-image pool; yields the config."""
-    config = lake_config(tmp_path, write_pool(tmp_path))
+def lake_with_run(root: Path) -> Config:
+    """A lake under ``root`` with run ``r1`` that picked ``img/00.png``..``img/03.png`` of a 12-image pool."""
+    config = lake_config(root, write_pool(root))
     write_run(config, "r1", [f"img/{i:02d}.png" for i in range(4)], others=[f"img/{i:02d}.png" for i in range(4, 8)])
     return config
+
+
+SHAPES = ["circle", "square"]
+BOXES = {"img/00.png": [{"x0": 6.0, "y0": 3.0, "x1": 12.0, "y1": 9.0, "label": 1, "score": 0.9},
+                        {"x0": -1.0, "y0": 0.0, "x1": 3.0, "y1": 6.0, "label": 0, "score": 0.4}],
+         "img/01.png": []}
+
+
+def detection_lake(root: Path, **detection) -> Config:
+    """A lake under ``root`` with run ``d1`` of a detection config (no labeled classes: the detector's; more
+    ``detection`` keys given) that picked two 12x12 images, the first with :data:`BOXES`' two objects, the
+    second with none."""
+    config = config_from_dict({"task": "detection", "detection": {"classes": SHAPES, **detection},
+                               "pool": {"path": write_pool(root, 4), "format": "parquet"},
+                               "selection": {"n_samples": 2}, "output": {"path": str(root / "lake")}})
+    write_run(config, "d1", list(BOXES), others=["img/02.png"], detections=BOXES)
+    return config
+
+
+@pytest.fixture
+def lake_run(tmp_path):
+    """A lake with run ``r1`` (:func:`lake_with_run`); yields the config."""
+    return lake_with_run(tmp_path)
 
 
 def free_port() -> int:

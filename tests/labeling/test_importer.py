@@ -81,27 +81,23 @@ def test_the_cli_imports_a_file_and_says_what_it_did(lake_run, tmp_path, capsys,
     assert "give a Label Studio export FILE, or --url and --project" in capsys.readouterr().err
 
 
-def test_rounds_shows_each_round_with_its_counts_and_labels(lake_run, tmp_path, capsys):
-    from tests.labeling.conftest import write_run
+@pytest.mark.parametrize("url, reason", [("http://127.0.0.1:{port}", "cannot reach a Label Studio server there"),
+                                         ("label-studio.example", "cannot reach a Label Studio server there")])
+def test_a_bad_url_is_one_line_naming_it_with_exit_2(lake_run, tmp_path, capsys, monkeypatch, url, reason):
+    from tests.labeling.conftest import free_port
 
-    export_run(lake_run, "r1", to="cvat", out=tmp_path / "cvat", now=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
-    _export_file(tmp_path / "export.json", {"img/00.png": "one", "img/01.png": "one", "img/02.png": "two"})
-    import_labels(lake_run, read_export_file(tmp_path / "export.json"), source="export.json")
-    write_run(lake_run, "r2", ["img/05.png", "img/06.png"],
-              started=dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc))
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
     config = tmp_path / "job.yaml"
     config.write_text(json.dumps(lake_run.model_dump(mode="json")))
-    assert main(["rounds", str(config), "--json"]) == 0
-    rounds = json.loads(capsys.readouterr().out)["rounds"]
-    assert [r["run_id"] for r in rounds] == ["r1", "r2"]
-    # img/03.png was sent on Jan 2 and not labeled in 14 days: expired
-    assert {k: rounds[0][k] for k in ("selected", "sent", "waiting", "labeled", "expired", "labels")} == {
-        "selected": 4, "sent": 4, "waiting": 0, "labeled": 3, "expired": 1, "labels": {"one": 2, "two": 1}}
-    assert (rounds[1]["selected"], rounds[1]["sent"]) == (2, 0)
-    assert main(["rounds", str(config)]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["round", "started", "selected", "sent", "waiting", "labeled", "expired", "labels"]
-    assert table[1].split()[:8] == ["r1", "2026-01-01", "00:00", "4", "4", "0", "3", "1"]
+    url = url.format(port=free_port())  # nothing listens there
+    for command in (["export", "r1", "--config", str(config), "--to", "label-studio", "--out", str(tmp_path / "o")],
+                    ["import-labels", str(config)]):
+        assert main([*command, "--url", url, "--project", "p"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"alray: error: --url {url}: {reason} (") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    states = {row["state"] for row in read_items(Lake.from_output(lake_run.output)).to_pylist()}
+    assert states == {"selected"}  # nothing was marked sent
 
 
 def test_read_export_file_names_the_file(tmp_path):

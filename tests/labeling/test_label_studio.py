@@ -4,6 +4,7 @@ runs them against a real one)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -75,5 +76,54 @@ def test_a_bad_export_is_one_line_naming_the_file_and_task(tasks, message):
 
 
 def test_an_unknown_task_kind_names_the_known_ones():
-    with pytest.raises(InputError, match=r"--task: expected one of \['classification'\], got 'segmentation'"):
+    with pytest.raises(InputError, match=r"--task: expected one of \['classification', 'detection'\], got 'segm"):
         task_kind("segmentation")
+
+
+BOXES = TASK_KINDS["detection"]
+
+
+def test_a_detection_task_holds_the_boxes_in_percent_and_its_image_size():
+    detections = [{"x0": 10.0, "y0": 20.0, "x1": 50.0, "y1": 40.0, "label": 1, "score": 0.8, "probs": None},
+                  {"x0": -2.0, "y0": 0.0, "x1": 200.0, "y1": 100.0, "label": 0, "score": 0.4, "probs": None},
+                  {"x0": 1.0, "y0": 1.0, "x1": 2.0, "y1": 2.0, "label": 7, "score": 0.9, "probs": None},  # no name
+                  {"x0": 201.0, "y0": 1.0, "x1": 230.0, "y1": 2.0, "label": 0, "score": 0.9, "probs": None}]  # outside
+    item = Item(id="img", rank=1, score=0.5, detections=detections, width=200, height=100)
+    task = build_task(item, "data:x", run_id="r1", kind=BOXES, payload="image", classes=["circle", "square"])
+    assert (task["data"]["alray_width"], task["data"]["alray_height"]) == (200, 100)
+    first, second = task["predictions"][0]["result"]
+    assert first["type"] == "rectanglelabels" and (first["original_width"], first["original_height"]) == (200, 100)
+    assert first["value"] == {"x": 5.0, "y": 20.0, "width": 20.0, "height": 20.0, "rotation": 0,
+                              "rectanglelabels": ["square"]}
+    assert first["score"] == pytest.approx(0.8)
+    assert second["value"]["x"] == 0.0 and second["value"]["width"] == 100.0  # clipped to the image
+    xml = ET.fromstring(label_config(BOXES, "image", ["circle", "square"]))
+    rectangles = xml.find("RectangleLabels")
+    assert rectangles.attrib == {"name": "label", "toName": "image"}
+    assert [label.attrib["value"] for label in rectangles] == ["circle", "square"]
+
+
+def test_rectangles_read_back_are_boxes_in_the_image_s_pixels():
+    def rectangle(x, y, w, h, name, size=True):
+        result = {"type": "rectanglelabels", "from_name": "label", "to_name": "image",
+                  "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [name]}}
+        return {**result, "original_width": 200, "original_height": 100} if size else result
+
+    tasks = [
+        _task("a", [{"id": 1, "updated_at": "2026-03-01T00:00:00Z",
+                     "result": [rectangle(50, 10, 25, 50, "square"), rectangle(5, 20, 20, 20, "circle", size=False)]}]),
+        _task("b", [{"id": 2, "updated_at": "2026-03-01T00:00:00Z", "result": []}]),  # no objects: a label too
+        _task("c", [{"id": 3, "updated_at": "2026-03-01T00:00:00Z", "was_cancelled": True,
+                     "result": [rectangle(0, 0, 1, 1, "circle")]}]),
+    ]
+    for task in tasks:
+        task["data"].update(alray_width=200, alray_height=100)
+    rows = {row["id"]: json.loads(row["label"]) for row in parse_export(tasks, where="e", kind=BOXES).rows}
+    assert rows == {"a": [{"label": "square", "x0": 100.0, "y0": 10.0, "x1": 150.0, "y1": 60.0},  # top first
+                          {"label": "circle", "x0": 10.0, "y0": 20.0, "x1": 50.0, "y1": 40.0}],
+                    "b": []}
+    rotated = rectangle(5, 20, 20, 20, "circle")
+    rotated["value"]["rotation"] = 30
+    with pytest.raises(InputError, match=r"task of 'a': a rotated rectangle \(30 degrees\)"):
+        parse_export([_task("a", [{"id": 4, "updated_at": "2026-03-01T00:00:00Z", "result": [rotated]}])],
+                     where="e", kind=BOXES)

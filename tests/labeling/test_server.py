@@ -10,6 +10,7 @@ import yaml
 from deltalake import DeltaTable
 
 from alray.cli import main
+from alray.errors import InputError
 from alray.lake import Lake
 from alray.lake.labels import current_labels, read_labels
 from alray.lake.rounds import read_items
@@ -110,3 +111,40 @@ def test_rounds_through_a_label_studio_server(label_studio, api, ray_session, de
     picked_again = {row["id"] for row in lake.read_run("ranking", "round-2").to_pylist() if row["selected"]}
     assert len(picked_again) == 8 and not picked_again & set(picks)
     assert set(_states(lake, "round-2").values()) == {"selected"}
+
+
+def test_a_detection_round_through_a_label_studio_server(label_studio, api, tmp_path):
+    """Label Studio takes the RectangleLabels project and the detector's boxes as predictions; a drawn box
+    comes back as the image's label."""
+    from alray.labeling.export import export_run
+    from alray.labeling.importer import import_labels
+    from alray.labeling.label_studio import TASK_KINDS, fetch_export, label_config
+    from tests.labeling.conftest import detection_lake
+
+    config = detection_lake(tmp_path)
+    with pytest.raises(InputError, match=r"^LABEL_STUDIO_API_KEY: the Label Studio server at http://127\.0\.0\.1:\d+ "
+                                         r"refused the token \(HTTP 401"):
+        export_run(config, "d1", to="label-studio", out=tmp_path / "out", url=label_studio.url, token="wrong",
+                   project="shapes")
+    summary = export_run(config, "d1", to="label-studio", out=tmp_path / "out", url=label_studio.url,
+                         token=label_studio.token, project="shapes")
+    assert summary.tasks_created == 2
+    tasks = {t.data["alray_id"]: t for t in api.tasks.list(project=summary.project_id, fields="all")}
+    assert (tasks["img/00.png"].total_predictions, tasks["img/01.png"].total_predictions) == (1, 0)
+    # a project whose labeling config went stale (a class less) gets alray's again, and no task twice
+    stale = summary.project_id
+    api.projects.update(stale, label_config=label_config(TASK_KINDS["detection"], "image", ["circle"]))
+    again = export_run(config, "d1", to="label-studio", out=tmp_path / "out", url=label_studio.url,
+                       token=label_studio.token, project=str(stale))
+    assert (again.config_updated, again.tasks_created, again.tasks_existing) == (True, 0, 2)
+    assert '<Label value="square"/>' in api.projects.get(stale).label_config
+    api.annotations.create(tasks["img/00.png"].id, result=[{
+        "from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 12,
+        "original_height": 12, "value": {"x": 50.0, "y": 25.0, "width": 25.0, "height": 50.0, "rotation": 0,
+                                         "rectanglelabels": ["square"]}}])
+    project_id, exported = fetch_export(api, "shapes")
+    imported = import_labels(config, exported, source=f"project {project_id}")
+    assert imported.n_new == 1
+    labels = {row["id"]: json.loads(row["label"]) for row in current_labels(read_labels(
+        Lake.from_output(config.output)))}
+    assert labels == {"img/00.png": [{"label": "square", "x0": 6.0, "y0": 3.0, "x1": 9.0, "y1": 9.0}]}

@@ -10,7 +10,7 @@ import pytest
 from deltalake import DeltaTable
 
 from alray.errors import InputError
-from alray.lake import commit_files, read_run, replace_run, run_files
+from alray.lake import Lake, commit_files, read_run, replace_run, run_files
 from tests.lake.conftest import run_rows, staged_file
 
 
@@ -144,3 +144,49 @@ def test_two_runs_writing_at_the_same_time_both_land(tmp_path, how):
     for run_id in ("r1", "r2", "r3"):
         assert read_run(table, run_id).num_rows == 53  # the last of each run's four writes, once
     assert read_run(table, "seed").num_rows == 1
+
+
+def _stale_first_writes(write_a, write_b) -> None:
+    """Run two guarded writes in threads so that both read the lake before either writes and ``a`` commits
+    first: ``write_x(wait)`` calls ``wait()`` inside its update, on its first read only."""
+    b_read, a_done = threading.Event(), threading.Event()
+
+    def first_only(action):
+        pending = [True]
+
+        def wait() -> None:
+            if pending.pop() if pending else False:
+                action()
+        return wait
+
+    def a() -> None:
+        write_a(first_only(lambda: b_read.wait(10)))
+        a_done.set()
+
+    def b() -> None:
+        write_b(first_only(lambda: (b_read.set(), a_done.wait(10))))
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_the_first_write_of_a_guarded_table_is_create_only(tmp_path):
+    """Two updates of one run read "no table yet"; the first creates the table, and the second, whose read
+    is then stale, must not overwrite it: its create-only write fails, and it reads and updates again."""
+    lake = Lake(str(tmp_path / "lake"))
+    schema = pa.schema([("run_id", pa.string()), ("id", pa.string())])
+
+    def adding(item: str):
+        def write(wait) -> None:
+            def update(rows: pa.Table) -> pa.Table:
+                wait()
+                return pa.concat_tables([rows.select(schema.names).cast(schema),
+                                         pa.table({"run_id": ["r1"], "id": [item]}, schema=schema)])
+            lake.update_run("round_items", "r1", update, schema=schema)
+        return write
+
+    _stale_first_writes(adding("a"), adding("b"))
+    assert sorted(lake.read_table("round_items").column("id").to_pylist()) == ["a", "b"]

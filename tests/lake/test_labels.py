@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from deltalake import DeltaTable
 
-from alray.lake import Lake
+from alray.lake import IcebergCatalog, Lake
 from alray.lake.labels import add_labels, current_labels, read_labels
 from tests.lake.conftest import in_threads
 
@@ -45,3 +46,16 @@ def test_concurrent_imports_of_one_export_keep_each_row_once(tmp_path):
     in_threads(lambda batch: add_labels(lake, batch, now=T0), [(rows,)] * 4 + [(others,)])
     ids = read_labels(lake).column("id").to_pylist()
     assert sorted(ids) == sorted(row["id"] for row in rows + others)  # every row, none twice
+
+
+@pytest.mark.parametrize("fmt", ["delta", "iceberg"])
+def test_overlapping_exports_imported_at_once_keep_each_row_once(tmp_path, fmt):
+    """A project's export at 10, 12, 14 and 16 labels, each imported by two threads at once: the rows they
+    share are new to each import's snapshot, but only one import may write them."""
+    catalog = IcebergCatalog(uri=f"sqlite:///{tmp_path / 'catalog.db'}") if fmt == "iceberg" else None
+    lake = Lake(str(tmp_path / "lake"), fmt, catalog=catalog)
+    rows = [_row(f"id-{i:02d}", "cat", i) for i in range(16)]
+    batches = [rows[:n] for n in (10, 12, 14, 16)] * 2
+    in_threads(lambda batch: add_labels(lake, batch, now=T0), [(batch,) for batch in batches])
+    ids = read_labels(lake).column("id").to_pylist()
+    assert sorted(ids) == [row["id"] for row in rows]  # every row, none twice

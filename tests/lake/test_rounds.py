@@ -113,3 +113,21 @@ def test_concurrent_moves_of_one_round_lose_none(tmp_path, fmt):
     rows = read_items(lake).to_pylist()
     assert sorted(row["id"] for row in rows) == ids  # no row twice
     assert {row["id"]: (row["state"], row["destination"]) for row in rows} == {i: ("sent", f"d-{i}") for i in ids}
+
+
+def test_a_label_settles_its_id_in_every_round_that_waits_for_it(lake):
+    """An id picked by three rounds: sent by r1 and r3, still only selected by r2. Its label, which names r1,
+    moves it to labeled in all three; r4, where it had expired, keeps that."""
+    for run_id in ("r1", "r2", "r3", "r4"):
+        _ranking(lake, run_id, ["a", f"only-{run_id}"])
+        record_selection(lake, run_id, at=T0)
+    for run_id in ("r1", "r3", "r4"):
+        mark_sent(lake, run_id, ["a"], destination="d", at=T0)
+    expire_items(lake, now=T0 + 8 * DAY, after=7 * DAY)
+    for run_id in ("r1", "r3"):
+        mark_sent(lake, run_id, ["a"], destination="d", at=T0 + 8 * DAY)  # sent again: sent, r4's stays expired
+    assert mark_labeled(lake, [{"id": "a", "label": "cat", "round": "r1", "labeled_at": T0 + 9 * DAY}]) == 3
+    rows = {(row["run_id"], row["id"]): row for row in read_items(lake).to_pylist()}
+    assert {r: rows[(r, "a")]["state"] for r in ("r1", "r2", "r3", "r4")} == {
+        "r1": "labeled", "r2": "labeled", "r3": "labeled", "r4": "expired"}
+    assert rows[("r2", "a")]["label"] == "cat" and rows[("r2", "only-r2")]["state"] == "selected"

@@ -99,3 +99,34 @@ def test_the_image_ranking_derives_from_the_object_ranking(object_runs):
     # the objects of labeled images are centres, not candidates; images without objects are filtered
     assert summary.filtered_by_reason["labeled"] == 50 and summary.filtered_by_reason.get("no objects", 0) > 0
     assert sum(summary.filtered_by_reason.values()) + counts["candidates"] + counts["rejected"] == counts["pool"]
+
+
+def test_images_out_for_labeling_at_the_run_s_time_are_kept_out(tmp_path):
+    """An image an earlier round sent 20 days ago (expiry: 14 days) to a run whose time is 10 days ago: it was
+    out for labeling then, so its object is no candidate."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from alray.config import LabeledConfig, SelectionConfig, SparkConfig, StrategyConfig
+    from alray.lake.rounds import mark_sent, record_selection
+    from alray.stages.select_objects import run_select_objects
+
+    lake = Lake(str(tmp_path / "lake"))
+    now = dt.datetime.now(dt.timezone.utc)
+    images = [f"img-{i}" for i in range(4)]
+    lake.replace_run("features", pa.table({"run_id": ["o1"] * 4, "id": images, "n_objects": [1] * 4}), "o1")
+    lake.replace_run("objects", pa.table({
+        "run_id": ["o1"] * 4, "id": [f"{i}#0" for i in images], "image_id": images,
+        "embedding": pa.array([[float(i), 1.0] for i in range(4)], pa.list_(pa.float32())),
+        "entropy": [0.9, 0.1, 0.2, 0.3]}), "o1")
+    lake.replace_run("ranking", pa.table({"run_id": ["r0"], "id": ["img-0"], "rank": [1], "selected": [True]}), "r0")
+    record_selection(lake, "r0", at=now - dt.timedelta(days=20))
+    mark_sent(lake, "r0", ["img-0"], destination="d", at=now - dt.timedelta(days=20))
+    selection = SelectionConfig(n_samples=2, engine="local",
+                                strategies=[StrategyConfig(input="entropy", strategy="weights")])
+    result = run_select_objects(selection, LabeledConfig(), SparkConfig(), seed=0, run_id="o1", lake=lake,
+                                progress=Progress(quiet=True), run_time=now - dt.timedelta(days=10))
+    assert result.filtered_by_reason == {"selected_before": 1}
+    picked = lake.read_run("ranking", "o1").filter(pc.field("selected")).column("id").to_pylist()
+    assert sorted(picked) == ["img-2", "img-3"]

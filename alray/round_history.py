@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from alray.errors import InputError
 from alray.lake import Lake
 from alray.lake.rounds import expire_items, read_items
+from alray.run_records import runs_table
 
 COUNTS = ("selected", "sent", "waiting", "labeled", "expired")
 
@@ -25,10 +25,7 @@ def round_history(lake: Lake, *, now: dt.datetime, after: dt.timedelta | None) -
     for labeling now; ``labels`` maps each label to its count among the round's labeled ids.
     """
     expire_items(lake, now=now, after=after)
-    try:
-        runs = lake.read_table("runs", columns=["run_id", "status", "started_at", "n_selected"])
-    except InputError:
-        raise InputError(f"runs table {lake.table('runs')}: not found; run alray run first") from None
+    runs = runs_table(lake).select(["run_id", "status", "started_at", "n_selected"])
     runs = runs.filter(pc.equal(runs.column("status"), "succeeded")).sort_by([("started_at", "ascending")])
     by_round: dict[str, list[dict[str, Any]]] = {}
     for row in read_items(lake).to_pylist():
