@@ -14,6 +14,7 @@ id is in exactly one of the ranking, the rejects or the filtered set.
 
     python benchmarks/load.py                         # 1M rows at batch 256, then 100k at 256 and 4096
     python benchmarks/load.py --cases 100000:256      # one case
+    python benchmarks/load.py --cases 1000000:256,10000000:256 --output benchmarks/results/load-10m.json
     python benchmarks/load.py --cases 1000000:256 --object-store-memory 256m \
         --output benchmarks/results/load-1m-store256m.json   # a smaller object store
 """
@@ -67,27 +68,31 @@ def write_pool(folder: Path, n_rows: int, *, seed: int, now: dt.datetime) -> dic
     features, _ = digits_features()
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
+    now_us = int(now.timestamp() * 1_000_000)
     n_nan = n_short = 0
     for part, start in enumerate(range(0, n_rows, ROWS_PER_FILE)):
         stop = min(start + ROWS_PER_FILE, n_rows)
         n = stop - start
         rows = features[rng.integers(0, len(features), size=n)] + rng.normal(0, 0.05, size=(n, N_FEATURES))
-        vectors: list[list[float] | None] = [list(map(float, r)) for r in rows.astype(np.float32)]
+        rows = rows.astype(np.float32)
         index = np.arange(start, stop)
-        for i in np.flatnonzero(index % 2_000 == 1_999):
-            vectors[i][7] = float("nan")  # type: ignore[index]
-            n_nan += 1
-        for i in np.flatnonzero(index % 5_000 == 4_998):
-            vectors[i] = vectors[i][:60]  # type: ignore[index]
-            n_short += 1
+        nan = (index % 2_000 == 1_999)
+        rows[nan, 7] = np.nan
+        n_nan += int(nan.sum())
+        short = (index % 5_000 == 4_998)
+        n_short += int(short.sum())
+        lengths = np.where(short, 60, N_FEATURES)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        keep = np.arange(N_FEATURES)[None, :] < lengths[:, None]
+        vectors = pa.ListArray.from_arrays(pa.array(offsets), pa.array(rows[keep], pa.float32()))
         age_days = rng.uniform(0, 60, size=n)
         stale = rng.random(n) < 0.04
         age_days[stale] = rng.uniform(120, 365, size=int(stale.sum()))
+        captured = now_us - np.round(age_days * 86_400_000_000).astype(np.int64)
         table = pa.table({
             "id": pa.array([f"s{i:08d}" for i in index], pa.string()),
-            "features": pa.array(vectors, pa.list_(pa.float32())),
-            "captured_at": pa.array([now - dt.timedelta(days=float(d)) for d in age_days],
-                                    pa.timestamp("us", tz="UTC")),
+            "features": vectors,
+            "captured_at": pa.array(captured, pa.timestamp("us", tz="UTC")),
             "camera_id": pa.array([f"cam-{c}" for c in rng.integers(0, 8, size=n)], pa.string()),
         })
         pq.write_table(table, folder / f"part-{part:05d}.parquet")
@@ -119,7 +124,7 @@ def write_labeled(folder: Path, n_rows: int, *, seed: int) -> None:
 
 
 def job_config(root: Path, pool: Path, labeled: Path, batch_size: int,
-               object_store_memory: str | None = None) -> dict[str, Any]:
+               object_store_memory: str | None = None, n_partitions: int = 16) -> dict[str, Any]:
     """The job every case runs: the demo's strategy (BALD-weighted diversity) selecting 1,000."""
     return {
         "ray": {"object_store_memory": object_store_memory} if object_store_memory else {},
@@ -133,7 +138,7 @@ def job_config(root: Path, pool: Path, labeled: Path, batch_size: int,
             "strategies": [{"input": "embeddings", "strategy": "diversity"},
                            {"input": "bald", "strategy": "weights", "strength": 1.0}],
             "filters": [{"column": "captured_at", "op": "within_last", "value": "90d"}],
-            "n_partitions": 16,
+            "n_partitions": n_partitions,
         },
         "output": {"path": str(root / "lake")},
         "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "4g"}},
@@ -241,12 +246,13 @@ class TreeSampler(Sampler):
 
 
 def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int,
-             object_store_memory: str | None = None) -> dict[str, Any]:
+             object_store_memory: str | None = None, n_partitions: int = 16) -> dict[str, Any]:
     """One ``alray run`` on ``pool``; figures of time, memory and the table invariant."""
     lake = root / "lake"
     shutil.rmtree(lake, ignore_errors=True)
     config_path = root / f"load-{n_rows}-{batch_size}.yaml"
-    config_path.write_text(yaml.safe_dump(job_config(root, pool, labeled, batch_size, object_store_memory)))
+    config_path.write_text(yaml.safe_dump(job_config(root, pool, labeled, batch_size, object_store_memory,
+                                                     n_partitions)))
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "alray.cli", "run", str(config_path), "--json"],
@@ -281,7 +287,8 @@ def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int
         raise SystemExit(f"alray run exited {process.returncode}:\n" + "\n".join(stderr_tail))
     summary = json.loads(summary_line)
     return {
-        "n_rows": n_rows, "batch_size": batch_size, "object_store_memory": object_store_memory,
+        "n_rows": n_rows, "batch_size": batch_size, "n_partitions": n_partitions,
+        "object_store_memory": object_store_memory,
         "wall_seconds": round(wall, 1),
         "timings": summary["timings"], "counts": summary["counts"],
         "filtered_by_reason": summary["filtered_by_reason"], "coverage_radius": summary["coverage_radius"],
@@ -318,17 +325,21 @@ def check_invariant(lake: Path, pool: Path, labeled: Path, n_filtered: int) -> d
     }
 
 
-def parse_cases(text: str) -> list[tuple[int, int]]:
+def parse_cases(text: str) -> list[tuple[int, int, int]]:
+    """``ROWS:BATCH[:PARTITIONS]``; partitions default to one per 62,500 rows, at least 16: the
+    first coreset round's partitions grow with the pool so that a worker's share stays the same."""
     cases = []
     for item in text.split(","):
-        rows, batch = item.split(":")
-        cases.append((int(rows), int(batch)))
+        rows, batch, *partitions = item.split(":")
+        n_partitions = int(partitions[0]) if partitions else max(16, -(-int(rows) // 62_500))
+        cases.append((int(rows), int(batch), n_partitions))
     return cases
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=DEFAULT_CASES, help=f"ROWS:BATCH,... (default {DEFAULT_CASES})")
+    parser.add_argument("--cases", default=DEFAULT_CASES,
+                        help=f"ROWS:BATCH[:PARTITIONS],... (default {DEFAULT_CASES})")
     parser.add_argument("--workdir", help="where the pool and lake go (default: a temporary folder)")
     parser.add_argument("--object-store-memory", help="ray.object_store_memory of the runs, e.g. 256m "
                         "(default: Ray's, 30%% of memory)")
@@ -338,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="alray-load-", dir=args.workdir))
     now = dt.datetime.now(dt.timezone.utc)
     try:
-        largest = max(rows for rows, _ in cases)
+        largest = max(rows for rows, _, _ in cases)
         start = time.perf_counter()
         full_pool = root / f"pool-{largest}"
         bad_rows = write_pool(full_pool, largest, seed=SEED, now=now)
@@ -351,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pool": {"payload": "features (64 float32)", "rows_per_file": ROWS_PER_FILE, "bad_rows": bad_rows},
             "cases": [],
         }
-        for rows, batch in cases:
+        for rows, batch, n_partitions in cases:
             pool = root / f"pool-{rows}"
             if not pool.exists():  # a prefix of the largest pool: the same rows, linked
                 pool.mkdir()
@@ -359,8 +370,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     os.link(part, pool / part.name)
             labeled = root / f"labeled-{rows}"
             write_labeled(labeled, rows, seed=SEED)
-            print(f"case: {rows:,} rows, batch {batch}", flush=True)
-            figures = run_case(root, pool, labeled, rows, batch, args.object_store_memory)
+            print(f"case: {rows:,} rows, batch {batch}, {n_partitions} partitions", flush=True)
+            figures = run_case(root, pool, labeled, rows, batch, args.object_store_memory, n_partitions)
             results["cases"].append(figures)
             print(json.dumps({k: figures[k] for k in ("wall_seconds", "timings", "counts", "invariant")}), flush=True)
             for stage, roles in figures["peak_memory_mib_by_stage"].items():

@@ -115,7 +115,8 @@ def stage(pool_dir: Path, small_dir: Path, model_path: Path, workdir: Path, *, c
 
     def run(pool: Path, run_id: str) -> tuple[int, float]:
         config = config_from_dict({
-            "run": {"seed": SEED, "run_id": run_id}, "pool": {"path": str(pool)},
+            # incremental off: the warm run must not leave rows for the measured runs to carry over
+            "run": {"seed": SEED, "run_id": run_id, "incremental": False}, "pool": {"path": str(pool)},
             "model": {"checkpoint": str(model_path)}, "score": score, "selection": {"n_samples": 1},
             "output": {"path": str(workdir / "lake")}, "ray": {"num_cpus": cpus},
         })

@@ -209,7 +209,8 @@ def bench_ray(*, model_name: str, image_size: int, device: str, n_images: int, b
 
     def config(n_actors: int, run_id: str, pool: str) -> Any:
         return config_from_dict({
-            "run": {"seed": seed, "run_id": run_id},
+            # incremental off: a run must score the pool, not carry over the previous run's rows
+            "run": {"seed": seed, "run_id": run_id, "incremental": False},
             "pool": {"path": pool},
             "model": {"checkpoint": str(workdir / "model.pt"), "device": device},
             # at most one CPU per actor, and one left for the read tasks (alray refuses less)
