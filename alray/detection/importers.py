@@ -10,7 +10,9 @@
 
 The output is the pool with a ``detections`` column (replaced when it had one) and the image
 size in ``width`` and ``height`` (from those columns when the pool has them, else from the image
-headers of its ``image`` or ``uri`` payloads), written batch by batch as parquet. An image with
+headers of its ``image`` or ``uri`` payloads, upright by their EXIF orientation as scoring
+decodes them), written batch by batch as parquet. Scoring with a model checks that size against
+the decoded image's and quarantines a row where they differ. An image with
 no predictions gets an empty list (no objects); a prediction of an image not in the pool is an
 error naming the file, the image id and the field.
 """
@@ -36,9 +38,8 @@ from alray.lake import open_table, parquet_dataset
 from alray.payloads import read_uri
 
 FORMATS = ("coco", "yolo")
-# Image headers are read from the first bytes of a ``uri`` payload only when a format keeps its
-# size there; a whole file is read otherwise.
-_HEADER_BYTES = 1 << 20
+# The EXIF tag of the image's orientation.
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -160,7 +161,11 @@ def image_size(row: dict[str, Any], payload: str | None, where: str) -> tuple[fl
         data = read_uri(str(data))
     try:
         with Image.open(io.BytesIO(data or b"")) as image:
-            return float(image.size[0]), float(image.size[1])
+            width, height = image.size
+            # upright, as scoring decodes it: EXIF orientations 5 to 8 turn the image by 90 degrees
+            if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return float(width), float(height)
     except (UnidentifiedImageError, OSError, ValueError):
         return math.nan, math.nan  # an unreadable image: scoring rejects it with its reason
 

@@ -29,6 +29,7 @@ from alray.detection.scores import object_class_scores, object_stability
 from alray.inference import (
     MIN_MODEL_ROWS,
     MODEL_INPUT,
+    POOL_COPY_PREFIX,
     InputSpec,
     ScoringOptions,
     decode_batch,
@@ -39,6 +40,8 @@ from alray.models.detector import DetectorModel, DetectorOutput
 from alray.quality import statistics_of
 from alray.tables import IMAGE_COLUMNS, REJECT_REASON, features_rows
 
+# The pool's image size columns (a detection pool's; decoding measures them too).
+SIZE_COLUMNS = ("width", "height")
 # Side of the thumbnail that embeds a crop when nothing else can.
 THUMBNAIL_SIDE = 4
 
@@ -215,8 +218,33 @@ def score_detection_batch(batch: pa.Table, options: ScoringOptions, detection: D
     return score_detection_decoded(decoded, options, detection, detector=detector, encoder=encoder)
 
 
-# The decoded batch's columns that are no pool metadata.
-_DECODED = (MODEL_INPUT, REJECT_REASON, *IMAGE_COLUMNS, "channel_mean", "channel_std")
+# The decoded batch's columns that are no pool metadata (the pool's own image size among them).
+_DECODED = (MODEL_INPUT, REJECT_REASON, *IMAGE_COLUMNS, "channel_mean", "channel_std",
+            *(POOL_COPY_PREFIX + name for name in SIZE_COLUMNS))
+# How far (pixels) a pool's stated image size may be from the decoded one.
+SIZE_TOLERANCE = 0.5
+
+
+def check_pool_sizes(decoded: pa.Table, reasons: list[str | None]) -> None:
+    """Give a reason to each decoded row whose pool ``width`` / ``height`` (what ``alray import-predictions``
+    writes) differ from the decoded image's: its detections are in pixels of another image (an EXIF
+    rotation, a JPEG that ``score.max_image_pixels`` reduced, a wrong size column)."""
+    stated = [POOL_COPY_PREFIX + name for name in SIZE_COLUMNS]
+    if not all(name in decoded.column_names for name in stated):
+        return
+    pool_w, pool_h = (decoded.column(name).to_pylist() for name in stated)
+    image_w, image_h = (decoded.column(name).to_pylist() for name in SIZE_COLUMNS)
+    for i, (pw, ph, w, h) in enumerate(zip(pool_w, pool_h, image_w, image_h, strict=True)):
+        if reasons[i] is not None or pw is None or ph is None or w is None or h is None:
+            continue
+        try:
+            differ = abs(float(pw) - w) > SIZE_TOLERANCE or abs(float(ph) - h) > SIZE_TOLERANCE
+            stated_size = f"{float(pw):g} x {float(ph):g}"
+        except (TypeError, ValueError, OverflowError):
+            differ, stated_size = True, f"{pw!r} x {ph!r}"
+        if differ:
+            reasons[i] = (f"width, height: the pool says {stated_size}, the image decodes to {w:g} x {h:g}; "
+                          "the detections' pixels are another image's")
 
 
 def score_detection_decoded(decoded: pa.Table, options: ScoringOptions, detection: DetectionOptions, *,
@@ -244,6 +272,7 @@ def score_detection_decoded(decoded: pa.Table, options: ScoringOptions, detectio
     ids = [str(i) for i in decoded.column("id").to_pylist()]
     n = len(ids)
     reasons: list[str | None] = decoded.column(REJECT_REASON).to_pylist()
+    check_pool_sizes(decoded, reasons)
     ok = np.array([r is None for r in reasons], dtype=bool)
     good = np.flatnonzero(ok)
     quality = {name: decoded.column(name).to_numpy(zero_copy_only=False).astype(np.float64)

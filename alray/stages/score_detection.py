@@ -14,7 +14,7 @@ import pyarrow as pa
 from alray.config import DetectionConfig, ModelConfig, PoolConfig, SelectionConfig
 from alray.detection.columns import DetectionOptions
 from alray.detection.precomputed import DETECTION_INPUT_COLUMNS, score_precomputed_detections
-from alray.detection.scorer import score_detection_decoded
+from alray.detection.scorer import SIZE_COLUMNS, score_detection_decoded
 from alray.errors import ConfigError, InputError
 from alray.inference import PAYLOAD_INPUT_KIND, InputSpec, ScoringOptions
 from alray.models import TaskModel, load_model
@@ -64,7 +64,9 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
         if detector is None and "detections" not in names:
             raise InputError(f"pool {pool.path}: model.checkpoint {checkpoint} is no detector, so the "
                              "objects must come from the pool: it needs a detections column (alray import-predictions)")
-        inputs = {"id", source.payload, "detections"}
+        # the pool's image size (alray import-predictions writes it) is checked against the decoded image's,
+        # which the features hold
+        inputs = {"id", source.payload, "detections", *SIZE_COLUMNS}
     clashes = sorted((names - inputs) & RESERVED_COLUMNS)
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")

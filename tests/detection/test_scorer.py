@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from alray.detection.boxes import Detections, check_detections, scale_boxes
+from alray.detection.boxes import DETECTIONS_TYPE, Detections, check_detections, scale_boxes
 from alray.detection.columns import DetectionOptions
 from alray.detection.demo import MODEL_SIDE, POOL_SIDE, decoded_inputs
 from alray.detection.objects import OBJECTS_COLUMN, explode_objects
@@ -132,3 +132,19 @@ def test_without_a_detector_the_pools_detections_are_checked_and_an_encoder_embe
     for i in (0, 1, 2, 4):
         assert rows[ids[i]]["n_objects"] == len(truths[ids[i]]) and len(rows[ids[i]]["embedding"]) == 24
         assert rows[ids[i]]["object_entropy_max"] == pytest.approx(0.0)  # one-hot truths
+
+
+def test_a_pool_size_other_than_the_decoded_images_quarantines_the_row(pool):
+    batch = pool.slice(0, 4)
+    ids = batch.column("id").to_pylist()
+    batch = (batch.append_column("detections", pa.array([[]] * 4, DETECTIONS_TYPE))
+             .append_column("width", pa.array([96.0, 128.0, None, 96.0]))
+             .append_column("height", pa.array([96, 96, 96, 95.75])))
+    torch.manual_seed(0)
+    encoder = SmallCNN(in_channels=3, image_size=32, n_classes=0, embedding_dim=8).eval()
+    rows = _rows(score_detection_batch(batch, _options(), DETECTION, encoder=encoder))
+    assert rows[ids[1]][REJECT_REASON] == ("width, height: the pool says 128 x 96, the image decodes to 96 x 96; "
+                                           "the detections' pixels are another image's")
+    for i in (0, 2, 3):  # a missing size is not checked, a rounded one is the same
+        assert rows[ids[i]][REJECT_REASON] is None and (rows[ids[i]]["width"], rows[ids[i]]["height"]) == (96, 96)
+    assert "_pool_width" not in rows[ids[0]]
