@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from alray.detection.boxes import DETECTIONS_TYPE
+from alray.detection.boxes import DETECTIONS_TYPE, DetectionError, finite_number
 from alray.errors import InputError
 from alray.lake import open_table, parquet_dataset
 from alray.payloads import read_uri
@@ -52,9 +52,10 @@ class Predictions:
 
 
 def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise InputError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
+    try:
+        return finite_number(value, where)
+    except DetectionError as exc:
+        raise InputError(str(exc)) from None
 
 
 def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
@@ -152,7 +153,7 @@ def pool_key(identifier: str, predictions: Predictions) -> str:
 def image_size(row: dict[str, Any], payload: str | None, where: str) -> tuple[float, float]:
     """An image's (width, height): its ``width`` and ``height`` values, else its payload's header."""
     if row.get("width") is not None and row.get("height") is not None:
-        return float(row["width"]), float(row["height"])
+        return _number(row["width"], f"{where}: width"), _number(row["height"], f"{where}: height")
     if payload is None:
         raise InputError(f"{where}: the pool has no width and height columns and no image or uri payload to read "
                          "the image size from")

@@ -22,9 +22,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from alray.detection.boxes import DetectionError, Detections, check_detections, scale_boxes
+from alray.detection.boxes import Detections, scale_boxes
 from alray.detection.columns import DetectionOptions, detection_columns
 from alray.detection.objects import OBJECTS_COLUMN, OBJECTS_TYPE
+from alray.detection.precomputed import read_detections
 from alray.detection.scores import object_class_scores, object_stability
 from alray.inference import (
     MIN_MODEL_ROWS,
@@ -108,16 +109,9 @@ def _detect(detector: DetectorModel, x: torch.Tensor, sizes: np.ndarray, ids: Se
 def _from_pool(values: list[object], sizes: np.ndarray, side: int,
                detection: DetectionOptions) -> tuple[_Found, list[str | None]]:
     reasons: list[str | None] = [None] * len(values)
-    detections, input_boxes = [], []
-    for i, value in enumerate(values):
-        try:
-            found = check_detections(value, width=float(sizes[i, 0]), height=float(sizes[i, 1]),
-                                     known_labels=detection.known_labels, n_classes=detection.n_classes)
-        except DetectionError as exc:
-            reasons[i] = str(exc)
-            found = Detections.empty()
-        detections.append(found)
-        input_boxes.append(scale_boxes(found.boxes, side / sizes[i, 0], side / sizes[i, 1]))
+    checked = read_detections(values, [(float(w), float(h)) for w, h in sizes], detection, reasons)
+    detections = [d if d is not None else Detections.empty() for d in checked]
+    input_boxes = [scale_boxes(d.boxes, side / sizes[i, 0], side / sizes[i, 1]) for i, d in enumerate(detections)]
     return _Found(detections, input_boxes, None, [None] * len(values), None), reasons
 
 

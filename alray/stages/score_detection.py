@@ -12,6 +12,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from alray.config import DetectionConfig, ModelConfig, PoolConfig, SelectionConfig
+from alray.detection.boxes import detections_type_problem
 from alray.detection.columns import DetectionOptions
 from alray.detection.precomputed import DETECTION_INPUT_COLUMNS, score_precomputed_detections
 from alray.detection.scorer import SIZE_COLUMNS, score_detection_decoded
@@ -56,6 +57,11 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
             raise InputError(f"pool {pool.path}: task detection without a model needs the columns "
                              f"{list(DETECTION_INPUT_COLUMNS)}; missing {missing} (alray import-predictions writes "
                              "detections, width and height)")
+        for name in SIZE_COLUMNS:
+            kind = source.schema.field(name).type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                raise InputError(f"pool {pool.path}: column {name} is {kind}, expected the image size in pixels "
+                                 "(a number)")
         inputs = {"id", *DETECTION_INPUT_COLUMNS}
     else:
         if PAYLOAD_INPUT_KIND.get(source.payload) != "image" or model.input_kind != "image":
@@ -67,6 +73,11 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
         # the pool's image size (alray import-predictions writes it) is checked against the decoded image's,
         # which the features hold
         inputs = {"id", source.payload, "detections", *SIZE_COLUMNS}
+    if "detections" in names and detector is None:  # the objects come from the pool's column
+        problem = detections_type_problem(source.schema.field("detections").type,
+                                          class_names=detection.classes is not None)
+        if problem is not None:
+            raise InputError(f"pool {pool.path}: column detections: {problem}")
     clashes = sorted((names - inputs) & RESERVED_COLUMNS)
     if clashes:
         raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
@@ -89,6 +100,7 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
                           "encoder with the pool's detections), not precomputed embeddings")
     _check_selection(selection, detection)
     options = DetectionOptions(known_labels=known, n_classes=len(known) if known is not None else None,
+                               class_names=tuple(detection.classes) if detection.classes is not None else None,
                                frequency_penalty=detection.frequency_penalty, match_iou=detection.match_iou,
                                samples=detection.samples, max_objects=detection.max_objects,
                                score_threshold=detection.score_threshold, objects=detection.level == "objects")

@@ -14,7 +14,7 @@ import yaml
 from alray.cli import main as alray_main
 from alray.detection.boxes import DETECTIONS_TYPE, Detections
 from alray.detection.columns import DetectionOptions
-from alray.detection.precomputed import score_precomputed_detections
+from alray.detection.precomputed import image_sizes, score_precomputed_detections
 from alray.detection.scores import image_scores
 from alray.lake import Lake
 from alray.tables import DETECTION_SCORES, REJECT_REASON
@@ -114,3 +114,74 @@ def test_a_selection_that_asks_for_a_classification_score_is_refused(tmp_path):
     code, _, err = _run(tmp_path, _pool(10), {"n_samples": 3, "strategies": [
         {"input": "box_instability", "strategy": "weights"}]})
     assert code == 2 and err.strip().endswith("'box_instability' needs detection.samples mc_dropout or hflip")
+
+
+def test_sizes_and_labels_that_are_no_numbers_are_quarantined_naming_the_field():
+    rows = _pool(4)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = table.set_column(3, "width", pa.array(["64", "wide", None, "64"]))
+    reasons: list = [None] * 4
+    assert image_sizes(table, reasons) == [None] * 4
+    assert reasons == ["width: expected a number, got '64'", "width: expected a number, got 'wide'",
+                       "width: missing", "width: expected a number, got '64'"]
+    named = pa.list_(pa.struct([*(pa.field(k, pa.float32()) for k in ("x0", "y0", "x1", "y1", "score")),
+                                pa.field("label", pa.string())]))
+    labels = [[{"x0": 1.0, "y0": 1.0, "x1": 5.0, "y1": 5.0, "score": 0.5, "label": name}] for name in ("b", "car")]
+    table = pa.table({"id": ["p", "q"], "embedding": [[0.0] * 4] * 2, "detections": pa.array(labels, named),
+                      "width": [64, 64], "height": [64, 64]})
+    options = DetectionOptions(known_labels=frozenset({0, 1, 2}), n_classes=3, class_names=("a", "b", "c"))
+    features = score_precomputed_detections(table, run_id="r", embedding_dim=4, options=options)
+    assert features.column(REJECT_REASON).to_pylist() == [
+        None, "detections[0].label: unknown class name 'car' (expected one of detection.classes ['a', 'b', 'c'])"]
+    assert features.column("object_classes")[0].as_py() == "1:1"
+
+
+def _named(rows: list[dict]) -> tuple[list[dict], pa.Schema]:
+    """The rows with class names ("a", "b", "c") for labels, and their schema (label a string)."""
+    named = pa.schema([f if f.name != "detections" else pa.field("detections", pa.list_(pa.struct([
+        *(pa.field(k, pa.float32()) for k in ("x0", "y0", "x1", "y1", "score")), pa.field("label", pa.string())])))
+        for f in SCHEMA])
+    for row in rows:
+        row["detections"] = [{**o, "label": "abc"[o["label"]]} for o in row["detections"]]
+    return rows, named
+
+
+def test_a_detections_column_of_the_wrong_type_is_exit_2_naming_pool_column_and_field(tmp_path):
+    rows, named = _named(_pool(6))
+    pq.write_table(pa.Table.from_pylist(rows, schema=named), str(tmp_path / "named.parquet"))
+    config = {"task": "detection", "pool": {"path": str(tmp_path / "named.parquet")}, "selection": {"n_samples": 2},
+              "output": {"path": str(tmp_path / "lake")}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = alray_main(["run", str(path), "--run-id", "det", "--quiet"])
+    assert code == 2
+    assert err.getvalue().strip().splitlines()[-1] == (
+        f"alray: error: pool {tmp_path / 'named.parquet'}: column detections: field label is string, expected an "
+        "integer class id (class names need detection.classes)")
+
+
+def test_class_names_in_the_pool_map_through_detection_classes(ray_session, tmp_path):
+    rows, named = _named(_pool(30, seed=3))
+    rows[4]["detections"] = [{**rows[4]["detections"][0], "label": "zebra"}] if rows[4]["detections"] else [
+        {"x0": 1.0, "y0": 1.0, "x1": 4.0, "y1": 4.0, "score": 0.5, "label": "zebra"}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=named), str(tmp_path / "pool.parquet"))
+    config = {"task": "detection", "detection": {"classes": ["a", "b", "c"]}, "run": {"seed": 0},
+              "pool": {"path": str(tmp_path / "pool.parquet")}, "score": {"max_bad_fraction": 0.2},
+              "selection": {"n_samples": 4, "engine": "local",
+                            "strategies": [{"input": "embeddings", "strategy": "diversity"}]},
+              "output": {"path": str(tmp_path / "lake")}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = alray_main(["run", str(path), "--run-id", "det", "--quiet"])
+    assert code == 0, err.getvalue()[-2000:]
+    lake = Lake(str(tmp_path / "lake"))
+    assert [r["reason"] for r in lake.read_run("rejects", "det").to_pylist()] == [
+        "detections[0].label: unknown class name 'zebra' (expected one of detection.classes ['a', 'b', 'c'])"]
+    features = {r["id"]: r for r in lake.read_run("features", "det").to_pylist()}
+    row = next(r for r in rows if len(r["detections"]) >= 2)
+    assert [o["label"] for o in features[row["id"]]["detections"]] == ["abc".index(o["label"])
+                                                                      for o in row["detections"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +69,7 @@ def test_boxes_are_the_detectors_scaled_to_the_image_and_bad_images_are_rejected
 def test_flip_passes_give_box_instability_and_scores_do_not_depend_on_the_batch(pool, detector):
     batch = pool.slice(0, 20)
     options = _options()
-    detection = DetectionOptions(**{**DETECTION.__dict__, "samples": "hflip"})
+    detection = dataclasses.replace(DETECTION, samples="hflip")
     whole = score_detection_batch(batch, options, detection, detector=detector)
     halves = pa.concat_tables([score_detection_batch(batch.slice(0, 7), options, detection, detector=detector),
                                score_detection_batch(batch.slice(7), options, detection, detector=detector)])
@@ -97,7 +99,7 @@ def test_flip_passes_give_box_instability_and_scores_do_not_depend_on_the_batch(
 
 def test_objects_carry_their_crops_features_and_metrics(pool, detector):
     batch = pool.slice(0, 12)
-    detection = DetectionOptions(**{**DETECTION.__dict__, "objects": True})
+    detection = dataclasses.replace(DETECTION, objects=True)
     scored = score_detection_batch(batch, _options(), detection, detector=detector)
     assert scored.column_names[-2:] == [OBJECTS_COLUMN, REJECT_REASON]
     objects = explode_objects(scored.select(["id", OBJECTS_COLUMN]), run_id="r")
