@@ -3,7 +3,10 @@
 - COCO results: a JSON list of ``{image_id, category_id, bbox: [x, y, w, h], score}`` (pixels,
   the box's top-left corner and size). ``image_id`` names a pool id (as a string), or, with a
   COCO dataset file (``images: [{id, file_name}]``), the image whose ``file_name`` is a pool id.
-  The class id is ``category_id``.
+  The class id is the category's: with the dataset file's ``categories: [{id, name}]``, its name's
+  position in ``detection.classes`` when the config names the classes, else its position among
+  the categories in id order (COCO's 80 categories, ids 1 to 90 with gaps, become 0 to 79);
+  without them, ``category_id`` as it is.
 - YOLO: a folder of ``NAME.txt`` files, one line per object: ``class cx cy w h [conf]``, the box
   centre and size as shares of the image's width and height; ``NAME`` is a pool id without its
   extension (the file's path relative to the folder, for ids with folders). No ``conf``: score 1.
@@ -58,9 +61,33 @@ def _number(value: object, where: str) -> float:
         raise InputError(str(exc)) from None
 
 
-def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
-    """COCO results JSON; with ``images_file`` (a COCO dataset JSON), image ids become its ``file_name``s."""
+def _category_ids(data: dict[str, Any], images_file: str, class_names: list[str] | None) -> dict[int, int] | None:
+    """A COCO dataset's category ids to alray's class ids: by name to ``class_names`` (``detection.classes``)
+    when given, else the categories' positions in id order; None without a ``categories`` list."""
+    categories = data.get("categories")
+    if categories is None:
+        return None
+    if not isinstance(categories, list):
+        raise InputError(f"{images_file}: categories: expected a list of {{id, name}}")
+    named: dict[int, str] = {}
+    for k, category in enumerate(categories):
+        if (not isinstance(category, dict) or isinstance(category.get("id"), bool)
+                or not isinstance(category.get("id"), int) or not isinstance(category.get("name"), str)):
+            raise InputError(f"{images_file}: categories[{k}]: expected an integer id and a name")
+        named[category["id"]] = category["name"]
+    if class_names is None:
+        return {category: index for index, category in enumerate(sorted(named))}
+    unknown = [name for name in named.values() if name not in class_names]
+    if unknown:
+        raise InputError(f"{images_file}: categories: {unknown[0]!r} is not one of detection.classes {class_names}")
+    return {category: class_names.index(name) for category, name in named.items()}
+
+
+def read_coco(path: str, *, images_file: str | None = None, class_names: list[str] | None = None) -> Predictions:
+    """COCO results JSON; with ``images_file`` (a COCO dataset JSON), image ids become its ``file_name``s and
+    category ids its ``categories``' class ids (see the module docstring)."""
     names: dict[str, str] | None = None
+    category_ids: dict[int, int] | None = None
     if images_file is not None:
         data = _json(images_file)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -70,6 +97,7 @@ def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
             if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
                 raise InputError(f"{images_file}: images[{k}]: expected id and file_name")
             names[str(image["id"])] = image["file_name"]
+        category_ids = _category_ids(data, images_file, class_names)
     data = _json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of COCO results (image_id, category_id, bbox, score)")
@@ -96,6 +124,10 @@ def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
         label = entry["category_id"]
         if isinstance(label, bool) or not isinstance(label, int):
             raise InputError(f"{where}.category_id: expected an integer, got {label!r}")
+        if category_ids is not None:
+            if label not in category_ids:
+                raise InputError(f"{where}.category_id: {label} is not a category of {images_file}")
+            label = category_ids[label]
         score = _number(entry.get("score", 1.0), f"{where}.score")
         objects.setdefault(key, []).append({"x0": x, "y0": y, "x1": x + w, "y1": y + h, "label": label,
                                             "score": score, "probs": None})

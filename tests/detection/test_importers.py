@@ -87,6 +87,27 @@ def test_coco_image_ids_through_a_dataset_file(tmp_path):
     assert _as_tuples(_imported(tmp_path)["d.png"]) == [(1.0, 2.0, 4.0, 6.0, 3, 0.5)]
 
 
+@pytest.mark.parametrize("classes, expected", [(None, [0, 1, 2]), (["car", "toothbrush", "person"], [2, 0, 1])])
+def test_coco_category_ids_map_through_the_datasets_categories(tmp_path, classes, expected):
+    """COCO's ids run 1 to 90 with gaps: mapped to 0..C-1 in id order, or by name to detection.classes."""
+    categories = [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    (tmp_path / "dataset.json").write_text(json.dumps({"images": [{"id": 7, "file_name": "d.png"}],
+                                                       "categories": categories}))
+    (tmp_path / "results.json").write_text(json.dumps([
+        {"image_id": 7, "category_id": c, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5} for c in (1, 3, 90)]))
+    extra = ["--set", f"detection.classes={json.dumps(classes)}"] if classes else []
+    code, _, err = _import(tmp_path, str(tmp_path / "results.json"), "coco", "--coco-images",
+                           str(tmp_path / "dataset.json"), *extra)
+    assert code == 0, err
+    assert [o["label"] for o in _imported(tmp_path)["d.png"]["detections"]] == expected
+    (tmp_path / "results.json").write_text(json.dumps([
+        {"image_id": 7, "category_id": 5, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}]))
+    code, _, err = _import(tmp_path, str(tmp_path / "results.json"), "coco", "--coco-images",
+                           str(tmp_path / "dataset.json"), *extra)
+    assert code == 2 and err.strip() == (f"alray: error: {tmp_path / 'results.json'}: predictions[0].category_id: 5 "
+                                         f"is not a category of {tmp_path / 'dataset.json'}")
+
+
 def test_yolo_txt_round_trips_exactly(tmp_path):
     folder = tmp_path / "labels"
     for identifier, width, height, objects in IMAGES:
