@@ -72,12 +72,17 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
     arguments are :func:`alray.stages.select.run_select`'s."""
     selection = selection_config
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
-    if not lake.run_files("objects", run_id):
-        raise InputError(f"objects table {lake.table('objects')}: no objects for run {run_id}; score it with "
-                         "detection.level objects")
-    objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
     features = lake.read_run("features", run_id, columns=["id", "n_objects"])
     images_excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id, now=run_time)
+    if not lake.run_files("objects", run_id):
+        detected = int(pc.sum(features.column("n_objects")).as_py() or 0) if features.num_rows else 0
+        if detected:  # scored at the image level: the objects were never written
+            raise InputError(f"objects table {lake.table('objects')}: no objects for run {run_id}, whose images hold "
+                             f"{detected} detected objects; score it with detection.level objects")
+        progress.say(f"select: no objects detected in the {features.num_rows} scored images (detections below "
+                     "detection.score_threshold are dropped); nothing to select")
+        return _without_objects(selection, run_id, lake, run_time, features, images_excluded)
+    objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
     excluded = _object_exclusions(images_excluded, objects)
     engine, rows = choose_engine(selection, lake, run_id, table="objects")
     if rows is not None:
@@ -90,6 +95,23 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
     _image_counts(result, features, images, images_excluded)
     progress.say(f"select: {int(result.details['objects_selected'])} of {int(result.details['object_candidates'])} "
                  f"candidate objects on {result.n_selected} of {result.n_candidates} candidate images")
+    return result
+
+
+def _without_objects(selection: SelectionConfig, run_id: str, lake: Lake, run_time: dt.datetime, features: pa.Table,
+                     images_excluded: pa.Table | None) -> SelectResult:
+    """A run whose images hold no object: empty object and image rankings; every image filtered (no objects,
+    or labeled or selected before)."""
+    from alray.selection.local import ranking_table
+    from alray.selection.plan import strategy_label
+
+    label = strategy_label(selection)
+    lake.replace_run("object_ranking", OBJECT_RANKING_SCHEMA.empty_table(), run_id)
+    images = ranking_table(image_ranking(OBJECT_RANKING_SCHEMA.empty_table()), run_id, label, run_time)
+    lake.replace_run("ranking", images, run_id)
+    result = SelectResult(n_features=0, n_candidates=0, n_selected=0, n_filtered=0, strategy=label,
+                          stop_reason="no objects")
+    _image_counts(result, features, images, images_excluded)
     return result
 
 
