@@ -58,7 +58,7 @@ STRATEGIES: dict[str, list[dict[str, Any]] | None] = {
                               {"input": "object_entropy_max", "strategy": "weights"}],
     "uncertainty_diversity_balanced": [{"input": "embeddings", "strategy": "diversity"},
                                        {"input": "object_entropy_max", "strategy": "weights"},
-                                       {"input": "object_classes", "strategy": "balance", "target": "uniform"}],
+                                       {"input": "object_classes", "strategy": "object_balance", "target": "uniform"}],
 }
 OPTIONS = DetectionOptions(known_labels=frozenset(range(len(CLASS_NAMES))), n_classes=len(CLASS_NAMES),
                            score_threshold=0.2)
