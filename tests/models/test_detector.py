@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Dict, List  # noqa: UP035 (TorchScript reads the annotations)
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,42 @@ def test_a_detector_is_not_a_classifier_and_the_other_way_round(tmp_path):
     with pytest.raises(InputError, match="file not found"):
         load_detector(tmp_path / "missing.pt")
 
+
+
+class _OneBox(torch.nn.Module):
+    """One box per image, with ``n_probs`` class probabilities when ``n_probs`` > 0."""
+
+    def __init__(self, n_probs: int) -> None:
+        super().__init__()
+        self.n_probs = n_probs
+
+    def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006
+        out: List[Dict[str, torch.Tensor]] = []  # noqa: UP006
+        for _ in range(x.shape[0]):
+            found: Dict[str, torch.Tensor] = {  # noqa: UP006
+                "boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "scores": torch.tensor([0.5]),
+                "labels": torch.tensor([1])}
+            if self.n_probs > 0:
+                found["probs"] = torch.full((1, self.n_probs), 1.0 / self.n_probs)
+            out.append(found)
+        return out
+
+
+@pytest.mark.parametrize("n_probs, outputs, error", [
+    (0, ("probs",), r"the output dicts lack \['probs'\] \(required, or declared in alray.json outputs\)"),
+    (2, ("probs",), r"output probs has the shape \(1, 2\), expected \(1, 3\) \(1 objects, 3 classes\)"),
+    (3, (), None),
+    (3, ("probs",), None)])
+def test_a_detector_gives_the_outputs_it_declares_in_their_shapes(tmp_path, n_probs, outputs, error):
+    save_detector(_OneBox(n_probs), tmp_path / "det.pt", n_classes=3, in_channels=3, image_size=8, outputs=outputs)
+    if error is not None:  # found on loading: the blank pass parses the outputs
+        with pytest.raises(InputError, match=error):
+            load_detector(tmp_path / "det.pt")
+        return
+    found = load_detector(tmp_path / "det.pt").detect(torch.zeros(2, 3, 8, 8)).detections[0]
+    assert found.labels.tolist() == [1]
+    # an output the alray.json does not declare is not read
+    assert (found.probs is None) == ("probs" not in outputs)
 
 
 @pytest.mark.skipif(torchvision_importable(), reason="torchvision is importable here")
