@@ -98,7 +98,10 @@ def _detect(detector: DetectorModel, x: torch.Tensor, sizes: np.ndarray, ids: Se
     samples = None
     if detection.samples != "none":
         seeds = sample_seeds(id_keys(ids), seed=options.seed)
-        passes = detector.detect_passes(x, seeds, options.mc_samples, detection.samples)
+        # a mirrored pass is one batch pass, padded as the reference pass is; MC dropout runs each image alone
+        flipped = detection.samples == "hflip"
+        passes = detector.detect_passes(_padded(x) if flipped else x, seeds, options.mc_samples,
+                                        detection.samples)[:n]
         samples = [[Detections(scale_boxes(p.boxes, sizes[i, 0] / side, sizes[i, 1] / side), p.labels, p.scores,
                                p.probs).take(_kept(p, detection)) for p in image_passes]
                    for i, image_passes in enumerate(passes)]

@@ -74,6 +74,9 @@ def test_flip_passes_give_box_instability_and_scores_do_not_depend_on_the_batch(
     halves = pa.concat_tables([score_detection_batch(batch.slice(0, 7), options, detection, detector=detector),
                                score_detection_batch(batch.slice(7), options, detection, detector=detector)])
     assert whole.equals(halves)
+    alone = pa.concat_tables([score_detection_batch(batch.slice(i, 1), options, detection, detector=detector)
+                              for i in range(batch.num_rows)])  # a batch of one: the flipped pass padded too
+    assert whole.equals(alone)
     rows = _rows(whole)
     payloads = batch.column("image").to_pylist()
     x = torch.from_numpy(decoded_inputs(payloads))
