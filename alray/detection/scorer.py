@@ -119,23 +119,25 @@ def _from_pool(values: list[object], sizes: np.ndarray, side: int,
 
 
 def profile_embedding(detections: Sequence[Detections], n_classes: int) -> np.ndarray:
-    """Per image (N, 2 C): the objects of each class and the sum of their scores."""
+    """Per image (N, 2 C): the objects of each class and the sum of their scores; a label outside
+    0..C-1 (a row the scorer rejects) adds nothing."""
     out = np.zeros((len(detections), 2 * n_classes), dtype=np.float32)
     for i, d in enumerate(detections):
-        np.add.at(out[i], d.labels, 1.0)
-        np.add.at(out[i], n_classes + d.labels, d.scores)
+        inside = (d.labels >= 0) & (d.labels < n_classes)
+        np.add.at(out[i], d.labels[inside], 1.0)
+        np.add.at(out[i], n_classes + d.labels[inside], d.scores[inside])
     return out
 
 
 def _image_embeddings(found: _Found, x: torch.Tensor, embedder: TaskModel | DetectorModel | None,
-                      detection: DetectionOptions) -> np.ndarray:
-    """The images' embeddings (B, D): the detector's output, else the embedder's, else the object profile."""
+                      n_classes: int) -> np.ndarray:
+    """The images' embeddings (B, D): the detector's output, else the embedder's, else the object profile
+    (2 ``n_classes`` wide, the detector's classes, whatever labels the batch holds)."""
     if found.embedding is not None:
         return found.embedding
     if embedder is not None:
         return _encode(embedder, x)
-    labels = [int(d.labels.max()) + 1 for d in found.detections if len(d)]
-    return profile_embedding(found.detections, detection.n_classes or max(labels, default=1))
+    return profile_embedding(found.detections, n_classes)
 
 
 def _encode(encoder: TaskModel | DetectorModel, x: torch.Tensor) -> np.ndarray:
@@ -293,7 +295,8 @@ def score_detection_decoded(decoded: pa.Table, options: ScoringOptions, detectio
         # what embeds images and crops when the detector's outputs do not: its embed, else the encoder
         embedder: TaskModel | DetectorModel | None = (
             detector if detector is not None and detector.can_embed else encoder)
-        embedding = _image_embeddings(found, x, embedder, detection)
+        # no embedder: a detector without embeddings, whose class count sizes the object profile
+        embedding = _image_embeddings(found, x, embedder, detector.n_classes if detector is not None else 0)
         per_image = _objects(x, found, sizes, embedder, detection) if detection.objects else None
         if found.samples is not None:
             samples = [[] for _ in range(n)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Dict, List  # noqa: UP035 (TorchScript reads the annotations)
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,7 @@ from alray.detection.scorer import score_detection_batch
 from alray.detection.scores import object_stability
 from alray.inference import ScoringOptions
 from alray.models import SmallCNN
-from alray.models.detector import load_detector
+from alray.models.detector import load_detector, save_detector
 from alray.tables import REJECT_REASON
 
 SCALE = POOL_SIDE / MODEL_SIDE
@@ -153,3 +154,30 @@ def test_a_pool_size_other_than_the_decoded_images_quarantines_the_row(pool):
     for i in (0, 2, 3):  # a missing size is not checked, a rounded one is the same
         assert rows[ids[i]][REJECT_REASON] is None and (rows[ids[i]]["width"], rows[ids[i]]["height"]) == (96, 96)
     assert "_pool_width" not in rows[ids[0]]
+
+
+class _BrightIsClassSeven(torch.nn.Module):
+    """One box per image, of class 7 on a bright image (outside a 3-class detector's ids), else of class 1;
+    no embedding output and no embed(): images are embedded by their object profile."""
+
+    def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006
+        out: List[Dict[str, torch.Tensor]] = []  # noqa: UP006
+        for i in range(x.shape[0]):
+            label = 7 if bool(x[i].mean() > 0.5) else 1
+            out.append({"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "scores": torch.tensor([0.5]),
+                        "labels": torch.tensor([label])})
+        return out
+
+
+def test_a_class_id_outside_the_detector_rejects_its_image_and_the_profile_embeds_the_rest(tmp_path):
+    from alray.demo import png_bytes
+
+    save_detector(_BrightIsClassSeven(), tmp_path / "det.pt", n_classes=3, in_channels=3, image_size=8)
+    detector = load_detector(tmp_path / "det.pt")
+    images = [np.full((16, 16, 3), value, dtype=np.uint8) for value in (255, 0)]
+    batch = pa.table({"id": ["bright", "dark"], "image": [png_bytes(i) for i in images]})
+    rows = _rows(score_detection_batch(batch, _options(), DETECTION, detector=detector))
+    assert rows["bright"][REJECT_REASON] == "model: class id 7 outside 0..2"
+    assert rows["bright"]["embedding"] is None and rows["dark"][REJECT_REASON] is None
+    # per class: objects, then the sum of their scores
+    assert rows["dark"]["embedding"] == pytest.approx([0.0, 1.0, 0.0, 0.0, 0.5, 0.0])
