@@ -129,7 +129,7 @@ def check_detections(value: object, *, width: float | None, height: float | None
         name's position. None: a label must be an id
 
     Raises DetectionError naming the object (``detections[k]``) and field: a box outside the
-    image, x1 < x0 or y1 < y0, an unknown label, a score outside 0..1, a value that is no number
+    image, a box without area (x1 <= x0 or y1 <= y0), an unknown label, a score outside 0..1, a value that is no number
     (a string, a list) or not finite, probabilities of the wrong width or that do not sum to 1,
     probs given for some objects only.
     """
@@ -149,10 +149,11 @@ def check_detections(value: object, *, width: float | None, height: float | None
         for j, name in enumerate(BOX_FIELDS):
             boxes[k, j] = finite_number(item.get(name), f"{where}.{name}")
         x0, y0, x1, y1 = boxes[k]
-        if x1 < x0:
-            raise DetectionError(f"{where}.x1: {x1:g} < x0 {x0:g}")
-        if y1 < y0:
-            raise DetectionError(f"{where}.y1: {y1:g} < y0 {y0:g}")
+        # a box without area (x1 = x0) has no crop, no IoU with anything: no object
+        if x1 <= x0:
+            raise DetectionError(f"{where}.x1: {x1:g} {'<' if x1 < x0 else '='} x0 {x0:g} (a box needs x1 > x0)")
+        if y1 <= y0:
+            raise DetectionError(f"{where}.y1: {y1:g} {'<' if y1 < y0 else '='} y0 {y0:g} (a box needs y1 > y0)")
         for name, low, high, size in (("x0", x0, x1, width), ("y0", y0, y1, height)):
             if size is not None and (low < -BOX_TOLERANCE or high > size + BOX_TOLERANCE):
                 axis = "width" if name == "x0" else "height"

@@ -3,7 +3,7 @@
 A precomputed detection pool has ``id``, ``embedding`` (D floats), ``detections`` (see
 :mod:`alray.detection.boxes`) and the image size ``width`` and ``height`` in pixels (what
 ``alray import-predictions`` writes). A row whose embedding or detections break the contract
-(a box outside the image, x1 < x0, an unknown class id, ...) is rejected with a reason naming
+(a box outside the image or without area, an unknown class id, ...) is rejected with a reason naming
 the field, as :mod:`alray.precomputed` rejects bad classification rows.
 """
 

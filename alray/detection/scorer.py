@@ -60,9 +60,12 @@ class _Found:
 
 
 def _kept(detections: Detections, options: DetectionOptions) -> np.ndarray:
-    """Rows of the objects scored at least the threshold, the best ``max_objects``, by descending score."""
+    """Rows of the objects scored at least the threshold, the best ``max_objects``, by descending score. A
+    box without area (a detector's box beyond the input, clipped to its edge) is no object: dropped."""
     order = np.argsort(-detections.scores, kind="stable")
-    order = order[detections.scores[order] >= options.score_threshold]
+    boxes = detections.boxes[order]
+    has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    order = order[(detections.scores[order] >= options.score_threshold) & has_area]
     return order[: options.max_objects]
 
 

@@ -32,8 +32,10 @@ def _check(value, **kwargs):
 @pytest.mark.parametrize("value, message", [
     ([_object(x1=70.0)], "detections[0].x1: 70 outside the image (width 64)"),
     ([_object(y0=-3.0)], "detections[0].y0: -3 outside the image (height 48)"),
-    ([_object(), _object(x0=20.0, x1=15.0)], "detections[1].x1: 15 < x0 20"),
-    ([_object(y1=1.0)], "detections[0].y1: 1 < y0 2"),
+    ([_object(), _object(x0=20.0, x1=15.0)], "detections[1].x1: 15 < x0 20 (a box needs x1 > x0)"),
+    ([_object(y1=1.0)], "detections[0].y1: 1 < y0 2 (a box needs y1 > y0)"),
+    ([_object(x1=1.0)], "detections[0].x1: 1 = x0 1 (a box needs x1 > x0)"),
+    ([_object(y0=12.0)], "detections[0].y1: 12 = y0 12 (a box needs y1 > y0)"),
     ([_object(label=7)], "detections[0].label: unknown class id 7 (expected one of [0, 1, 2])"),
     ([_object(label=1.5)], "detections[0].label: expected an integer class id, got 1.5"),
     ([_object(score=1.5)], "detections[0].score: 1.5 outside 0..1"),

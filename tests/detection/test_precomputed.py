@@ -54,7 +54,7 @@ def test_scores_equal_the_score_functions_and_bad_rows_are_quarantined():
     reasons = features.column(REJECT_REASON).to_pylist()
     assert reasons[:4] == ["detections[0].x1: 70 outside the image (width 64)",
                            "detections[0].label: unknown class id 9 (expected one of [0, 1, 2])",
-                           "detections[0].x1: 7 < x0 9",
+                           "detections[0].x1: 7 < x0 9 (a box needs x1 > x0)",
                            "width, height: expected the image size in pixels, got 64 x 0"]
     assert reasons[4:] == [None] * 8
     good = [Detections.of([[o[k] for k in ("x0", "y0", "x1", "y1")] for o in r["detections"]],

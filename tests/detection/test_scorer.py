@@ -157,19 +157,20 @@ def test_a_pool_size_other_than_the_decoded_images_quarantines_the_row(pool):
 
 
 class _BrightIsClassSeven(torch.nn.Module):
-    """One box per image, of class 7 on a bright image (outside a 3-class detector's ids), else of class 1;
-    no embedding output and no embed(): images are embedded by their object profile."""
+    """A box of class 7 on a bright image (outside a 3-class detector's ids), else of class 1, and a box
+    without area (beyond the input, clipped to its edge) of class 2; no embedding output and no embed():
+    images are embedded by their object profile."""
 
     def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006
         out: List[Dict[str, torch.Tensor]] = []  # noqa: UP006
         for i in range(x.shape[0]):
             label = 7 if bool(x[i].mean() > 0.5) else 1
-            out.append({"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "scores": torch.tensor([0.5]),
-                        "labels": torch.tensor([label])})
+            out.append({"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0], [8.0, 2.0, 12.0, 6.0]]),
+                        "scores": torch.tensor([0.5, 0.9]), "labels": torch.tensor([label, 2])})
         return out
 
 
-def test_a_class_id_outside_the_detector_rejects_its_image_and_the_profile_embeds_the_rest(tmp_path):
+def test_a_class_id_outside_the_detector_rejects_its_image_boxes_without_area_are_dropped(tmp_path):
     from alray.demo import png_bytes
 
     save_detector(_BrightIsClassSeven(), tmp_path / "det.pt", n_classes=3, in_channels=3, image_size=8)
@@ -179,5 +180,6 @@ def test_a_class_id_outside_the_detector_rejects_its_image_and_the_profile_embed
     rows = _rows(score_detection_batch(batch, _options(), DETECTION, detector=detector))
     assert rows["bright"][REJECT_REASON] == "model: class id 7 outside 0..2"
     assert rows["bright"]["embedding"] is None and rows["dark"][REJECT_REASON] is None
-    # per class: objects, then the sum of their scores
+    # per class: objects, then the sum of their scores; the box clipped to no area is no object
     assert rows["dark"]["embedding"] == pytest.approx([0.0, 1.0, 0.0, 0.0, 0.5, 0.0])
+    assert rows["dark"]["n_objects"] == 1 and [o["label"] for o in rows["dark"]["detections"]] == [1]
