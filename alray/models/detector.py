@@ -59,6 +59,7 @@ class DetectorModel(Protocol):
     n_classes : class ids are 0..n_classes-1
     class_names : names of the classes, or None
     has_dropout : whether MC dropout can sample it
+    gives_probs : whether its objects carry class probabilities (the class uncertainty scores need them)
     can_embed : whether :meth:`embed` gives image embeddings (else only the ``embedding`` output)
     """
 
@@ -69,6 +70,7 @@ class DetectorModel(Protocol):
     n_classes: int
     class_names: list[str] | None
     has_dropout: bool
+    gives_probs: bool
     can_embed: bool
 
     def detect(self, x: torch.Tensor) -> DetectorOutput:
@@ -133,6 +135,7 @@ class ScriptedDetector(nn.Module):
         names = metadata.get("class_names")
         self.class_names = [str(n) for n in names] if names else None
         self.outputs = frozenset(metadata.get("outputs") or ())
+        self.gives_probs = "probs" in self.outputs
         self.can_embed = hasattr(scripted, "embed")
         self._dropouts = [m for m in scripted.modules() if getattr(m, "original_name", "") in _DROPOUT_MODULES]
         self.has_dropout = bool(self._dropouts)

@@ -32,6 +32,7 @@ class TorchvisionDetector(nn.Module):
     n_features = 0
     class_names: list[str] | None = None
     has_dropout = False
+    gives_probs = False
     can_embed = True
 
     def __init__(self, network: nn.Module, n_classes: int, image_size: int) -> None:

@@ -35,13 +35,13 @@ from alray.stages.incremental import plan_increment, pool_rows_schema, score_key
 from alray.stages.pool_source import (
     PoolSource,
     block_rows_for,
-    check_pool_ids,
+    check_metadata_names,
     embedding_width,
-    open_pool,
+    open_checked_pool,
     read_pool,
 )
 from alray.strategies.base import PREDICTIONS
-from alray.tables import MC_SCORES, REJECT_REASON, RESERVED_COLUMNS
+from alray.tables import MC_SCORES, REJECT_REASON
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
@@ -117,13 +117,9 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
 
     ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
     """
-    source = open_pool(pool, staging=staging, precomputed=model_config is None)
-    source = dataclasses.replace(source, n_rows=check_pool_ids(source))
+    source = open_checked_pool(pool, staging=staging, precomputed=model_config is None)
     schema, payload = source.schema, source.payload
-    inputs = {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())}
-    clashes = sorted((set(schema.names) - inputs) & RESERVED_COLUMNS)
-    if clashes:
-        raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
+    check_metadata_names(source, {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())})
     if model_config is None:
         _check_scores_available(selection, available_scores(schema.names),
                                 has_predictions=bool({"probs", "logits", "mc_probs"} & set(schema.names)),

@@ -16,13 +16,14 @@ from alray.detection.boxes import detections_type_problem
 from alray.detection.columns import DetectionOptions
 from alray.detection.precomputed import DETECTION_INPUT_COLUMNS, score_precomputed_detections
 from alray.detection.scorer import SIZE_COLUMNS, score_detection_decoded
+from alray.detection.scores import CLASS_SCORE_COLUMNS, CLASS_SCORES
 from alray.errors import ConfigError, InputError
 from alray.inference import PAYLOAD_INPUT_KIND, InputSpec, ScoringOptions
 from alray.models import TaskModel, load_model
 from alray.models.detector import DetectorModel, detector_metadata, load_detector
-from alray.stages.pool_source import PoolSource, check_pool_ids, open_pool
+from alray.stages.pool_source import PoolSource, check_metadata_names, open_checked_pool
 from alray.strategies.base import PREDICTIONS
-from alray.tables import DETECTION_SCORES, MC_SCORES, RESERVED_COLUMNS
+from alray.tables import DETECTION_SCORES, MC_SCORES
 
 # The object columns an object-level selection may read besides the crops' metrics.
 _OBJECT_SCORES = ("entropy", "margin", "least_confidence", "box_instability", "class_disagreement")
@@ -45,8 +46,7 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
 
     Raises InputError naming the pool or checkpoint, ConfigError naming the key, before any engine starts.
     """
-    source = open_pool(pool, staging=staging, precomputed=model_config is None)
-    check_pool_ids(source)
+    source = open_checked_pool(pool, staging=staging, precomputed=model_config is None)
     names = set(source.schema.names)
     model = load_detection_model(model_config) if model_config is not None else None
     checkpoint = model_config.checkpoint if model_config is not None else None
@@ -78,9 +78,7 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
                                           class_names=detection.classes is not None)
         if problem is not None:
             raise InputError(f"pool {pool.path}: column detections: {problem}")
-    clashes = sorted((names - inputs) & RESERVED_COLUMNS)
-    if clashes:
-        raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
+    check_metadata_names(source, inputs)
     if detection.classes is not None:
         known: frozenset[int] | None = frozenset(range(len(detection.classes)))
         if detector is not None and len(detection.classes) != detector.n_classes:
@@ -98,7 +96,8 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
     if detection.level == "objects" and model is None:
         raise ConfigError("detection.level: objects needs images to crop: an image pool and a detector (or an "
                           "encoder with the pool's detections), not precomputed embeddings")
-    _check_selection(selection, detection)
+    _check_selection(selection, detection,
+                     without_probs=checkpoint if detector is not None and not detector.gives_probs else None)
     options = DetectionOptions(known_labels=known, n_classes=len(known) if known is not None else None,
                                class_names=tuple(detection.classes) if detection.classes is not None else None,
                                frequency_penalty=detection.frequency_penalty, match_iou=detection.match_iou,
@@ -108,20 +107,23 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
     return source, source.payload, spec, options
 
 
-def _check_selection(selection: SelectionConfig | None, detection: DetectionConfig) -> None:
-    """Refuse a selection that reads what a detection run does not give; name the key that asks."""
+def _check_selection(selection: SelectionConfig | None, detection: DetectionConfig,
+                     without_probs: object | None = None) -> None:
+    """Refuse a selection that reads what a detection run does not give; name the key that asks.
+    ``without_probs``: the checkpoint of a detector that gives no class probabilities, whose class
+    uncertainty scores would be null for every image (or object)."""
     if selection is None:
         return
     if detection.level == "objects":
         unavailable = {*MC_SCORES, "pred_loss", *DETECTION_SCORES} - set(_OBJECT_SCORES)
-        if detection.samples == "none":
-            unavailable |= {"box_instability", "class_disagreement"}
+        class_scores = set(CLASS_SCORES)
         where = "an object-level selection (detection.level objects) reads the objects table"
     else:
         unavailable = {*MC_SCORES, "pred_loss", PREDICTIONS}
-        if detection.samples == "none":
-            unavailable |= {"box_instability", "class_disagreement"}
+        class_scores = set(CLASS_SCORE_COLUMNS)
         where = "a detection run gives the detection scores (README: Object detection)"
+    if detection.samples == "none":
+        unavailable |= {"box_instability", "class_disagreement"}
     asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
     asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
     for key, column in asks:
@@ -129,6 +131,9 @@ def _check_selection(selection: SelectionConfig | None, detection: DetectionConf
             if column in ("box_instability", "class_disagreement"):
                 raise ConfigError(f"{key}: {column!r} needs detection.samples mc_dropout or hflip")
             raise ConfigError(f"{key}: {column!r} is not a column here; {where}")
+        if without_probs is not None and column in class_scores:
+            raise ConfigError(f"{key}: {column!r} needs class probabilities, and model.checkpoint {without_probs} "
+                              "gives none (no probs output); objectness_least_confidence scores its confidence")
 
 
 def score_detections(model: DetectorModel | TaskModel | None, batch: pa.Table, options: ScoringOptions,
