@@ -126,3 +126,33 @@ def test_a_torchvision_detector_by_name(tmp_path):
     assert detector.n_classes == 3
     out = detector.detect(torch.rand(2, 3, 64, 64))
     assert len(out.detections) == 2 and out.embedding.shape[0] == 2
+
+
+def _conv(rows: int, channels: int = 8, side: int = 3) -> torch.Tensor:
+    return torch.zeros(rows, channels, side, side)
+
+
+@pytest.mark.parametrize("state, classes", [
+    # Faster R-CNN: one row per class; its box regression (4 a class) does not count
+    ({"roi_heads.box_predictor.cls_score.weight": torch.zeros(5, 16),
+      "roi_heads.box_predictor.bbox_pred.weight": torch.zeros(20, 16)}, 5),
+    # RetinaNet: 9 anchors a position, so 9 x 91 rows
+    ({"head.classification_head.conv.0.0.weight": _conv(8), "head.classification_head.cls_logits.weight": _conv(819),
+      "head.regression_head.bbox_reg.weight": _conv(36)}, 91),
+    # FCOS: one anchor
+    ({"head.classification_head.cls_logits.weight": _conv(4), "head.regression_head.bbox_reg.weight": _conv(4)}, 4),
+    # SSD300: per level, anchors x classes; the first level has 4 anchors
+    ({"head.classification_head.module_list.0.weight": _conv(4 * 21),
+      "head.classification_head.module_list.1.weight": _conv(6 * 21),
+      "head.regression_head.module_list.0.weight": _conv(16), "head.regression_head.module_list.1.weight": _conv(24)},
+     21),
+    # SSDlite: a depthwise conv, then the pointwise one that gives 6 anchors x classes
+    ({"head.classification_head.module_list.0.0.0.weight": _conv(8, 1),
+      "head.classification_head.module_list.0.1.weight": _conv(6 * 3, side=1),
+      "head.regression_head.module_list.0.0.0.weight": _conv(8, 1),
+      "head.regression_head.module_list.0.1.weight": _conv(24, side=1)}, 3),
+    ({"backbone.body.conv1.weight": _conv(8)}, None)])
+def test_the_class_count_of_torchvision_weights(state, classes):
+    from alray.models.torchvision_detectors import head_classes
+
+    assert head_classes(state) == classes
