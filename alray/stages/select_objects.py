@@ -22,7 +22,7 @@ from alray.lake import Lake
 from alray.progress import Progress
 from alray.selection.result import LABELED_REASON, SelectResult
 from alray.stages.select_local import LOCAL_MAX_ROWS, choose_engine, excluded_ids
-from alray.tables import OBJECT_RANKING_SCHEMA
+from alray.tables import OBJECT_RANKING_SCHEMA, OBJECTS_SCHEMA
 
 # The filtered-out reason of an image whose objects the filters all removed.
 OBJECTS_FILTERED_REASON = "objects filtered"
@@ -115,13 +115,20 @@ def _without_objects(selection: SelectionConfig, run_id: str, lake: Lake, run_ti
     return result
 
 
+def object_columns(selection: SelectionConfig) -> list[str]:
+    """The objects table's columns the selection reads (:func:`~alray.selection.plan.needed_columns`): the
+    probabilities, boxes and crop metrics it does not name stay unread."""
+    from alray.selection.plan import needed_columns, plan_selection
+
+    names = [f.name for f in OBJECTS_SCHEMA if f.name not in ("run_id", "image_id")]
+    return needed_columns(plan_selection(selection, names), names)
+
+
 def _select_local(selection: SelectionConfig, seed: int, run_id: str, lake: Lake, run_time: dt.datetime,
                   excluded: pa.Table | None, objects: pa.Table) -> tuple[SelectResult, pa.Table]:
     from alray.selection.local import ranking_table, select_table
 
-    table = lake.read_run("objects", run_id)
-    if "run_id" in table.column_names:
-        table = table.drop_columns(["run_id"])
+    table = lake.read_run("objects", run_id, columns=object_columns(selection))
     marks = None if excluded is None else dict(zip(excluded.column("id").to_pylist(),
                                                    excluded.column("_excluded").to_pylist(), strict=True))
     ranking, result = select_table(table, selection, seed=seed, excluded=marks, run_id=run_id, run_time=run_time)
@@ -144,7 +151,8 @@ def _select_spark(selection: SelectionConfig, spark_config: SparkConfig, seed: i
     from alray.stages.select import _read_features, _write_ranking, global_rank, select_dataframe
 
     spark = spark_session(spark_config)
-    frame = _read_features(spark, lake, run_id, table="objects")
+    frame = _read_features(spark, lake, run_id, lambda names: [
+        n for n in names if n in {*object_columns(selection), "image_id"}], table="objects")
     with select_dataframe(frame, selection, seed=seed, excluded=excluded, run_time=run_time, progress=progress,
                           source=source) as chosen:
         ranked = chosen.ranking.join(frame.select("id", "image_id"), "id").cache()

@@ -159,3 +159,14 @@ def test_a_run_that_detects_no_objects_writes_empty_rankings(ray_session, tmp_pa
     lake = Lake(str(tmp_path / "lake"))
     run_id = summary.run_id
     assert lake.read_run("ranking", run_id).num_rows == 0 and lake.read_run("object_ranking", run_id).num_rows == 0
+
+
+def test_the_object_selection_reads_only_the_columns_it_names():
+    from alray.config import SelectionConfig
+    from alray.stages.select_objects import object_columns
+
+    selection = SelectionConfig(n_samples=3, strategies=[
+        {"input": "embeddings", "strategy": "diversity"}, {"input": "entropy", "strategy": "weights"},
+        {"input": "pred", "strategy": "balance", "target": "uniform"}],
+        filters=[{"column": "sharpness", "op": ">", "value": 1.0}])
+    assert sorted(object_columns(selection)) == ["embedding", "entropy", "id", "pred", "sharpness"]
