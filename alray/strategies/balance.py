@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from alray.detection.balance import OBJECT_CLASSES_COLUMN
 from alray.strategies.base import Balancer, QuotaPlan
 
 if TYPE_CHECKING:
@@ -101,6 +102,10 @@ class Balance(Balancer):
     summary = "class quotas over a column or the predictions: uniform, as in the input, or given shares"
 
     def check(self, entry: StrategyConfig) -> None:
+        if entry.input == OBJECT_CLASSES_COLUMN:  # what balance did on it before object_balance
+            raise ValueError("balance on object_classes would balance images per composition; object_balance "
+                             "balances their objects over the classes: {input: object_classes, strategy: "
+                             "object_balance}")
         check_target(entry)
 
     def plan_quotas(self, entry: StrategyConfig, available: Mapping[str, int], n_select: int) -> QuotaPlan:

@@ -182,3 +182,6 @@ def test_the_class_key_is_the_balance_group():
 def test_object_balance_reads_object_classes_only():
     with pytest.raises(ValueError, match="object_balance reads a detection run's 'object_classes'"):
         SelectionConfig(n_samples=3, strategies=[{"input": "n_objects", "strategy": "object_balance"}])
+    with pytest.raises(ValueError, match="balance on object_classes would balance images per composition; "
+                                         "object_balance balances their objects"):
+        SelectionConfig(n_samples=3, strategies=[{"input": "object_classes", "strategy": "balance"}])
