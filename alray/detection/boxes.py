@@ -197,8 +197,8 @@ def finite_number(value: object, where: str) -> float:
     return number
 
 
-# Class ids are int32 in the detections column.
-_LARGEST_CLASS_ID = 2**31 - 1
+#: Class ids are int32 in the detections column.
+LARGEST_CLASS_ID = 2**31 - 1
 
 
 def class_id(value: object, where: str, class_names: Sequence[str] | None = None) -> int:
@@ -215,7 +215,7 @@ def class_id(value: object, where: str, class_names: Sequence[str] | None = None
         number = finite_number(value, where)
     except DetectionError:
         raise DetectionError(f"{where}: expected {expected}, got {_shown(value)}") from None
-    if not number.is_integer() or abs(number) > _LARGEST_CLASS_ID:
+    if not number.is_integer() or abs(number) > LARGEST_CLASS_ID:
         raise DetectionError(f"{where}: expected {expected}, got {_shown(value)}")
     return int(number)
 

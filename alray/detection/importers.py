@@ -35,12 +35,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from alray.detection.boxes import DETECTIONS_TYPE, DetectionError, finite_number
+from alray.detection.boxes import DETECTIONS_TYPE, LARGEST_CLASS_ID, DetectionError, finite_number
 from alray.errors import InputError
 from alray.lake import open_table, parquet_dataset
 from alray.payloads import read_uri
 
 FORMATS = ("coco", "yolo")
+_CLASS_IDS = f"a class id from 0 to {LARGEST_CLASS_ID}"
 # The EXIF tag of the image's orientation.
 _EXIF_ORIENTATION = 0x0112
 
@@ -128,6 +129,8 @@ def read_coco(path: str, *, images_file: str | None = None, class_names: list[st
             if label not in category_ids:
                 raise InputError(f"{where}.category_id: {label} is not a category of {images_file}")
             label = category_ids[label]
+        elif not 0 <= label <= LARGEST_CLASS_ID:
+            raise InputError(f"{where}.category_id: expected {_CLASS_IDS}, got {label}")
         score = _number(entry.get("score", 1.0), f"{where}.score")
         objects.setdefault(key, []).append({"x0": x, "y0": y, "x1": x + w, "y1": y + h, "label": label,
                                             "score": score, "probs": None})
@@ -146,7 +149,13 @@ def read_yolo(folder: str) -> Predictions:
         key = file.relative_to(root).with_suffix("").as_posix()
         rows = objects.setdefault(key, [])
         origin[key] = f"{file}: image id {key} (the file name)"
-        for number, line in enumerate(file.read_text().splitlines(), start=1):
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{file}: not UTF-8 text; expected YOLO lines 'class cx cy w h [conf]'") from None
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from None
+        for number, line in enumerate(text.splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -160,6 +169,8 @@ def read_yolo(folder: str) -> Predictions:
                 raise InputError(f"{where}: expected 'class cx cy w h [conf]' numbers, got {line.strip()!r}") from None
             if not all(math.isfinite(v) for v in (cx, cy, w, h, *conf)):
                 raise InputError(f"{where}: non-finite value")
+            if not 0 <= label <= LARGEST_CLASS_ID:
+                raise InputError(f"{where}: class {label}: expected {_CLASS_IDS}")
             rows.append({"cx": cx, "cy": cy, "w": w, "h": h, "label": label, "score": conf[0] if conf else 1.0})
     return Predictions(objects, origin, normalised=True)
 
@@ -190,17 +201,17 @@ def image_size(row: dict[str, Any], payload: str | None, where: str) -> tuple[fl
         raise InputError(f"{where}: the pool has no width and height columns and no image or uri payload to read "
                          "the image size from")
     data = row.get(payload)
-    if payload == "uri" and data is not None:
-        data = read_uri(str(data))
     try:
+        if payload == "uri" and data is not None:
+            data = read_uri(str(data))
         with Image.open(io.BytesIO(data or b"")) as image:
             width, height = image.size
             # upright, as scoring decodes it: EXIF orientations 5 to 8 turn the image by 90 degrees
             if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width
             return float(width), float(height)
-    except (UnidentifiedImageError, OSError, ValueError):
-        return math.nan, math.nan  # an unreadable image: scoring rejects it with its reason
+    except (UnidentifiedImageError, OSError, ValueError, TypeError):  # PayloadError is a ValueError
+        return math.nan, math.nan  # an unreadable image (or uri): scoring rejects it with its reason
 
 
 def pixel_objects(objects: list[dict[str, Any]], size: tuple[float, float], normalised: bool) -> list[dict[str, Any]]:

@@ -210,3 +210,25 @@ def test_the_image_size_is_the_upright_one_scoring_decodes():
     data = buffer.getvalue()
     decoded = decode_image(data, channels=3, size=8).quality
     assert image_size({"image": data}, "image", "row") == (decoded["width"], decoded["height"]) == (20.0, 40.0)
+    # an image that cannot be read (a uri to nothing, a payload that is no bytes) has no size: scoring rejects it
+    for row, payload in (({"uri": "/no/such/image.png"}, "uri"), ({"image": "not bytes"}, "image")):
+        assert all(np.isnan(image_size(row, payload, "row")))
+
+
+@pytest.mark.parametrize("fmt, name, content, message", [
+    ("yolo", "labels/d.txt", b"\xff\xfe 1 0.5 0.5",
+     "labels/d.txt: not UTF-8 text; expected YOLO lines 'class cx cy w h [conf]'"),
+    ("yolo", "labels/d.txt", b"99999999999 0.5 0.5 0.25 0.25", "labels/d.txt: line 1: class 99999999999: expected a "
+                                                               "class id from 0 to 2147483647"),
+    ("yolo", "labels/d.txt", b"-1 0.5 0.5 0.25 0.25", "labels/d.txt: line 1: class -1: expected a class id from 0 "
+                                                      "to 2147483647"),
+    ("coco", "results.json", json.dumps([{"image_id": "d.png", "category_id": 2**40, "bbox": [0, 0, 1, 1],
+                                          "score": 0.5}]).encode(),
+     "results.json: predictions[0].category_id: expected a class id from 0 to 2147483647, got 1099511627776"),
+])
+def test_a_predictions_file_that_cannot_be_read_is_one_line_naming_it(tmp_path, fmt, name, content, message):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    code, _, err = _import(tmp_path, str(tmp_path / name.split("/")[0]), fmt)
+    assert code == 2 and err.strip() == f"alray: error: {tmp_path}/{message}", err
