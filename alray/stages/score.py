@@ -30,6 +30,7 @@ from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder
 from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
 from alray.progress import Progress
+from alray.selection.plan import keyed_inputs
 from alray.stages.commit import ScoreResult, commit_features
 from alray.stages.incremental import plan_increment, pool_rows_schema, score_key
 from alray.stages.pool_source import (
@@ -147,9 +148,7 @@ def _check_scores_available(selection: SelectionConfig | None, available: set[st
     missing = {*MC_SCORES, "pred_loss"} - available
     if not has_predictions:
         missing.add(PREDICTIONS)
-    asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
-    asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
-    for key, column in asks:
+    for key, column in keyed_inputs(selection):
         if column in missing:
             need = ("a model (model.checkpoint) or mc_probs in the pool" if column in MC_SCORES
                     else "a model (model.checkpoint) or probs, logits or mc_probs in the pool")

@@ -21,6 +21,7 @@ from alray.errors import ConfigError, InputError
 from alray.inference import PAYLOAD_INPUT_KIND, InputSpec, ScoringOptions
 from alray.models import TaskModel, load_model
 from alray.models.detector import DetectorModel, detector_metadata, load_detector
+from alray.selection.plan import keyed_inputs
 from alray.stages.pool_source import PoolSource, check_metadata_names, open_checked_pool
 from alray.strategies.base import PREDICTIONS
 from alray.tables import DETECTION_SCORES, MC_SCORES
@@ -124,9 +125,7 @@ def _check_selection(selection: SelectionConfig | None, detection: DetectionConf
         where = "a detection run gives the detection scores (README: Object detection)"
     if detection.samples == "none":
         unavailable |= {"box_instability", "class_disagreement"}
-    asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
-    asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
-    for key, column in asks:
+    for key, column in keyed_inputs(selection):
         if column in unavailable:
             if column in ("box_instability", "class_disagreement"):
                 raise ConfigError(f"{key}: {column!r} needs detection.samples mc_dropout or hflip")
