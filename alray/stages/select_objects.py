@@ -74,7 +74,9 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
     features = lake.read_run("features", run_id, columns=["id", "n_objects"])
     images_excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id, now=run_time)
-    if not lake.run_files("objects", run_id):
+    # an empty table when the run wrote none, or when no run of this lake ever scored objects
+    objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
+    if objects.num_rows == 0:
         detected = int(pc.sum(features.column("n_objects")).as_py() or 0) if features.num_rows else 0
         if detected:  # scored at the image level: the objects were never written
             raise InputError(f"objects table {lake.table('objects')}: no objects for run {run_id}, whose images hold "
@@ -82,7 +84,6 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
         progress.say(f"select: no objects detected in the {features.num_rows} scored images (detections below "
                      "detection.score_threshold are dropped); nothing to select")
         return _without_objects(selection, run_id, lake, run_time, features, images_excluded)
-    objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
     excluded = _object_exclusions(images_excluded, objects)
     engine, rows = choose_engine(selection, lake, run_id, table="objects")
     if rows is not None:

@@ -8,7 +8,9 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from alray.cli import main as alray_main
@@ -103,6 +105,17 @@ def test_a_detection_pool_runs_with_no_model_and_selects_on_the_new_scores(ray_s
     assert summary["counts"]["filtered"] == len(empty) > 0 and summary["counts"]["selected"] == 8
     picked = {r["id"] for r in lake.read_run("ranking", "det").to_pylist() if r["selected"]}
     assert not picked & empty
+    # scored at the image level: an object-level selection of the run names what to do
+    from alray.config import LabeledConfig, SelectionConfig, SparkConfig
+    from alray.errors import InputError
+    from alray.progress import Progress
+    from alray.stages.select_objects import run_select_objects
+
+    detected = int(pc.sum(lake.read_run("features", "det", columns=["n_objects"]).column("n_objects")).as_py())
+    with pytest.raises(InputError, match=rf"no objects for run det, whose images hold {detected} detected objects; "
+                                         "score it with detection.level objects"):
+        run_select_objects(SelectionConfig(n_samples=3, engine="local"), LabeledConfig(), SparkConfig(), seed=0,
+                           run_id="det", lake=lake, progress=Progress(quiet=True))
 
 
 def test_a_selection_that_asks_for_a_classification_score_is_refused(tmp_path):
