@@ -79,11 +79,16 @@ def _run(tmp_path, pool: list[dict], selection: dict, **extra) -> tuple[int, str
     config = {"task": "detection", "detection": {"classes": ["a", "b", "c"]}, "run": {"seed": 0},
               "pool": {"path": str(tmp_path / "pool.parquet")}, "score": {"batch_size": 16, "max_bad_fraction": 0.2},
               "selection": {"n_partitions": 2, **selection}, "output": {"path": str(tmp_path / "lake")}, **extra}
+    return _alray_run(tmp_path, config, "--json")
+
+
+def _alray_run(tmp_path, config: dict, *flags: str) -> tuple[int, str, str]:
+    """``alray run`` of ``config`` as run id det: exit code, stdout, stderr."""
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = alray_main(["run", str(path), "--run-id", "det", "--json", "--quiet"])
+        code = alray_main(["run", str(path), "--run-id", "det", "--quiet", *flags])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -164,13 +169,9 @@ def test_a_detections_column_of_the_wrong_type_is_exit_2_naming_pool_column_and_
     pq.write_table(pa.Table.from_pylist(rows, schema=named), str(tmp_path / "named.parquet"))
     config = {"task": "detection", "pool": {"path": str(tmp_path / "named.parquet")}, "selection": {"n_samples": 2},
               "output": {"path": str(tmp_path / "lake")}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(config))
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = alray_main(["run", str(path), "--run-id", "det", "--quiet"])
+    code, _, err = _alray_run(tmp_path, config)
     assert code == 2
-    assert err.getvalue().strip().splitlines()[-1] == (
+    assert err.strip().splitlines()[-1] == (
         f"alray: error: pool {tmp_path / 'named.parquet'}: column detections: field label is string, expected an "
         "integer class id (class names need detection.classes)")
 
@@ -185,12 +186,8 @@ def test_class_names_in_the_pool_map_through_detection_classes(ray_session, tmp_
               "selection": {"n_samples": 4, "engine": "local",
                             "strategies": [{"input": "embeddings", "strategy": "diversity"}]},
               "output": {"path": str(tmp_path / "lake")}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(config))
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = alray_main(["run", str(path), "--run-id", "det", "--quiet"])
-    assert code == 0, err.getvalue()[-2000:]
+    code, _, err = _alray_run(tmp_path, config)
+    assert code == 0, err[-2000:]
     lake = Lake(str(tmp_path / "lake"))
     assert [r["reason"] for r in lake.read_run("rejects", "det").to_pylist()] == [
         "detections[0].label: unknown class name 'zebra' (expected one of detection.classes ['a', 'b', 'c'])"]
