@@ -110,14 +110,18 @@ class InputSpec:
 # The decoded batch's column holding each usable row's model input: float32 values packed as bytes
 # (images at the model's size, feature vectors), or the checked text; null for a rejected row.
 MODEL_INPUT = "_model_input"
+#: Prefix of a pool column kept beside the decoded column of the same name (a detection pool's ``width``
+#: and ``height``): the decoded value is the image's, the pool's is kept for the scorer to compare.
+POOL_COPY_PREFIX = "_pool_"
 
 
 def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> pa.Table:
     """Decode a batch of pool rows into model inputs, the CPU work of scoring that needs no model.
 
     Returns ``id``, :data:`MODEL_INPUT`, the reject reason (null for a usable row), the image
-    metrics and channel statistics (null but for decoded images), then the pool's metadata columns,
-    one row per input row in input order. :func:`score_decoded` then scores it with the model.
+    metrics and channel statistics (null but for decoded images), then the pool's metadata columns
+    (one named like a decoded column as :data:`POOL_COPY_PREFIX` + its name), one row per input row
+    in input order. :func:`score_decoded` then scores it with the model.
     """
     n = batch.num_rows
     column = batch.column(options.payload).to_pylist() if options.payload in batch.column_names else [None] * n
@@ -168,7 +172,7 @@ def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> p
     }
     metadata = batch.drop_columns([c for c in ("id", options.payload) if c in batch.column_names])
     for name in metadata.column_names:
-        columns[name] = metadata.column(name).combine_chunks()
+        columns[POOL_COPY_PREFIX + name if name in columns else name] = metadata.column(name).combine_chunks()
     return pa.table(columns)
 
 

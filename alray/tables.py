@@ -78,9 +78,9 @@ DRAWN_SCORES = tuple(s.name for s in SCORES if s.drawn)
 
 REJECT_REASON = "_reject_reason"
 _FLOATS = pa.list_(pa.float32())
-# The detections column's type (alray.detection.boxes.DETECTIONS_TYPE; repeated here so the table
-# contracts import nothing).
-_DETECTIONS = pa.list_(pa.struct([
+#: The Arrow type of a ``detections`` column: per image a list of objects, the box in pixels, the
+#: class id, the detector's score and the class probabilities (:mod:`alray.detection.boxes`).
+DETECTIONS_TYPE = pa.list_(pa.struct([
     *(pa.field(name, pa.float32()) for name in ("x0", "y0", "x1", "y1")),
     pa.field("label", pa.int32()), pa.field("score", pa.float32()), pa.field("probs", _FLOATS),
 ]))
@@ -108,7 +108,7 @@ def features_schema(metadata: pa.Schema) -> pa.Schema:
         *[pa.field(name, pa.float64()) for name in IMAGE_COLUMNS],
         pa.field("channel_mean", _FLOATS), pa.field("channel_std", _FLOATS),
         pa.field("object_class_counts", CLASS_COUNTS_TYPE), pa.field("object_classes", pa.string()),
-        pa.field("detections", _DETECTIONS),
+        pa.field("detections", DETECTIONS_TYPE),
     ]
     return pa.schema([*fields, *metadata, pa.field(REJECT_REASON, pa.string())])
 

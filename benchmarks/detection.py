@@ -19,6 +19,7 @@ JSON: ``benchmarks/results/detection-throughput.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -57,7 +58,7 @@ STRATEGIES: dict[str, list[dict[str, Any]] | None] = {
                               {"input": "object_entropy_max", "strategy": "weights"}],
     "uncertainty_diversity_balanced": [{"input": "embeddings", "strategy": "diversity"},
                                        {"input": "object_entropy_max", "strategy": "weights"},
-                                       {"input": "object_classes", "strategy": "balance", "target": "uniform"}],
+                                       {"input": "object_classes", "strategy": "object_balance", "target": "uniform"}],
 }
 OPTIONS = DetectionOptions(known_labels=frozenset(range(len(CLASS_NAMES))), n_classes=len(CLASS_NAMES),
                            score_threshold=0.2)
@@ -157,10 +158,9 @@ def throughput(*, n_images: int, n_stage: int, folder: Path) -> dict[str, Any]:
     torch.set_num_threads(1)  # as a scoring actor with cpus_per_actor 1
     figures: dict[str, Any] = {"images": n_images, "batch": 64, "threads": 1}
     for mode, detection, samples in (("deterministic", OPTIONS, 1),
-                                     ("hflip", DetectionOptions(**{**OPTIONS.__dict__, "samples": "hflip"}), 1),
-                                     ("mc_dropout_T10", DetectionOptions(**{**OPTIONS.__dict__,
-                                                                            "samples": "mc_dropout"}), 10),
-                                     ("objects", DetectionOptions(**{**OPTIONS.__dict__, "objects": True}), 1)):
+                                     ("hflip", dataclasses.replace(OPTIONS, samples="hflip"), 1),
+                                     ("mc_dropout_T10", dataclasses.replace(OPTIONS, samples="mc_dropout"), 10),
+                                     ("objects", dataclasses.replace(OPTIONS, objects=True), 1)):
         options = ScoringOptions(payload="image", mc_samples=samples, seed=0, run_id="bench")
 
         def run(options: ScoringOptions = options, detection: DetectionOptions = detection) -> None:

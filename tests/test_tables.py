@@ -1,6 +1,10 @@
-"""One table of score columns: the scorer, the features schema, the quality metrics, the report and the config agree."""
+"""One table of score columns: the scorer, the features schema, the quality metrics, the report, the config and
+the README agree."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +19,7 @@ from alray.tables import (
     MC_SCORES,
     RANKING_COLUMNS,
     RANKING_SCHEMA,
+    RESERVED_COLUMNS,
     SCORE_COLUMNS,
     UNCERTAINTY_SCORES,
     features_schema,
@@ -40,3 +45,11 @@ def test_report_and_config_read_the_same_table():
     described = StrategyConfig.model_fields["input"].description or ""
     assert all(score in described for score in UNCERTAINTY_SCORES)
     assert set(RANKING_COLUMNS) == set(RANKING_SCHEMA.names)
+
+
+def test_the_readme_lists_every_reserved_column():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("A metadata\ncolumn may not take a name the features table gives itself")
+    paragraph = readme[start: readme.index("\n\n", start)]
+    listed = set(re.findall(r"`([a-z_]+)`", paragraph.split("The columns a run reads")[0]))
+    assert listed == set(RESERVED_COLUMNS)

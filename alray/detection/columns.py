@@ -16,11 +16,13 @@ from alray.tables import CLASS_COUNTS_TYPE, DETECTION_SCORES
 @dataclass(frozen=True)
 class DetectionOptions:
     """How detections are read and scored: the class ids a label may take (None: any id >= 0), the
-    width of ``probs`` (None: any), ``object_frequency``'s penalty, the IoU of a match, and where
-    the sample passes come from (``none``, ``mc_dropout``, ``hflip``)."""
+    width of ``probs`` (None: any), the class names a string label may take (``detection.classes``),
+    ``object_frequency``'s penalty, the IoU of a match, and where the sample passes come from
+    (``none``, ``mc_dropout``, ``hflip``)."""
 
     known_labels: frozenset[int] | None = None
     n_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
     frequency_penalty: float = FREQUENCY_PENALTY
     match_iou: float = MATCH_IOU
     samples: str = "none"

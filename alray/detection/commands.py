@@ -22,7 +22,8 @@ def add_import_predictions(commands: argparse._SubParsersAction) -> None:  # typ
     parser.add_argument("predictions", help="a COCO results JSON file, or a folder of YOLO .txt files")
     parser.add_argument("--format", required=True, choices=("coco", "yolo"), help="the predictions' format")
     parser.add_argument("--out", required=True, help="the new pool: a .parquet file, or a folder for one")
-    parser.add_argument("--coco-images", help="COCO: a dataset JSON whose images' file_name are the pool ids")
+    parser.add_argument("--coco-images", help="COCO: a dataset JSON whose images' file_name are the pool ids and whose "
+                        "categories give the class ids (by name in detection.classes, else in id order)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line")
@@ -33,8 +34,8 @@ def import_predictions_command(args: argparse.Namespace) -> int:
     from alray.detection.importers import import_predictions, read_coco, read_yolo
 
     config = load_config(args.config, args.overrides)
-    predictions = (read_coco(args.predictions, images_file=args.coco_images) if args.format == "coco"
-                   else read_yolo(args.predictions))
+    predictions = (read_coco(args.predictions, images_file=args.coco_images, class_names=config.detection.classes)
+                   if args.format == "coco" else read_yolo(args.predictions))
     result = import_predictions(predictions, pool_path=config.pool.path, pool_format=config.pool.format,
                                 out=args.out, storage_options=config.pool.storage_options or None)
     out = engine_log.console()[0]

@@ -3,14 +3,19 @@
 - COCO results: a JSON list of ``{image_id, category_id, bbox: [x, y, w, h], score}`` (pixels,
   the box's top-left corner and size). ``image_id`` names a pool id (as a string), or, with a
   COCO dataset file (``images: [{id, file_name}]``), the image whose ``file_name`` is a pool id.
-  The class id is ``category_id``.
+  The class id is the category's: with the dataset file's ``categories: [{id, name}]``, its name's
+  position in ``detection.classes`` when the config names the classes, else its position among
+  the categories in id order (COCO's 80 categories, ids 1 to 90 with gaps, become 0 to 79);
+  without them, ``category_id`` as it is.
 - YOLO: a folder of ``NAME.txt`` files, one line per object: ``class cx cy w h [conf]``, the box
   centre and size as shares of the image's width and height; ``NAME`` is a pool id without its
   extension (the file's path relative to the folder, for ids with folders). No ``conf``: score 1.
 
 The output is the pool with a ``detections`` column (replaced when it had one) and the image
 size in ``width`` and ``height`` (from those columns when the pool has them, else from the image
-headers of its ``image`` or ``uri`` payloads), written batch by batch as parquet. An image with
+headers of its ``image`` or ``uri`` payloads, upright by their EXIF orientation as scoring
+decodes them), written batch by batch as parquet. Scoring with a model checks that size against
+the decoded image's and quarantines a row where they differ. An image with
 no predictions gets an empty list (no objects); a prediction of an image not in the pool is an
 error naming the file, the image id and the field.
 """
@@ -30,15 +35,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from alray.detection.boxes import DETECTIONS_TYPE
+from alray.detection.boxes import DETECTIONS_TYPE, LARGEST_CLASS_ID, DetectionError, finite_number
 from alray.errors import InputError
 from alray.lake import open_table, parquet_dataset
 from alray.payloads import read_uri
 
 FORMATS = ("coco", "yolo")
-# Image headers are read from the first bytes of a ``uri`` payload only when a format keeps its
-# size there; a whole file is read otherwise.
-_HEADER_BYTES = 1 << 20
+_CLASS_IDS = f"a class id from 0 to {LARGEST_CLASS_ID}"
+# The EXIF tag of the image's orientation.
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -51,14 +56,39 @@ class Predictions:
 
 
 def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise InputError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
+    try:
+        return finite_number(value, where)
+    except DetectionError as exc:
+        raise InputError(str(exc)) from None
 
 
-def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
-    """COCO results JSON; with ``images_file`` (a COCO dataset JSON), image ids become its ``file_name``s."""
+def _category_ids(data: dict[str, Any], images_file: str, class_names: list[str] | None) -> dict[int, int] | None:
+    """A COCO dataset's category ids to alray's class ids: by name to ``class_names`` (``detection.classes``)
+    when given, else the categories' positions in id order; None without a ``categories`` list."""
+    categories = data.get("categories")
+    if categories is None:
+        return None
+    if not isinstance(categories, list):
+        raise InputError(f"{images_file}: categories: expected a list of {{id, name}}")
+    named: dict[int, str] = {}
+    for k, category in enumerate(categories):
+        if (not isinstance(category, dict) or isinstance(category.get("id"), bool)
+                or not isinstance(category.get("id"), int) or not isinstance(category.get("name"), str)):
+            raise InputError(f"{images_file}: categories[{k}]: expected an integer id and a name")
+        named[category["id"]] = category["name"]
+    if class_names is None:
+        return {category: index for index, category in enumerate(sorted(named))}
+    unknown = [name for name in named.values() if name not in class_names]
+    if unknown:
+        raise InputError(f"{images_file}: categories: {unknown[0]!r} is not one of detection.classes {class_names}")
+    return {category: class_names.index(name) for category, name in named.items()}
+
+
+def read_coco(path: str, *, images_file: str | None = None, class_names: list[str] | None = None) -> Predictions:
+    """COCO results JSON; with ``images_file`` (a COCO dataset JSON), image ids become its ``file_name``s and
+    category ids its ``categories``' class ids (see the module docstring)."""
     names: dict[str, str] | None = None
+    category_ids: dict[int, int] | None = None
     if images_file is not None:
         data = _json(images_file)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -68,6 +98,7 @@ def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
             if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
                 raise InputError(f"{images_file}: images[{k}]: expected id and file_name")
             names[str(image["id"])] = image["file_name"]
+        category_ids = _category_ids(data, images_file, class_names)
     data = _json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of COCO results (image_id, category_id, bbox, score)")
@@ -94,6 +125,12 @@ def read_coco(path: str, *, images_file: str | None = None) -> Predictions:
         label = entry["category_id"]
         if isinstance(label, bool) or not isinstance(label, int):
             raise InputError(f"{where}.category_id: expected an integer, got {label!r}")
+        if category_ids is not None:
+            if label not in category_ids:
+                raise InputError(f"{where}.category_id: {label} is not a category of {images_file}")
+            label = category_ids[label]
+        elif not 0 <= label <= LARGEST_CLASS_ID:
+            raise InputError(f"{where}.category_id: expected {_CLASS_IDS}, got {label}")
         score = _number(entry.get("score", 1.0), f"{where}.score")
         objects.setdefault(key, []).append({"x0": x, "y0": y, "x1": x + w, "y1": y + h, "label": label,
                                             "score": score, "probs": None})
@@ -112,7 +149,13 @@ def read_yolo(folder: str) -> Predictions:
         key = file.relative_to(root).with_suffix("").as_posix()
         rows = objects.setdefault(key, [])
         origin[key] = f"{file}: image id {key} (the file name)"
-        for number, line in enumerate(file.read_text().splitlines(), start=1):
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{file}: not UTF-8 text; expected YOLO lines 'class cx cy w h [conf]'") from None
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from None
+        for number, line in enumerate(text.splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -126,6 +169,8 @@ def read_yolo(folder: str) -> Predictions:
                 raise InputError(f"{where}: expected 'class cx cy w h [conf]' numbers, got {line.strip()!r}") from None
             if not all(math.isfinite(v) for v in (cx, cy, w, h, *conf)):
                 raise InputError(f"{where}: non-finite value")
+            if not 0 <= label <= LARGEST_CLASS_ID:
+                raise InputError(f"{where}: class {label}: expected {_CLASS_IDS}")
             rows.append({"cx": cx, "cy": cy, "w": w, "h": h, "label": label, "score": conf[0] if conf else 1.0})
     return Predictions(objects, origin, normalised=True)
 
@@ -151,18 +196,22 @@ def pool_key(identifier: str, predictions: Predictions) -> str:
 def image_size(row: dict[str, Any], payload: str | None, where: str) -> tuple[float, float]:
     """An image's (width, height): its ``width`` and ``height`` values, else its payload's header."""
     if row.get("width") is not None and row.get("height") is not None:
-        return float(row["width"]), float(row["height"])
+        return _number(row["width"], f"{where}: width"), _number(row["height"], f"{where}: height")
     if payload is None:
         raise InputError(f"{where}: the pool has no width and height columns and no image or uri payload to read "
                          "the image size from")
     data = row.get(payload)
-    if payload == "uri" and data is not None:
-        data = read_uri(str(data))
     try:
+        if payload == "uri" and data is not None:
+            data = read_uri(str(data))
         with Image.open(io.BytesIO(data or b"")) as image:
-            return float(image.size[0]), float(image.size[1])
-    except (UnidentifiedImageError, OSError, ValueError):
-        return math.nan, math.nan  # an unreadable image: scoring rejects it with its reason
+            width, height = image.size
+            # upright, as scoring decodes it: EXIF orientations 5 to 8 turn the image by 90 degrees
+            if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return float(width), float(height)
+    except (UnidentifiedImageError, OSError, ValueError, TypeError):  # PayloadError is a ValueError
+        return math.nan, math.nan  # an unreadable image (or uri): scoring rejects it with its reason
 
 
 def pixel_objects(objects: list[dict[str, Any]], size: tuple[float, float], normalised: bool) -> list[dict[str, Any]]:

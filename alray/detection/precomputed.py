@@ -3,16 +3,18 @@
 A precomputed detection pool has ``id``, ``embedding`` (D floats), ``detections`` (see
 :mod:`alray.detection.boxes`) and the image size ``width`` and ``height`` in pixels (what
 ``alray import-predictions`` writes). A row whose embedding or detections break the contract
-(a box outside the image, x1 < x0, an unknown class id, ...) is rejected with a reason naming
+(a box outside the image or without area, an unknown class id, ...) is rejected with a reason naming
 the field, as :mod:`alray.precomputed` rejects bad classification rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
-from alray.detection.boxes import DetectionError, Detections, check_detections
+from alray.detection.boxes import DetectionError, Detections, check_detections, finite_number
 from alray.detection.columns import DetectionOptions, detection_columns
 from alray.precomputed import check_vectors
 from alray.tables import features_rows
@@ -22,23 +24,28 @@ DETECTION_INPUT_COLUMNS = ("embedding", "detections", "width", "height")
 
 
 def image_sizes(batch: pa.Table, reasons: list[str | None]) -> list[tuple[float, float] | None]:
-    """Each row's (width, height) from the ``width`` and ``height`` columns; a missing or non-positive
-    size is a reason."""
+    """Each row's (width, height) from the ``width`` and ``height`` columns; a missing, non-numeric or
+    non-positive size is a reason naming the column (where the row has none yet)."""
     sizes: list[tuple[float, float] | None] = []
     widths, heights = batch.column("width").to_pylist(), batch.column("height").to_pylist()
     for i, (w, h) in enumerate(zip(widths, heights, strict=True)):
-        if w is None or h is None or not (float(w) > 0 and float(h) > 0):
+        try:
+            size = (finite_number(w, "width"), finite_number(h, "height"))
+            if not (size[0] > 0 and size[1] > 0):
+                raise DetectionError(f"width, height: expected the image size in pixels, got {w!r} x {h!r}")
+        except DetectionError as exc:
             if reasons[i] is None:
-                reasons[i] = f"width, height: expected the image size in pixels, got {w!r} x {h!r}"
+                reasons[i] = str(exc)
             sizes.append(None)
         else:
-            sizes.append((float(w), float(h)))
+            sizes.append(size)
     return sizes
 
 
-def read_detections(values: list[object], sizes: list[tuple[float, float] | None], options: DetectionOptions,
+def read_detections(values: list[object], sizes: Sequence[tuple[float, float] | None], options: DetectionOptions,
                     reasons: list[str | None]) -> list[Detections | None]:
-    """The checked detections of each row (None where the row has a reason, which a fault adds)."""
+    """The checked detections of each row against its image size (None where the row has a reason, or
+    gets one here: the first fault of its detections)."""
     out: list[Detections | None] = []
     for i, value in enumerate(values):
         size = sizes[i]
@@ -47,7 +54,7 @@ def read_detections(values: list[object], sizes: list[tuple[float, float] | None
             continue
         try:
             out.append(check_detections(value, width=size[0], height=size[1], known_labels=options.known_labels,
-                                        n_classes=options.n_classes))
+                                        n_classes=options.n_classes, class_names=options.class_names))
         except DetectionError as exc:
             reasons[i] = str(exc)
             out.append(None)

@@ -22,13 +22,15 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from alray.detection.boxes import DetectionError, Detections, check_detections, scale_boxes
+from alray.detection.boxes import Detections, scale_boxes
 from alray.detection.columns import DetectionOptions, detection_columns
 from alray.detection.objects import OBJECTS_COLUMN, OBJECTS_TYPE
+from alray.detection.precomputed import read_detections
 from alray.detection.scores import object_class_scores, object_stability
 from alray.inference import (
     MIN_MODEL_ROWS,
     MODEL_INPUT,
+    POOL_COPY_PREFIX,
     InputSpec,
     ScoringOptions,
     decode_batch,
@@ -39,6 +41,8 @@ from alray.models.detector import DetectorModel, DetectorOutput
 from alray.quality import statistics_of
 from alray.tables import IMAGE_COLUMNS, REJECT_REASON, features_rows
 
+# The pool's image size columns (a detection pool's; decoding measures them too).
+SIZE_COLUMNS = ("width", "height")
 # Side of the thumbnail that embeds a crop when nothing else can.
 THUMBNAIL_SIDE = 4
 
@@ -56,9 +60,12 @@ class _Found:
 
 
 def _kept(detections: Detections, options: DetectionOptions) -> np.ndarray:
-    """Rows of the objects scored at least the threshold, the best ``max_objects``, by descending score."""
+    """Rows of the objects scored at least the threshold, the best ``max_objects``, by descending score. A
+    box without area (a detector's box beyond the input, clipped to its edge) is no object: dropped."""
     order = np.argsort(-detections.scores, kind="stable")
-    order = order[detections.scores[order] >= options.score_threshold]
+    boxes = detections.boxes[order]
+    has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    order = order[(detections.scores[order] >= options.score_threshold) & has_area]
     return order[: options.max_objects]
 
 
@@ -94,7 +101,10 @@ def _detect(detector: DetectorModel, x: torch.Tensor, sizes: np.ndarray, ids: Se
     samples = None
     if detection.samples != "none":
         seeds = sample_seeds(id_keys(ids), seed=options.seed)
-        passes = detector.detect_passes(x, seeds, options.mc_samples, detection.samples)
+        # a mirrored pass is one batch pass, padded as the reference pass is; MC dropout runs each image alone
+        flipped = detection.samples == "hflip"
+        passes = detector.detect_passes(_padded(x) if flipped else x, seeds, options.mc_samples,
+                                        detection.samples)[:n]
         samples = [[Detections(scale_boxes(p.boxes, sizes[i, 0] / side, sizes[i, 1] / side), p.labels, p.scores,
                                p.probs).take(_kept(p, detection)) for p in image_passes]
                    for i, image_passes in enumerate(passes)]
@@ -105,37 +115,32 @@ def _detect(detector: DetectorModel, x: torch.Tensor, sizes: np.ndarray, ids: Se
 def _from_pool(values: list[object], sizes: np.ndarray, side: int,
                detection: DetectionOptions) -> tuple[_Found, list[str | None]]:
     reasons: list[str | None] = [None] * len(values)
-    detections, input_boxes = [], []
-    for i, value in enumerate(values):
-        try:
-            found = check_detections(value, width=float(sizes[i, 0]), height=float(sizes[i, 1]),
-                                     known_labels=detection.known_labels, n_classes=detection.n_classes)
-        except DetectionError as exc:
-            reasons[i] = str(exc)
-            found = Detections.empty()
-        detections.append(found)
-        input_boxes.append(scale_boxes(found.boxes, side / sizes[i, 0], side / sizes[i, 1]))
+    checked = read_detections(values, [(float(w), float(h)) for w, h in sizes], detection, reasons)
+    detections = [d if d is not None else Detections.empty() for d in checked]
+    input_boxes = [scale_boxes(d.boxes, side / sizes[i, 0], side / sizes[i, 1]) for i, d in enumerate(detections)]
     return _Found(detections, input_boxes, None, [None] * len(values), None), reasons
 
 
 def profile_embedding(detections: Sequence[Detections], n_classes: int) -> np.ndarray:
-    """Per image (N, 2 C): the objects of each class and the sum of their scores."""
+    """Per image (N, 2 C): the objects of each class and the sum of their scores; a label outside
+    0..C-1 (a row the scorer rejects) adds nothing."""
     out = np.zeros((len(detections), 2 * n_classes), dtype=np.float32)
     for i, d in enumerate(detections):
-        np.add.at(out[i], d.labels, 1.0)
-        np.add.at(out[i], n_classes + d.labels, d.scores)
+        inside = (d.labels >= 0) & (d.labels < n_classes)
+        np.add.at(out[i], d.labels[inside], 1.0)
+        np.add.at(out[i], n_classes + d.labels[inside], d.scores[inside])
     return out
 
 
 def _image_embeddings(found: _Found, x: torch.Tensor, embedder: TaskModel | DetectorModel | None,
-                      detection: DetectionOptions) -> np.ndarray:
-    """The images' embeddings (B, D): the detector's output, else the embedder's, else the object profile."""
+                      n_classes: int) -> np.ndarray:
+    """The images' embeddings (B, D): the detector's output, else the embedder's, else the object profile
+    (2 ``n_classes`` wide, the detector's classes, whatever labels the batch holds)."""
     if found.embedding is not None:
         return found.embedding
     if embedder is not None:
         return _encode(embedder, x)
-    labels = [int(d.labels.max()) + 1 for d in found.detections if len(d)]
-    return profile_embedding(found.detections, detection.n_classes or max(labels, default=1))
+    return profile_embedding(found.detections, n_classes)
 
 
 def _encode(encoder: TaskModel | DetectorModel, x: torch.Tensor) -> np.ndarray:
@@ -215,8 +220,33 @@ def score_detection_batch(batch: pa.Table, options: ScoringOptions, detection: D
     return score_detection_decoded(decoded, options, detection, detector=detector, encoder=encoder)
 
 
-# The decoded batch's columns that are no pool metadata.
-_DECODED = (MODEL_INPUT, REJECT_REASON, *IMAGE_COLUMNS, "channel_mean", "channel_std")
+# The decoded batch's columns that are no pool metadata (the pool's own image size among them).
+_DECODED = (MODEL_INPUT, REJECT_REASON, *IMAGE_COLUMNS, "channel_mean", "channel_std",
+            *(POOL_COPY_PREFIX + name for name in SIZE_COLUMNS))
+# How far (pixels) a pool's stated image size may be from the decoded one.
+SIZE_TOLERANCE = 0.5
+
+
+def check_pool_sizes(decoded: pa.Table, reasons: list[str | None]) -> None:
+    """Give a reason to each decoded row whose pool ``width`` / ``height`` (what ``alray import-predictions``
+    writes) differ from the decoded image's: its detections are in pixels of another image (an EXIF
+    rotation, a JPEG that ``score.max_image_pixels`` reduced, a wrong size column)."""
+    stated = [POOL_COPY_PREFIX + name for name in SIZE_COLUMNS]
+    if not all(name in decoded.column_names for name in stated):
+        return
+    pool_w, pool_h = (decoded.column(name).to_pylist() for name in stated)
+    image_w, image_h = (decoded.column(name).to_pylist() for name in SIZE_COLUMNS)
+    for i, (pw, ph, w, h) in enumerate(zip(pool_w, pool_h, image_w, image_h, strict=True)):
+        if reasons[i] is not None or pw is None or ph is None or w is None or h is None:
+            continue
+        try:
+            differ = abs(float(pw) - w) > SIZE_TOLERANCE or abs(float(ph) - h) > SIZE_TOLERANCE
+            stated_size = f"{float(pw):g} x {float(ph):g}"
+        except (TypeError, ValueError, OverflowError):
+            differ, stated_size = True, f"{pw!r} x {ph!r}"
+        if differ:
+            reasons[i] = (f"width, height: the pool says {stated_size}, the image decodes to {w:g} x {h:g}; "
+                          "the detections' pixels are another image's")
 
 
 def score_detection_decoded(decoded: pa.Table, options: ScoringOptions, detection: DetectionOptions, *,
@@ -244,6 +274,7 @@ def score_detection_decoded(decoded: pa.Table, options: ScoringOptions, detectio
     ids = [str(i) for i in decoded.column("id").to_pylist()]
     n = len(ids)
     reasons: list[str | None] = decoded.column(REJECT_REASON).to_pylist()
+    check_pool_sizes(decoded, reasons)
     ok = np.array([r is None for r in reasons], dtype=bool)
     good = np.flatnonzero(ok)
     quality = {name: decoded.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -267,7 +298,8 @@ def score_detection_decoded(decoded: pa.Table, options: ScoringOptions, detectio
         # what embeds images and crops when the detector's outputs do not: its embed, else the encoder
         embedder: TaskModel | DetectorModel | None = (
             detector if detector is not None and detector.can_embed else encoder)
-        embedding = _image_embeddings(found, x, embedder, detection)
+        # no embedder: a detector without embeddings, whose class count sizes the object profile
+        embedding = _image_embeddings(found, x, embedder, detector.n_classes if detector is not None else 0)
         per_image = _objects(x, found, sizes, embedder, detection) if detection.objects else None
         if found.samples is not None:
             samples = [[] for _ in range(n)]

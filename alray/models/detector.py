@@ -59,6 +59,7 @@ class DetectorModel(Protocol):
     n_classes : class ids are 0..n_classes-1
     class_names : names of the classes, or None
     has_dropout : whether MC dropout can sample it
+    gives_probs : whether its objects carry class probabilities (the class uncertainty scores need them)
     can_embed : whether :meth:`embed` gives image embeddings (else only the ``embedding`` output)
     """
 
@@ -69,6 +70,7 @@ class DetectorModel(Protocol):
     n_classes: int
     class_names: list[str] | None
     has_dropout: bool
+    gives_probs: bool
     can_embed: bool
 
     def detect(self, x: torch.Tensor) -> DetectorOutput:
@@ -133,6 +135,7 @@ class ScriptedDetector(nn.Module):
         names = metadata.get("class_names")
         self.class_names = [str(n) for n in names] if names else None
         self.outputs = frozenset(metadata.get("outputs") or ())
+        self.gives_probs = "probs" in self.outputs
         self.can_embed = hasattr(scripted, "embed")
         self._dropouts = [m for m in scripted.modules() if getattr(m, "original_name", "") in _DROPOUT_MODULES]
         self.has_dropout = bool(self._dropouts)
@@ -145,19 +148,32 @@ class ScriptedDetector(nn.Module):
         return list(out)
 
     def _parse(self, outputs: list[dict[str, torch.Tensor]]) -> DetectorOutput:
+        """The output dicts as the contract says: the required keys and the declared ``outputs``, each of the
+        shape it must have; an undeclared output is not read."""
         detections, features, embeddings = [], [], []
         for out in outputs:
-            missing = [k for k in ("boxes", "scores", "labels") if k not in out]
+            missing = [k for k in ("boxes", "scores", "labels", *sorted(self.outputs)) if k not in out]
             if missing:
-                raise InputError(f"model.checkpoint: {self.path}: the output dicts lack {missing}")
-            boxes = out["boxes"].detach().double().cpu().numpy().reshape(-1, 4)
-            probs = out["probs"].detach().double().cpu().numpy() if "probs" in out else None
+                raise InputError(f"model.checkpoint: {self.path}: the output dicts lack {missing} (required, or "
+                                 f"declared in {TORCHSCRIPT_METADATA} outputs)")
+            given = {k: out[k].detach().cpu() for k in ("boxes", "scores", "labels", *self.outputs)}
+            k = given["scores"].reshape(-1).shape[0]
+            shapes = {"boxes": (k, 4), "scores": (k,), "labels": (k,), "probs": (k, self.n_classes)}
+            for name, shape in shapes.items():
+                if name in given and tuple(given[name].shape) != shape:
+                    raise InputError(f"model.checkpoint: {self.path}: output {name} has the shape "
+                                     f"{tuple(given[name].shape)}, expected {shape} ({k} objects, "
+                                     f"{self.n_classes} classes)")
+            if "features" in given and (given["features"].ndim != 2 or given["features"].shape[0] != k):
+                raise InputError(f"model.checkpoint: {self.path}: output features has the shape "
+                                 f"{tuple(given['features'].shape)}, expected ({k}, F): one row per object")
+            probs = given["probs"].double().numpy() if "probs" in given else None
             detections.append(Detections.of(
-                np.clip(boxes, 0.0, float(self.image_size)), out["labels"].detach().cpu().numpy(),
-                out["scores"].detach().double().cpu().numpy(), probs))
-            features.append(out["features"].detach().float().cpu().numpy() if "features" in out else None)
-            if "embedding" in out:
-                embeddings.append(out["embedding"].detach().float().cpu().numpy().reshape(-1))
+                np.clip(given["boxes"].double().numpy(), 0.0, float(self.image_size)), given["labels"].numpy(),
+                given["scores"].double().numpy(), probs))
+            features.append(given["features"].float().numpy() if "features" in given else None)
+            if "embedding" in given:
+                embeddings.append(given["embedding"].float().numpy().reshape(-1))
         embedding = np.stack(embeddings) if len(embeddings) == len(outputs) and embeddings else None
         return DetectorOutput(detections, features, embedding)
 

@@ -32,6 +32,7 @@ class TorchvisionDetector(nn.Module):
     n_features = 0
     class_names: list[str] | None = None
     has_dropout = False
+    gives_probs = False
     can_embed = True
 
     def __init__(self, network: nn.Module, n_classes: int, image_size: int) -> None:
@@ -70,6 +71,26 @@ class TorchvisionDetector(nn.Module):
             return last.mean(dim=(2, 3))
 
 
+def head_classes(state: dict[str, torch.Tensor]) -> int | None:
+    """How many classes (the background among them) a torchvision detector's weights classify, or None
+    when no head is known. Faster / Mask R-CNN's box predictor has one row per class; the dense heads
+    (RetinaNet, FCOS, SSD, SSDlite) one row per anchor and class, so the count is their rows over the
+    anchors, which the regression layer beside them gives (4 rows an anchor)."""
+    for key, weight in state.items():
+        if key.endswith("box_predictor.cls_score.weight"):
+            return int(weight.shape[0])
+    dense = sorted(k for k, weight in state.items() if k.endswith("weight") and weight.ndim == 4 and k.startswith(
+        ("head.classification_head.cls_logits.", "head.classification_head.module_list.0.")))
+    for key in reversed(dense):  # the first level's last conv (SSDlite's pointwise one) gives the scores
+        regression = state.get(key.replace("classification_head.cls_logits", "regression_head.bbox_reg")
+                                .replace("classification_head.", "regression_head."))
+        if regression is not None and regression.shape[0] % 4 == 0 and regression.shape[0]:
+            anchors = regression.shape[0] // 4
+            if state[key].shape[0] % anchors == 0:
+                return int(state[key].shape[0] // anchors)
+    return None
+
+
 def load_torchvision_detector(path: Path, name: str, *, image_size: int) -> TorchvisionDetector:
     """Build torchvision's detector ``name`` with as many classes as the weights of ``path`` have."""
     try:
@@ -82,10 +103,9 @@ def load_torchvision_detector(path: Path, name: str, *, image_size: int) -> Torc
     state = torch_load_weights(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"model.checkpoint: {path}: expected a state dict of tensors for torchvision:{name}")
-    head = [k for k in state if k.endswith("cls_score.weight") or k.endswith("cls_logits.weight")]
-    if not head:
+    n_with_background = head_classes(state)
+    if n_with_background is None:
         raise InputError(f"model.checkpoint: {path}: no classification head weights for torchvision:{name}")
-    n_with_background = int(state[head[0]].shape[0])
     try:
         network = torchvision.models.get_model(name, weights=None, weights_backbone=None,
                                                num_classes=n_with_background)

@@ -12,7 +12,7 @@ import pyarrow as pa
 from alray.selection.batches import TableCandidates
 from alray.selection.plan import Plan, PlannedObjective
 from alray.strategies.balance import class_labels
-from alray.strategies.base import CandidateBatch, Candidates, combine
+from alray.strategies.base import Balancer, CandidateBatch, Candidates, combine
 from alray.strategies.registry import get_strategy
 
 
@@ -65,12 +65,17 @@ def add_objective_columns(table: pa.Table | pa.RecordBatch, batch: CandidateBatc
 
 
 def quotas_for(plan: Plan, available: Mapping[str, int], n_select: int) -> tuple[dict[str, int], np.ndarray] | None:
-    """Class index per label and quota per class, when a balance strategy is configured."""
+    """Group index per class label and quota per group, when a balance strategy is configured."""
     if plan.balance is None:
         return None
-    quotas = get_strategy(plan.balance.strategy).quotas(plan.balance, available, n_select)  # type: ignore[attr-defined]
-    labels = sorted(quotas)
-    return {label: i for i, label in enumerate(labels)}, np.array([quotas[label] for label in labels])
+    strategy = get_strategy(plan.balance.strategy)
+    assert isinstance(strategy, Balancer)
+    quotas = strategy.plan_quotas(plan.balance, available, n_select)
+    groups = sorted(quotas.quotas)
+    index = {group: i for i, group in enumerate(groups)}
+    if quotas.group_of is not None:
+        index = {label: index[group] for label, group in quotas.group_of.items()}
+    return index, np.array([quotas.quotas[group] for group in groups])
 
 
 def greedy_table(candidates: pa.Table, plan: Plan) -> pa.Table:

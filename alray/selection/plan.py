@@ -140,6 +140,13 @@ def plan_selection(selection: SelectionConfig, columns: Sequence[str]) -> Plan:
                 selector=selector, sampler=sampler, auto=auto)
 
 
+def keyed_inputs(selection: SelectionConfig) -> list[tuple[str, str]]:
+    """Each column the strategies and filters read, with the config key that names it
+    (``selection.strategies.1``, ``selection.filters.0``): what an error about that column names."""
+    asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
+    return asks + [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
+
+
 def needed_columns(plan: Plan, columns: Sequence[str]) -> list[str]:
     """The features ``columns`` the selection of ``plan`` reads, in table order: ids, embeddings, what
     the filters, strategies and balance read, and (for ``auto``) the model's outputs it may choose from."""

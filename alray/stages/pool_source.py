@@ -9,6 +9,7 @@ files on the workers, so no pool row passes through the driver.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import os
@@ -38,6 +39,7 @@ from alray.lake import (
     refuse_delete_files,
     table_files,
 )
+from alray.tables import RESERVED_COLUMNS
 
 if TYPE_CHECKING:
     import ray.data
@@ -153,6 +155,21 @@ def embedding_width(source: PoolSource) -> int | None:
             if value:
                 return len(value)
     return None
+
+
+def open_checked_pool(pool: PoolConfig, *, staging: str | None, precomputed: bool) -> PoolSource:
+    """:func:`open_pool`, its ids checked and its rows counted (:func:`check_pool_ids`): what a score stage
+    opens before any engine starts."""
+    source = open_pool(pool, staging=staging, precomputed=precomputed)
+    return dataclasses.replace(source, n_rows=check_pool_ids(source))
+
+
+def check_metadata_names(source: PoolSource, inputs: set[str]) -> None:
+    """Refuse pool columns besides the model's ``inputs`` that the features table names itself (the
+    metadata columns are copied into it); InputError names them."""
+    clashes = sorted((set(source.schema.names) - inputs) & RESERVED_COLUMNS)
+    if clashes:
+        raise InputError(f"pool {source.path}: metadata columns {clashes} clash with features columns; rename them")
 
 
 def check_pool_ids(source: PoolSource) -> int:

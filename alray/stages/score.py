@@ -30,18 +30,19 @@ from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder
 from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
 from alray.progress import Progress
+from alray.selection.plan import keyed_inputs
 from alray.stages.commit import ScoreResult, commit_features
 from alray.stages.incremental import plan_increment, pool_rows_schema, score_key
 from alray.stages.pool_source import (
     PoolSource,
     block_rows_for,
-    check_pool_ids,
+    check_metadata_names,
     embedding_width,
-    open_pool,
+    open_checked_pool,
     read_pool,
 )
 from alray.strategies.base import PREDICTIONS
-from alray.tables import MC_SCORES, REJECT_REASON, RESERVED_COLUMNS
+from alray.tables import MC_SCORES, REJECT_REASON
 
 # Rows a scoring write task gathers before it writes a file: large enough that a big pool
 # makes a few hundred files, small enough that the rows it holds stay a few tens of MiB.
@@ -117,13 +118,9 @@ def check_inputs(pool: PoolConfig, model_config: ModelConfig | None, *, staging:
 
     ``staging`` is where an ``images`` pool's listing is written (the run's staging in the lake).
     """
-    source = open_pool(pool, staging=staging, precomputed=model_config is None)
-    source = dataclasses.replace(source, n_rows=check_pool_ids(source))
+    source = open_checked_pool(pool, staging=staging, precomputed=model_config is None)
     schema, payload = source.schema, source.payload
-    inputs = {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())}
-    clashes = sorted((set(schema.names) - inputs) & RESERVED_COLUMNS)
-    if clashes:
-        raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
+    check_metadata_names(source, {"id", payload, *(PRECOMPUTED_COLUMNS if model_config is None else ())})
     if model_config is None:
         _check_scores_available(selection, available_scores(schema.names),
                                 has_predictions=bool({"probs", "logits", "mc_probs"} & set(schema.names)),
@@ -151,9 +148,7 @@ def _check_scores_available(selection: SelectionConfig | None, available: set[st
     missing = {*MC_SCORES, "pred_loss"} - available
     if not has_predictions:
         missing.add(PREDICTIONS)
-    asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
-    asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
-    for key, column in asks:
+    for key, column in keyed_inputs(selection):
         if column in missing:
             need = ("a model (model.checkpoint) or mc_probs in the pool" if column in MC_SCORES
                     else "a model (model.checkpoint) or probs, logits or mc_probs in the pool")

@@ -12,16 +12,19 @@ from __future__ import annotations
 import pyarrow as pa
 
 from alray.config import DetectionConfig, ModelConfig, PoolConfig, SelectionConfig
+from alray.detection.boxes import detections_type_problem
 from alray.detection.columns import DetectionOptions
 from alray.detection.precomputed import DETECTION_INPUT_COLUMNS, score_precomputed_detections
-from alray.detection.scorer import score_detection_decoded
+from alray.detection.scorer import SIZE_COLUMNS, score_detection_decoded
+from alray.detection.scores import CLASS_SCORE_COLUMNS, CLASS_SCORES
 from alray.errors import ConfigError, InputError
 from alray.inference import PAYLOAD_INPUT_KIND, InputSpec, ScoringOptions
 from alray.models import TaskModel, load_model
 from alray.models.detector import DetectorModel, detector_metadata, load_detector
-from alray.stages.pool_source import PoolSource, check_pool_ids, open_pool
+from alray.selection.plan import keyed_inputs
+from alray.stages.pool_source import PoolSource, check_metadata_names, open_checked_pool
 from alray.strategies.base import PREDICTIONS
-from alray.tables import DETECTION_SCORES, MC_SCORES, RESERVED_COLUMNS
+from alray.tables import DETECTION_SCORES, MC_SCORES
 
 # The object columns an object-level selection may read besides the crops' metrics.
 _OBJECT_SCORES = ("entropy", "margin", "least_confidence", "box_instability", "class_disagreement")
@@ -44,8 +47,7 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
 
     Raises InputError naming the pool or checkpoint, ConfigError naming the key, before any engine starts.
     """
-    source = open_pool(pool, staging=staging, precomputed=model_config is None)
-    check_pool_ids(source)
+    source = open_checked_pool(pool, staging=staging, precomputed=model_config is None)
     names = set(source.schema.names)
     model = load_detection_model(model_config) if model_config is not None else None
     checkpoint = model_config.checkpoint if model_config is not None else None
@@ -56,6 +58,11 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
             raise InputError(f"pool {pool.path}: task detection without a model needs the columns "
                              f"{list(DETECTION_INPUT_COLUMNS)}; missing {missing} (alray import-predictions writes "
                              "detections, width and height)")
+        for name in SIZE_COLUMNS:
+            kind = source.schema.field(name).type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                raise InputError(f"pool {pool.path}: column {name} is {kind}, expected the image size in pixels "
+                                 "(a number)")
         inputs = {"id", *DETECTION_INPUT_COLUMNS}
     else:
         if PAYLOAD_INPUT_KIND.get(source.payload) != "image" or model.input_kind != "image":
@@ -64,10 +71,15 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
         if detector is None and "detections" not in names:
             raise InputError(f"pool {pool.path}: model.checkpoint {checkpoint} is no detector, so the "
                              "objects must come from the pool: it needs a detections column (alray import-predictions)")
-        inputs = {"id", source.payload, "detections"}
-    clashes = sorted((names - inputs) & RESERVED_COLUMNS)
-    if clashes:
-        raise InputError(f"pool {pool.path}: metadata columns {clashes} clash with features columns; rename them")
+        # the pool's image size (alray import-predictions writes it) is checked against the decoded image's,
+        # which the features hold
+        inputs = {"id", source.payload, "detections", *SIZE_COLUMNS}
+    if "detections" in names and detector is None:  # the objects come from the pool's column
+        problem = detections_type_problem(source.schema.field("detections").type,
+                                          class_names=detection.classes is not None)
+        if problem is not None:
+            raise InputError(f"pool {pool.path}: column detections: {problem}")
+    check_metadata_names(source, inputs)
     if detection.classes is not None:
         known: frozenset[int] | None = frozenset(range(len(detection.classes)))
         if detector is not None and len(detection.classes) != detector.n_classes:
@@ -85,8 +97,10 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
     if detection.level == "objects" and model is None:
         raise ConfigError("detection.level: objects needs images to crop: an image pool and a detector (or an "
                           "encoder with the pool's detections), not precomputed embeddings")
-    _check_selection(selection, detection)
+    _check_selection(selection, detection,
+                     without_probs=checkpoint if detector is not None and not detector.gives_probs else None)
     options = DetectionOptions(known_labels=known, n_classes=len(known) if known is not None else None,
+                               class_names=tuple(detection.classes) if detection.classes is not None else None,
                                frequency_penalty=detection.frequency_penalty, match_iou=detection.match_iou,
                                samples=detection.samples, max_objects=detection.max_objects,
                                score_threshold=detection.score_threshold, objects=detection.level == "objects")
@@ -94,27 +108,31 @@ def prepare_detection(pool: PoolConfig, model_config: ModelConfig | None, detect
     return source, source.payload, spec, options
 
 
-def _check_selection(selection: SelectionConfig | None, detection: DetectionConfig) -> None:
-    """Refuse a selection that reads what a detection run does not give; name the key that asks."""
+def _check_selection(selection: SelectionConfig | None, detection: DetectionConfig,
+                     without_probs: object | None = None) -> None:
+    """Refuse a selection that reads what a detection run does not give; name the key that asks.
+    ``without_probs``: the checkpoint of a detector that gives no class probabilities, whose class
+    uncertainty scores would be null for every image (or object)."""
     if selection is None:
         return
     if detection.level == "objects":
         unavailable = {*MC_SCORES, "pred_loss", *DETECTION_SCORES} - set(_OBJECT_SCORES)
-        if detection.samples == "none":
-            unavailable |= {"box_instability", "class_disagreement"}
+        class_scores = set(CLASS_SCORES)
         where = "an object-level selection (detection.level objects) reads the objects table"
     else:
         unavailable = {*MC_SCORES, "pred_loss", PREDICTIONS}
-        if detection.samples == "none":
-            unavailable |= {"box_instability", "class_disagreement"}
+        class_scores = set(CLASS_SCORE_COLUMNS)
         where = "a detection run gives the detection scores (README: Object detection)"
-    asks = [(f"selection.strategies.{i}", s.input) for i, s in enumerate(selection.strategies)]
-    asks += [(f"selection.filters.{i}", f.column) for i, f in enumerate(selection.filters)]
-    for key, column in asks:
+    if detection.samples == "none":
+        unavailable |= {"box_instability", "class_disagreement"}
+    for key, column in keyed_inputs(selection):
         if column in unavailable:
             if column in ("box_instability", "class_disagreement"):
                 raise ConfigError(f"{key}: {column!r} needs detection.samples mc_dropout or hflip")
             raise ConfigError(f"{key}: {column!r} is not a column here; {where}")
+        if without_probs is not None and column in class_scores:
+            raise ConfigError(f"{key}: {column!r} needs class probabilities, and model.checkpoint {without_probs} "
+                              "gives none (no probs output); objectness_least_confidence scores its confidence")
 
 
 def score_detections(model: DetectorModel | TaskModel | None, batch: pa.Table, options: ScoringOptions,

@@ -22,7 +22,7 @@ from alray.lake import Lake
 from alray.progress import Progress
 from alray.selection.result import LABELED_REASON, SelectResult
 from alray.stages.select_local import LOCAL_MAX_ROWS, choose_engine, excluded_ids
-from alray.tables import OBJECT_RANKING_SCHEMA
+from alray.tables import OBJECT_RANKING_SCHEMA, OBJECTS_SCHEMA
 
 # The filtered-out reason of an image whose objects the filters all removed.
 OBJECTS_FILTERED_REASON = "objects filtered"
@@ -72,12 +72,18 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
     arguments are :func:`alray.stages.select.run_select`'s."""
     selection = selection_config
     run_time = run_time or dt.datetime.now(dt.timezone.utc)
-    if not lake.run_files("objects", run_id):
-        raise InputError(f"objects table {lake.table('objects')}: no objects for run {run_id}; score it with "
-                         "detection.level objects")
-    objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
     features = lake.read_run("features", run_id, columns=["id", "n_objects"])
     images_excluded = excluded_ids(labeled, labeled_storage_options, lake, run_id, now=run_time)
+    # an empty table when the run wrote none, or when no run of this lake ever scored objects
+    objects = lake.read_run("objects", run_id, columns=["id", "image_id"])
+    if objects.num_rows == 0:
+        detected = int(pc.sum(features.column("n_objects")).as_py() or 0) if features.num_rows else 0
+        if detected:  # scored at the image level: the objects were never written
+            raise InputError(f"objects table {lake.table('objects')}: no objects for run {run_id}, whose images hold "
+                             f"{detected} detected objects; score it with detection.level objects")
+        progress.say(f"select: no objects detected in the {features.num_rows} scored images (detections below "
+                     "detection.score_threshold are dropped); nothing to select")
+        return _without_objects(selection, run_id, lake, run_time, features, images_excluded)
     excluded = _object_exclusions(images_excluded, objects)
     engine, rows = choose_engine(selection, lake, run_id, table="objects")
     if rows is not None:
@@ -93,13 +99,37 @@ def run_select_objects(selection_config: SelectionConfig, labeled: LabeledConfig
     return result
 
 
+def _without_objects(selection: SelectionConfig, run_id: str, lake: Lake, run_time: dt.datetime, features: pa.Table,
+                     images_excluded: pa.Table | None) -> SelectResult:
+    """A run whose images hold no object: empty object and image rankings; every image filtered (no objects,
+    or labeled or selected before)."""
+    from alray.selection.local import ranking_table
+    from alray.selection.plan import strategy_label
+
+    label = strategy_label(selection)
+    lake.replace_run("object_ranking", OBJECT_RANKING_SCHEMA.empty_table(), run_id)
+    images = ranking_table(image_ranking(OBJECT_RANKING_SCHEMA.empty_table()), run_id, label, run_time)
+    lake.replace_run("ranking", images, run_id)
+    result = SelectResult(n_features=0, n_candidates=0, n_selected=0, n_filtered=0, strategy=label,
+                          stop_reason="no objects")
+    _image_counts(result, features, images, images_excluded)
+    return result
+
+
+def object_columns(selection: SelectionConfig) -> list[str]:
+    """The objects table's columns the selection reads (:func:`~alray.selection.plan.needed_columns`): the
+    probabilities, boxes and crop metrics it does not name stay unread."""
+    from alray.selection.plan import needed_columns, plan_selection
+
+    names = [f.name for f in OBJECTS_SCHEMA if f.name not in ("run_id", "image_id")]
+    return needed_columns(plan_selection(selection, names), names)
+
+
 def _select_local(selection: SelectionConfig, seed: int, run_id: str, lake: Lake, run_time: dt.datetime,
                   excluded: pa.Table | None, objects: pa.Table) -> tuple[SelectResult, pa.Table]:
     from alray.selection.local import ranking_table, select_table
 
-    table = lake.read_run("objects", run_id)
-    if "run_id" in table.column_names:
-        table = table.drop_columns(["run_id"])
+    table = lake.read_run("objects", run_id, columns=object_columns(selection))
     marks = None if excluded is None else dict(zip(excluded.column("id").to_pylist(),
                                                    excluded.column("_excluded").to_pylist(), strict=True))
     ranking, result = select_table(table, selection, seed=seed, excluded=marks, run_id=run_id, run_time=run_time)
@@ -122,7 +152,8 @@ def _select_spark(selection: SelectionConfig, spark_config: SparkConfig, seed: i
     from alray.stages.select import _read_features, _write_ranking, global_rank, select_dataframe
 
     spark = spark_session(spark_config)
-    frame = _read_features(spark, lake, run_id, table="objects")
+    frame = _read_features(spark, lake, run_id, lambda names: [
+        n for n in names if n in {*object_columns(selection), "image_id"}], table="objects")
     with select_dataframe(frame, selection, seed=seed, excluded=excluded, run_time=run_time, progress=progress,
                           source=source) as chosen:
         ranked = chosen.ranking.join(frame.select("id", "image_id"), "id").cache()

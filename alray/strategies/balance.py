@@ -1,5 +1,4 @@
-"""``balance``: class quotas, so that the picks follow a target distribution over a column's values (or,
-on a detection run's ``object_classes``, so that the picked images' objects follow it)."""
+"""``balance``: class quotas, so that the picks follow a target distribution over a column's values."""
 
 from __future__ import annotations
 
@@ -12,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from alray.strategies.base import Strategy
+from alray.detection.balance import OBJECT_CLASSES_COLUMN
+from alray.strategies.base import Balancer, QuotaPlan
 
 if TYPE_CHECKING:
     from alray.config import StrategyConfig
@@ -94,25 +94,27 @@ def class_labels(values: pa.Array | pa.ChunkedArray) -> list[str]:
     return [str(v) for v in python]
 
 
-class Balance(Strategy):
+class Balance(Balancer):
     """Quotas per value of a column (usually ``predictions``): uniform, as in the input, or given shares."""
 
     name = "balance"
-    role = "balance"
     inputs = "column_or_predictions"
     summary = "class quotas over a column or the predictions: uniform, as in the input, or given shares"
 
     def check(self, entry: StrategyConfig) -> None:
-        target = entry.target
-        if isinstance(target, dict) and (not target or any(v < 0 for v in target.values())
-                                         or sum(target.values()) <= 0):
-            raise ValueError("balance target: expected non-negative shares with a positive sum")
+        if entry.input == OBJECT_CLASSES_COLUMN:  # what balance did on it before object_balance
+            raise ValueError("balance on object_classes would balance images per composition; object_balance "
+                             "balances their objects over the classes: {input: object_classes, strategy: "
+                             "object_balance}")
+        check_target(entry)
 
-    def quotas(self, entry: StrategyConfig, available: Mapping[str, int], n_select: int) -> dict[str, int]:
-        """Picks allowed per class (per class key of a detection run's ``object_classes``: images per group of
-        equal objects, so that the picks' object counts follow the target)."""
-        from alray.detection.balance import OBJECT_CLASSES_COLUMN, object_balance_quotas
+    def plan_quotas(self, entry: StrategyConfig, available: Mapping[str, int], n_select: int) -> QuotaPlan:
+        """Picks allowed per class (:func:`balance_quotas`)."""
+        return QuotaPlan(balance_quotas(available, n_select, entry.target))
 
-        if entry.input == OBJECT_CLASSES_COLUMN:
-            return object_balance_quotas(available, n_select, entry.target)
-        return balance_quotas(available, n_select, entry.target)
+
+def check_target(entry: StrategyConfig) -> None:
+    """A balance target's shares must be non-negative with a positive sum."""
+    target = entry.target
+    if isinstance(target, dict) and (not target or any(v < 0 for v in target.values()) or sum(target.values()) <= 0):
+        raise ValueError("balance target: expected non-negative shares with a positive sum")

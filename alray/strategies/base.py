@@ -7,7 +7,7 @@ Its role says where the selection uses it:
 - ``objective``: a per-candidate value (N,); the objectives multiply into one weight, each
   raised to its strength;
 - ``diversity``: the weighted k-center over the embeddings;
-- ``balance``: class quotas over a column;
+- ``balance``: quotas over the values of a column, or over groups of them (:class:`Balancer`);
 - ``sampler``: draws the batch at random with probabilities from a score (``power``, ``softmax``,
   ``softrank``): each candidate gets a key, its log-probability (times the objectives' product)
   plus Gumbel noise; the picks are the largest keys and the ranking follows the keys;
@@ -26,7 +26,7 @@ cuts its table into the same batches. Nothing here knows an engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -234,6 +234,26 @@ class Filter(Strategy):
 
     def as_filter(self, entry: StrategyConfig, column: str) -> FilterConfig:
         """The condition as a metadata filter on ``column``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class QuotaPlan:
+    """What a balance strategy asks of the selection core: the picks allowed per group, and each class
+    value's group (None: every value is a group of its own)."""
+
+    quotas: dict[str, int]
+    group_of: dict[str, str] | None = None
+
+
+class Balancer(Strategy):
+    """A strategy that caps the picks per group of a column's values; the core meets the quotas."""
+
+    role = "balance"
+
+    def plan_quotas(self, entry: StrategyConfig, available: Mapping[str, int], n_select: int) -> QuotaPlan:
+        """The quotas for ``n_select`` picks, given the candidates per value of the input column (as
+        :func:`alray.strategies.balance.class_labels` writes the values)."""
         raise NotImplementedError
 
 

@@ -13,6 +13,7 @@ from alray.strategies.balance import Balance
 from alray.strategies.base import INPUT_KINDS, ROLES, Filter, Objective, Strategy
 from alray.strategies.cluster_margin import ClusterMargin
 from alray.strategies.diversity import Diversity
+from alray.strategies.object_balance import ObjectBalance
 from alray.strategies.probcover import ProbCover
 from alray.strategies.similarity import Similarity
 from alray.strategies.stochastic import PowerSampling, SoftmaxSampling, SoftrankSampling
@@ -21,9 +22,9 @@ from alray.strategies.typicality import Typicality
 from alray.strategies.typiclust import TypiClust
 from alray.strategies.weights import Weights
 
-_BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), Similarity(), Typicality(),
-                                   TypiClust(), ProbCover(), PowerSampling(), SoftmaxSampling(), SoftrankSampling(),
-                                   Badge(), ClusterMargin(), Auto())
+_BUILT_IN: tuple[Strategy, ...] = (Diversity(), Weights(), Threshold(), Balance(), ObjectBalance(), Similarity(),
+                                   Typicality(), TypiClust(), ProbCover(), PowerSampling(), SoftmaxSampling(),
+                                   SoftrankSampling(), Badge(), ClusterMargin(), Auto())
 
 _REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in _BUILT_IN}
 

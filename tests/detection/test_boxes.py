@@ -13,6 +13,7 @@ from alray.detection.boxes import (
     box_iou,
     check_detections,
     detections_array,
+    detections_type_problem,
     flip_boxes,
     scale_boxes,
 )
@@ -31,8 +32,10 @@ def _check(value, **kwargs):
 @pytest.mark.parametrize("value, message", [
     ([_object(x1=70.0)], "detections[0].x1: 70 outside the image (width 64)"),
     ([_object(y0=-3.0)], "detections[0].y0: -3 outside the image (height 48)"),
-    ([_object(), _object(x0=20.0, x1=15.0)], "detections[1].x1: 15 < x0 20"),
-    ([_object(y1=1.0)], "detections[0].y1: 1 < y0 2"),
+    ([_object(), _object(x0=20.0, x1=15.0)], "detections[1].x1: 15 < x0 20 (a box needs x1 > x0)"),
+    ([_object(y1=1.0)], "detections[0].y1: 1 < y0 2 (a box needs y1 > y0)"),
+    ([_object(x1=1.0)], "detections[0].x1: 1 = x0 1 (a box needs x1 > x0)"),
+    ([_object(y0=12.0)], "detections[0].y1: 12 = y0 12 (a box needs y1 > y0)"),
     ([_object(label=7)], "detections[0].label: unknown class id 7 (expected one of [0, 1, 2])"),
     ([_object(label=1.5)], "detections[0].label: expected an integer class id, got 1.5"),
     ([_object(score=1.5)], "detections[0].score: 1.5 outside 0..1"),
@@ -41,11 +44,55 @@ def _check(value, **kwargs):
     ([_object(probs=[0.5, 0.3, 0.1])], "detections[0].probs: probabilities sum to 0.9, not 1"),
     ([_object(probs=[0.2, 0.3, 0.5]), _object()], "detections[1].probs: missing while other objects"),
     (None, "detections: missing (null)"),
+    ([_object(label="car")], "detections[0].label: expected an integer class id (class names need "
+                             "detection.classes), got 'car'"),
+    ([_object(label=[1])], "detections[0].label: expected an integer class id, got [1]"),
+    ([_object(label=1e300)], "detections[0].label: expected an integer class id, got 1e+300"),
+    ([_object(label=10**400)], "detections[0].label: expected an integer class id, got 1000000000000000000"),
+    ([_object(x0="3")], "detections[0].x0: expected a number, got '3'"),
+    ([_object(score=[0.5])], "detections[0].score: expected a number, got [0.5]"),
+    ([_object(y1=10**400)], "detections[0].y1: non-finite value 1000000000000000000"),
+    ([_object(probs=["a", "b", "c"])], "detections[0].probs: expected a list of numbers, got ['a', 'b', 'c']"),
+    ([_object(probs=[10**400, 0, 0])], "detections[0].probs: expected a list of numbers"),
+    ([_object(probs=3)], "detections[0].probs: expected a list of numbers, got 3"),
 ])
 def test_bad_detections_name_the_object_and_field(value, message):
     with pytest.raises(DetectionError) as info:
         _check(value)
     assert str(info.value).startswith(message)
+
+
+def test_labels_may_be_the_names_of_detection_classes():
+    names = ("car", "bus", "bike")
+    found = _check([_object(label="bike"), _object(label=0)], class_names=names)
+    assert found.labels.tolist() == [2, 0]
+    with pytest.raises(DetectionError) as info:
+        _check([_object(label="zebra")], class_names=names)
+    assert str(info.value) == ("detections[0].label: unknown class name 'zebra' (expected one of detection.classes "
+                               "['car', 'bus', 'bike'])")
+
+
+@pytest.mark.parametrize("kind, problem", [
+    (DETECTIONS_TYPE, None),
+    (pa.large_list(pa.struct([*(pa.field(n, pa.float64()) for n in ("x0", "y0", "x1", "y1", "score")),
+                              pa.field("label", pa.int64()), pa.field("extra", pa.string())])), None),
+    (pa.list_(pa.struct([*(pa.field(n, pa.float64()) for n in ("x0", "y0", "x1", "y1", "score")),
+                         pa.field("label", pa.string())])),
+     "field label is string, expected an integer class id (class names need detection.classes)"),
+    (pa.list_(pa.struct([*(pa.field(n, pa.string()) for n in ("x0", "y0", "x1", "y1", "score")),
+                         pa.field("label", pa.int32())])), "field x0 is string, expected a number"),
+    (pa.list_(pa.struct([pa.field("x0", pa.float32())])), "field y0 is missing"),
+    (pa.string(), "expected a list of structs"),
+    (pa.list_(pa.struct([*(pa.field(n, pa.float64()) for n in ("x0", "y0", "x1", "y1", "score")),
+                         pa.field("label", pa.int32()), pa.field("probs", pa.list_(pa.string()))])),
+     "field probs is list<item: string>, expected a list of numbers"),
+])
+def test_the_detections_column_type_is_checked_field_by_field(kind, problem):
+    found = detections_type_problem(kind, class_names=False)
+    assert found == problem if problem is None else found.startswith(problem), found
+    named = pa.list_(pa.struct([*(pa.field(n, pa.float64()) for n in ("x0", "y0", "x1", "y1", "score")),
+                                pa.field("label", pa.string())]))
+    assert detections_type_problem(named, class_names=True) is None
 
 
 def test_good_detections_and_an_empty_image():

@@ -44,4 +44,4 @@ def test_the_detection_demo_runs_end_to_end(ray_session, spark, tmp_path):
     picked = set(ranking.filter(ranking.column("selected")).column("id").to_pylist())
     n_objects = dict(zip(features.column("id").to_pylist(), features.column("n_objects").to_pylist(), strict=True))
     assert len(picked) == 12 and all(n_objects[i] >= 1 for i in picked)
-    assert summary["strategy"] == "diversity^1+weights:object_entropy_max^1+balance:object_classes^1"
+    assert summary["strategy"] == "diversity^1+weights:object_entropy_max^1+object_balance:object_classes^1"

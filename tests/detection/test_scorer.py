@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Dict, List  # noqa: UP035 (TorchScript reads the annotations)
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from alray.detection.boxes import Detections, check_detections, scale_boxes
+from alray.detection.boxes import DETECTIONS_TYPE, Detections, check_detections, scale_boxes
 from alray.detection.columns import DetectionOptions
 from alray.detection.demo import MODEL_SIDE, POOL_SIDE, decoded_inputs
 from alray.detection.objects import OBJECTS_COLUMN, explode_objects
@@ -16,7 +19,7 @@ from alray.detection.scorer import score_detection_batch
 from alray.detection.scores import object_stability
 from alray.inference import ScoringOptions
 from alray.models import SmallCNN
-from alray.models.detector import load_detector
+from alray.models.detector import load_detector, save_detector
 from alray.tables import REJECT_REASON
 
 SCALE = POOL_SIDE / MODEL_SIDE
@@ -67,11 +70,14 @@ def test_boxes_are_the_detectors_scaled_to_the_image_and_bad_images_are_rejected
 def test_flip_passes_give_box_instability_and_scores_do_not_depend_on_the_batch(pool, detector):
     batch = pool.slice(0, 20)
     options = _options()
-    detection = DetectionOptions(**{**DETECTION.__dict__, "samples": "hflip"})
+    detection = dataclasses.replace(DETECTION, samples="hflip")
     whole = score_detection_batch(batch, options, detection, detector=detector)
     halves = pa.concat_tables([score_detection_batch(batch.slice(0, 7), options, detection, detector=detector),
                                score_detection_batch(batch.slice(7), options, detection, detector=detector)])
     assert whole.equals(halves)
+    alone = pa.concat_tables([score_detection_batch(batch.slice(i, 1), options, detection, detector=detector)
+                              for i in range(batch.num_rows)])  # a batch of one: the flipped pass padded too
+    assert whole.equals(alone)
     rows = _rows(whole)
     payloads = batch.column("image").to_pylist()
     x = torch.from_numpy(decoded_inputs(payloads))
@@ -97,7 +103,7 @@ def test_flip_passes_give_box_instability_and_scores_do_not_depend_on_the_batch(
 
 def test_objects_carry_their_crops_features_and_metrics(pool, detector):
     batch = pool.slice(0, 12)
-    detection = DetectionOptions(**{**DETECTION.__dict__, "objects": True})
+    detection = dataclasses.replace(DETECTION, objects=True)
     scored = score_detection_batch(batch, _options(), detection, detector=detector)
     assert scored.column_names[-2:] == [OBJECTS_COLUMN, REJECT_REASON]
     objects = explode_objects(scored.select(["id", OBJECTS_COLUMN]), run_id="r")
@@ -132,3 +138,48 @@ def test_without_a_detector_the_pools_detections_are_checked_and_an_encoder_embe
     for i in (0, 1, 2, 4):
         assert rows[ids[i]]["n_objects"] == len(truths[ids[i]]) and len(rows[ids[i]]["embedding"]) == 24
         assert rows[ids[i]]["object_entropy_max"] == pytest.approx(0.0)  # one-hot truths
+
+
+def test_a_pool_size_other_than_the_decoded_images_quarantines_the_row(pool):
+    batch = pool.slice(0, 4)
+    ids = batch.column("id").to_pylist()
+    batch = (batch.append_column("detections", pa.array([[]] * 4, DETECTIONS_TYPE))
+             .append_column("width", pa.array([96.0, 128.0, None, 96.0]))
+             .append_column("height", pa.array([96, 96, 96, 95.75])))
+    torch.manual_seed(0)
+    encoder = SmallCNN(in_channels=3, image_size=32, n_classes=0, embedding_dim=8).eval()
+    rows = _rows(score_detection_batch(batch, _options(), DETECTION, encoder=encoder))
+    assert rows[ids[1]][REJECT_REASON] == ("width, height: the pool says 128 x 96, the image decodes to 96 x 96; "
+                                           "the detections' pixels are another image's")
+    for i in (0, 2, 3):  # a missing size is not checked, a rounded one is the same
+        assert rows[ids[i]][REJECT_REASON] is None and (rows[ids[i]]["width"], rows[ids[i]]["height"]) == (96, 96)
+    assert "_pool_width" not in rows[ids[0]]
+
+
+class _BrightIsClassSeven(torch.nn.Module):
+    """A box of class 7 on a bright image (outside a 3-class detector's ids), else of class 1, and a box
+    without area (beyond the input, clipped to its edge) of class 2; no embedding output and no embed():
+    images are embedded by their object profile."""
+
+    def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006
+        out: List[Dict[str, torch.Tensor]] = []  # noqa: UP006
+        for i in range(x.shape[0]):
+            label = 7 if bool(x[i].mean() > 0.5) else 1
+            out.append({"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0], [8.0, 2.0, 12.0, 6.0]]),
+                        "scores": torch.tensor([0.5, 0.9]), "labels": torch.tensor([label, 2])})
+        return out
+
+
+def test_a_class_id_outside_the_detector_rejects_its_image_boxes_without_area_are_dropped(tmp_path):
+    from alray.demo import png_bytes
+
+    save_detector(_BrightIsClassSeven(), tmp_path / "det.pt", n_classes=3, in_channels=3, image_size=8)
+    detector = load_detector(tmp_path / "det.pt")
+    images = [np.full((16, 16, 3), value, dtype=np.uint8) for value in (255, 0)]
+    batch = pa.table({"id": ["bright", "dark"], "image": [png_bytes(i) for i in images]})
+    rows = _rows(score_detection_batch(batch, _options(), DETECTION, detector=detector))
+    assert rows["bright"][REJECT_REASON] == "model: class id 7 outside 0..2"
+    assert rows["bright"]["embedding"] is None and rows["dark"][REJECT_REASON] is None
+    # per class: objects, then the sum of their scores; the box clipped to no area is no object
+    assert rows["dark"]["embedding"] == pytest.approx([0.0, 1.0, 0.0, 0.0, 0.5, 0.0])
+    assert rows["dark"]["n_objects"] == 1 and [o["label"] for o in rows["dark"]["detections"]] == [1]

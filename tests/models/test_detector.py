@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Dict, List  # noqa: UP035 (TorchScript reads the annotations)
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,42 @@ def test_a_detector_is_not_a_classifier_and_the_other_way_round(tmp_path):
 
 
 
+class _OneBox(torch.nn.Module):
+    """One box per image, with ``n_probs`` class probabilities when ``n_probs`` > 0."""
+
+    def __init__(self, n_probs: int) -> None:
+        super().__init__()
+        self.n_probs = n_probs
+
+    def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006
+        out: List[Dict[str, torch.Tensor]] = []  # noqa: UP006
+        for _ in range(x.shape[0]):
+            found: Dict[str, torch.Tensor] = {  # noqa: UP006
+                "boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "scores": torch.tensor([0.5]),
+                "labels": torch.tensor([1])}
+            if self.n_probs > 0:
+                found["probs"] = torch.full((1, self.n_probs), 1.0 / self.n_probs)
+            out.append(found)
+        return out
+
+
+@pytest.mark.parametrize("n_probs, outputs, error", [
+    (0, ("probs",), r"the output dicts lack \['probs'\] \(required, or declared in alray.json outputs\)"),
+    (2, ("probs",), r"output probs has the shape \(1, 2\), expected \(1, 3\) \(1 objects, 3 classes\)"),
+    (3, (), None),
+    (3, ("probs",), None)])
+def test_a_detector_gives_the_outputs_it_declares_in_their_shapes(tmp_path, n_probs, outputs, error):
+    save_detector(_OneBox(n_probs), tmp_path / "det.pt", n_classes=3, in_channels=3, image_size=8, outputs=outputs)
+    if error is not None:  # found on loading: the blank pass parses the outputs
+        with pytest.raises(InputError, match=error):
+            load_detector(tmp_path / "det.pt")
+        return
+    found = load_detector(tmp_path / "det.pt").detect(torch.zeros(2, 3, 8, 8)).detections[0]
+    assert found.labels.tolist() == [1]
+    # an output the alray.json does not declare is not read
+    assert (found.probs is None) == ("probs" not in outputs)
+
+
 @pytest.mark.skipif(torchvision_importable(), reason="torchvision is importable here")
 def test_a_torchvision_detector_without_torchvision_is_a_clear_error(tmp_path):
     torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(4, 8)}, tmp_path / "weights.pt")
@@ -88,3 +126,33 @@ def test_a_torchvision_detector_by_name(tmp_path):
     assert detector.n_classes == 3
     out = detector.detect(torch.rand(2, 3, 64, 64))
     assert len(out.detections) == 2 and out.embedding.shape[0] == 2
+
+
+def _conv(rows: int, channels: int = 8, side: int = 3) -> torch.Tensor:
+    return torch.zeros(rows, channels, side, side)
+
+
+@pytest.mark.parametrize("state, classes", [
+    # Faster R-CNN: one row per class; its box regression (4 a class) does not count
+    ({"roi_heads.box_predictor.cls_score.weight": torch.zeros(5, 16),
+      "roi_heads.box_predictor.bbox_pred.weight": torch.zeros(20, 16)}, 5),
+    # RetinaNet: 9 anchors a position, so 9 x 91 rows
+    ({"head.classification_head.conv.0.0.weight": _conv(8), "head.classification_head.cls_logits.weight": _conv(819),
+      "head.regression_head.bbox_reg.weight": _conv(36)}, 91),
+    # FCOS: one anchor
+    ({"head.classification_head.cls_logits.weight": _conv(4), "head.regression_head.bbox_reg.weight": _conv(4)}, 4),
+    # SSD300: per level, anchors x classes; the first level has 4 anchors
+    ({"head.classification_head.module_list.0.weight": _conv(4 * 21),
+      "head.classification_head.module_list.1.weight": _conv(6 * 21),
+      "head.regression_head.module_list.0.weight": _conv(16), "head.regression_head.module_list.1.weight": _conv(24)},
+     21),
+    # SSDlite: a depthwise conv, then the pointwise one that gives 6 anchors x classes
+    ({"head.classification_head.module_list.0.0.0.weight": _conv(8, 1),
+      "head.classification_head.module_list.0.1.weight": _conv(6 * 3, side=1),
+      "head.regression_head.module_list.0.0.0.weight": _conv(8, 1),
+      "head.regression_head.module_list.0.1.weight": _conv(24, side=1)}, 3),
+    ({"backbone.body.conv1.weight": _conv(8)}, None)])
+def test_the_class_count_of_torchvision_weights(state, classes):
+    from alray.models.torchvision_detectors import head_classes
+
+    assert head_classes(state) == classes

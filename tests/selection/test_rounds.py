@@ -1,10 +1,11 @@
-"""The rounds' helpers: each pick's distance to the centres before it."""
+"""The rounds' helpers: a partition's class quotas, each pick's distance to the centres before it."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
-from alray.selection.rounds import pick_distances
+from alray.selection.rounds import GreedySpec, local_centres, pick_distances
 
 
 def _naive(picked: np.ndarray, labeled: np.ndarray | None) -> np.ndarray:
@@ -27,3 +28,16 @@ def test_pick_distances_across_blocks_equal_the_direct_computation():
         assert np.isnan(ours[0]) == (centres is None) and np.isnan(ours[1:]).sum() == 0
         np.testing.assert_allclose(ours[~np.isnan(theirs)], theirs[~np.isnan(theirs)], rtol=1e-5, atol=1e-5)
         assert ours[1500] == 0.0
+
+
+def test_a_small_partition_keeps_every_candidate_of_a_class_it_holds_alone():
+    """A class whose few candidates all hash to one small partition: the partition's quota is its share of
+    the partition's budget, not of its rows, so none of them is lost before the merge round."""
+    rng = np.random.default_rng(0)
+    table = pa.table({"id": [f"a-{i}" for i in range(6)],
+                      "embedding": pa.array(list(rng.normal(size=(6, 4)).astype(np.float32)), pa.list_(pa.float32())),
+                      "weight": np.ones(6), "_group": ["a"] * 6})
+    # 10 picks over 4 partitions: a budget of 10 a partition, 8 of them class a's; the partition holds 6 rows
+    spec = GreedySpec(n_select=10, oversample=2.0, seed=0, group_index={"a": 0, "b": 1}, quotas=np.array([8, 2]))
+    kept = local_centres(table, 4, spec)
+    assert sorted(kept.column("id").to_pylist()) == sorted(table.column("id").to_pylist())

@@ -130,3 +130,43 @@ def test_images_out_for_labeling_at_the_run_s_time_are_kept_out(tmp_path):
     assert result.filtered_by_reason == {"selected_before": 1}
     picked = lake.read_run("ranking", "o1").filter(pc.field("selected")).column("id").to_pylist()
     assert sorted(picked) == ["img-2", "img-3"]
+
+
+def test_a_run_that_detects_no_objects_writes_empty_rankings(ray_session, tmp_path):
+    """A blank pool (every image's detections empty) at the object level: nothing to select, every image
+    filtered as having no objects, the run succeeds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from alray.demo import png_bytes
+    from alray.detection.boxes import DETECTIONS_TYPE
+    from alray.models import SmallCNN, save_checkpoint
+
+    ids = [f"blank-{i}" for i in range(6)]
+    pq.write_table(pa.table({"id": ids, "image": [png_bytes(np.zeros((16, 16, 3), dtype=np.uint8))] * 6,
+                             "detections": pa.array([[]] * 6, DETECTIONS_TYPE)}), str(tmp_path / "pool.parquet"))
+    torch.manual_seed(0)
+    save_checkpoint(SmallCNN(in_channels=3, image_size=16, n_classes=0, embedding_dim=4), tmp_path / "enc.pt")
+    config = config_from_dict({
+        "task": "detection", "detection": {"classes": ["a", "b"], "level": "objects"}, "run": {"seed": 0},
+        "pool": {"path": str(tmp_path / "pool.parquet")}, "model": {"checkpoint": str(tmp_path / "enc.pt")},
+        "selection": {"n_samples": 3, "engine": "local"}, "output": {"path": str(tmp_path / "lake")}})
+    summary = run_pipeline(config, progress=Progress(quiet=True))
+    assert summary.status == "succeeded"
+    assert summary.counts["candidates"] == summary.counts["selected"] == 0
+    assert summary.filtered_by_reason == {"no objects": 6}
+    lake = Lake(str(tmp_path / "lake"))
+    run_id = summary.run_id
+    assert lake.read_run("ranking", run_id).num_rows == 0 and lake.read_run("object_ranking", run_id).num_rows == 0
+
+
+def test_the_object_selection_reads_only_the_columns_it_names():
+    from alray.config import SelectionConfig
+    from alray.stages.select_objects import object_columns
+
+    selection = SelectionConfig(n_samples=3, strategies=[
+        {"input": "embeddings", "strategy": "diversity"}, {"input": "entropy", "strategy": "weights"},
+        {"input": "pred", "strategy": "balance", "target": "uniform"}],
+        filters=[{"column": "sharpness", "op": ">", "value": 1.0}])
+    assert sorted(object_columns(selection)) == ["embedding", "entropy", "id", "pred", "sharpness"]
