@@ -6,8 +6,10 @@ wrote into the features and rejects tables; no pool-sized data passes through it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -204,6 +206,29 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
     )
 
 
+@contextlib.contextmanager
+def tasks_run_to_the_end() -> Iterator[None]:
+    """While the block runs, Ray Data's tasks finish their input instead of pausing when their blocks wait.
+
+    A task streams its output blocks and, by default, pauses once two wait unread, keeping the CPU
+    it reserved. On a local instance whose actors hold all CPUs but one, a pool read paused that way
+    (its blocks waiting for the decode tasks) held the last CPU, and the decode and write tasks could
+    not start: on 2 CPUs a 3M-row pool stalled at 180,000 rows, 1,000 rows/s, where it runs at 9,000.
+    A task's output is one input's worth (a pool file's blocks, a batch), so running to the end
+    holds at most that per running task beyond Ray Data's budget; Ray Data still launches no task
+    whose output would not fit downstream.
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    before = context._max_num_blocks_in_streaming_gen_buffer
+    context._max_num_blocks_in_streaming_gen_buffer = None
+    try:
+        yield
+    finally:
+        context._max_num_blocks_in_streaming_gen_buffer = before
+
+
 def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, ray_config: RayConfig, *, seed: int,
               run_id: str, lake: Lake, progress: Progress, score_basis: str, incremental: bool,
               selection: SelectionConfig | None = None, detection: DetectionConfig | None = None) -> ScoreResult:
@@ -250,7 +275,7 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
         progress.say(f"score: incremental, against run {increment.base_run}: {increment.n_files_read} of "
                      f"{increment.n_files} pool files new or changed")
     if increment.to_score is not None:
-        with progress.phase("score", "model"):
+        with progress.phase("score", "model"), tasks_run_to_the_end():  # before the Dataset copies the context
             dataset = read_pool(increment.to_score, rows_per_block=block_rows, skip_ids=increment.skip_ids)
             # Without a floor, Ray writes one file per block: thousands of files for a million rows,
             # each then split and committed on its own. Without a ceiling, a file grows with the pool,

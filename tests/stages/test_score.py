@@ -98,3 +98,18 @@ def test_decode_tasks_that_cannot_run_beside_the_actors_are_refused(ray_session,
     config = config.model_copy(update={"score": config.score.model_copy(update={"cpus_per_decode_task": 1.5})})
     with pytest.raises(ConfigError, match=r"leaves less than 1\.5 of the local Ray instance's 2 CPUs"):
         run_pipeline(config, progress=Progress(quiet=True), stages=("score",))
+
+
+def test_ray_data_tasks_run_to_the_end_inside_the_block_and_pause_again_after():
+    import ray.data
+
+    from alray.stages.score import tasks_run_to_the_end
+
+    context = ray.data.DataContext.get_current()
+    before = context._max_num_blocks_in_streaming_gen_buffer
+    assert before is not None  # Ray's default: a task pauses when its output blocks wait
+    with pytest.raises(RuntimeError), tasks_run_to_the_end():
+        # a Dataset made here copies the context: its tasks are never paused holding their CPUs
+        assert ray.data.DataContext.get_current()._max_num_blocks_in_streaming_gen_buffer is None
+        raise RuntimeError("the stage failed")
+    assert context._max_num_blocks_in_streaming_gen_buffer == before
