@@ -222,7 +222,7 @@ def tasks_run_to_the_end() -> Iterator[None]:
 
     context = ray.data.DataContext.get_current()
     before = context._max_num_blocks_in_streaming_gen_buffer
-    context._max_num_blocks_in_streaming_gen_buffer = None
+    context._max_num_blocks_in_streaming_gen_buffer = None  # type: ignore[assignment]  # None: no pause
     try:
         yield
     finally:
