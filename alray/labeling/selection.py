@@ -12,6 +12,7 @@ import pyarrow.dataset as pads
 from alray.config import Config, PoolConfig
 from alray.errors import InputError
 from alray.lake import Lake, filesystem_for
+from alray.lake.selections import run_picks
 from alray.payloads import PayloadError, read_uri
 from alray.run_records import recorded_config, run_row
 from alray.tables import DETECTION_SCORES, UNCERTAINTY_SCORES
@@ -102,8 +103,7 @@ def run_config(lake: Lake, run_id: str, config: Config) -> Config:
 def load_selection(lake: Lake, run_id: str, config: Config) -> Selection:
     """The picks of ``run_id`` with their features and payloads (read only for those ids)."""
     recorded = run_config(lake, run_id, config)
-    ranking = lake.read_run("ranking", run_id, columns=["id", "rank", "selected", "score"])
-    picks = sorted((row for row in ranking.to_pylist() if row["selected"]), key=lambda row: row["rank"])
+    picks = run_picks(lake, "ranking", run_id, ["id", "rank", "score"])
     if not picks:
         raise InputError(f"run {run_id!r}: selected nothing; there is nothing to export")
     ids = [row["id"] for row in picks]
@@ -133,9 +133,8 @@ def _picked_objects(lake: Lake, run_id: str, recorded: Config) -> dict[str, list
     the object's id (``IMAGE#K``, K its index in the image's detections), rank and score, in rank order."""
     if recorded.task != "detection" or recorded.detection.level != "objects":
         return {}
-    rows = lake.read_run("object_ranking", run_id, columns=["id", "image_id", "rank", "selected", "score"])
     objects: dict[str, list[dict[str, Any]]] = {}
-    for row in sorted((r for r in rows.to_pylist() if r["selected"]), key=lambda r: r["rank"]):
+    for row in run_picks(lake, "object_ranking", run_id, ["id", "image_id", "rank", "score"]):
         objects.setdefault(row["image_id"], []).append({"id": row["id"], "rank": int(row["rank"]),
                                                         "score": row["score"]})
     return objects

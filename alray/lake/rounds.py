@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from alray.lake.outputs import Lake
+from alray.lake.selections import run_picks
 from alray.lake.small_tables import read_whole, shaped
 from alray.tables import ROUND_ITEMS_SCHEMA
 
@@ -53,8 +54,7 @@ def record_selection(lake: Lake, run_id: str, *, at: dt.datetime) -> int:
     A rerun does not keep its own round's ids out of its candidates (:func:`out_for_labeling`),
     so with the same settings it selects the same ids and the round is unchanged.
     """
-    ranking = lake.read_run("ranking", run_id, columns=["id", "rank", "selected"]).to_pylist()
-    picks = {row["id"]: row["rank"] for row in ranking if row["selected"]}
+    picks = {row["id"]: row["rank"] for row in run_picks(lake, "ranking", run_id, ["id", "rank"])}
 
     def change(rows: dict[str, Row]) -> dict[str, Row]:
         kept = {i: {**row, "rank": picks.get(i)} for i, row in rows.items()
