@@ -8,15 +8,16 @@ structs); committing the scoring splits it off into the ``objects`` table, one r
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from alray.lake.filesystems import filesystem_for, path_like
-from alray.tables import OBJECTS_SCHEMA, RANKING_SCHEMA
+from alray.lake.filesystems import filesystem_for
+from alray.lake.streams import write_part_file
+from alray.tables import OBJECTS_SCHEMA, RANKING_SCHEMA, without_run_id
 
 #: The staged per-image column of objects (never a column of the features table).
 OBJECTS_COLUMN = "_objects"
@@ -48,10 +49,8 @@ def explode_objects(table: pa.Table, *, run_id: str | None) -> pa.Table:
     }
     for field in OBJECT_STRUCT:
         columns[field.name] = flat.field(field.name) if len(flat) else pa.array([], field.type)
-    schema = OBJECTS_SCHEMA
-    if run_id is None:
-        schema = pa.schema([f for f in schema if f.name != "run_id"])
-    else:
+    schema = without_run_id(OBJECTS_SCHEMA, run_id is not None)
+    if run_id is not None:
         columns["run_id"] = pa.array([run_id] * len(flat), pa.string())
     return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
 
@@ -63,25 +62,15 @@ def explode_staged_file(source: str, folder: str, *, keep_run_id: bool,
     filesystem, inner = filesystem_for(source, storage_options)
     parquet = pq.ParquetFile(inner, filesystem=filesystem)
     names = ["id", OBJECTS_COLUMN, *(["run_id"] if keep_run_id else [])]
-    target_fs, target_folder = filesystem_for(folder, storage_options)
-    target = f"{target_folder}/part-{uuid.uuid4().hex}.parquet"
-    writer: pq.ParquetWriter | None = None
-    try:
+
+    def objects() -> Iterator[pa.Table]:
         for batch in parquet.iter_batches(columns=names, batch_size=4096):
             table = pa.Table.from_batches([batch])
             table = table.filter(pc.is_valid(table.column(OBJECTS_COLUMN)))
             run_id = str(table.column("run_id")[0]) if keep_run_id and table.num_rows else None
-            objects = explode_objects(table, run_id=run_id)
-            if objects.num_rows == 0:
-                continue
-            if writer is None:
-                target_fs.create_dir(target_folder, recursive=True)
-                writer = pq.ParquetWriter(target, objects.schema, filesystem=target_fs)
-            writer.write_table(objects)
-    finally:
-        if writer is not None:
-            writer.close()
-    return None if writer is None else path_like(target_fs, target, folder)
+            yield explode_objects(table, run_id=run_id)
+
+    return write_part_file(objects(), folder, storage_options=storage_options)
 
 
 def image_ranking(object_ranking: pa.Table) -> pa.Table:

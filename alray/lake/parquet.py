@@ -21,6 +21,7 @@ from alray.errors import InputError
 from alray.lake.backend import checked_run_id
 from alray.lake.filesystems import StorageOptions, delete_dir, filesystem_for, join_path, list_parquet
 from alray.lake.streams import iter_batches
+from alray.tables import without_run_id
 
 if TYPE_CHECKING:
     from alray.lake.outputs import Lake
@@ -49,7 +50,7 @@ def parquet_replace_run(table_path: str, data: pa.Table | pa.RecordBatchReader, 
 
     def fill(filesystem: pafs.FileSystem, folder: str) -> None:
         reader = data.to_reader() if isinstance(data, pa.Table) else data
-        schema = pa.schema([f for f in reader.schema if f.name != "run_id"])
+        schema = without_run_id(reader.schema, keep_run_id=False)
         with pq.ParquetWriter(f"{folder}/part-00000.parquet", schema, filesystem=filesystem) as writer:
             for batch in iter_batches(reader):
                 writer.write_batch(batch.select(schema.names))

@@ -41,21 +41,32 @@ def reshape_parquet(source: str, folder: str, *, columns: Mapping[str, str | pa.
     # big staged file held most of it in memory at once.
     reader = dataset.scanner(columns=wanted, filter=filter, batch_size=16_384, batch_readahead=0,
                              fragment_readahead=0).to_reader()
+    def reshaped() -> Iterator[pa.RecordBatch]:
+        for batch in iter_batches(reader):
+            arrays = [batch.column(value) if isinstance(value, str) else pa.array([value.as_py()] * batch.num_rows,
+                                                                                   value.type)
+                      for value in columns.values()]
+            yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+    return write_part_file(reshaped(), folder, storage_options=storage_options)
+
+
+def write_part_file(batches: Iterable[pa.RecordBatch | pa.Table], folder: str, *,
+                    storage_options: StorageOptions = None) -> str | None:
+    """Write ``batches`` to one new parquet file in ``folder`` (created then); return its path, or None
+    (and nothing written, no folder made) when no batch holds a row. The first non-empty batch
+    gives the file's schema."""
     target_fs, target_folder = filesystem_for(folder, storage_options)
     target = f"{target_folder}/part-{uuid.uuid4().hex}.parquet"
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in iter_batches(reader):
+        for batch in batches:
             if batch.num_rows == 0:
                 continue
-            arrays = [batch.column(value) if isinstance(value, str) else pa.array([value.as_py()] * batch.num_rows,
-                                                                                   value.type)
-                      for value in columns.values()]
-            out = pa.RecordBatch.from_arrays(arrays, names=list(columns))
             if writer is None:
                 target_fs.create_dir(target_folder, recursive=True)
-                writer = pq.ParquetWriter(target, out.schema, filesystem=target_fs)
-            writer.write_batch(out)
+                writer = pq.ParquetWriter(target, batch.schema, filesystem=target_fs)
+            writer.write(batch)
     finally:
         if writer is not None:
             writer.close()

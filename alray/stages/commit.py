@@ -69,7 +69,7 @@ def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str
     if not features and not rejects:
         return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
     n_scored = lake.commit_files("features", features, run_id) if features else _empty_run(lake, "features", run_id)
-    reject_schema = REJECTS_SCHEMA if keep_run_id else pa.schema([f for f in REJECTS_SCHEMA if f.name != "run_id"])
+    reject_schema = without_run_id(REJECTS_SCHEMA, keep_run_id)
     n_rejected = lake.commit_files("rejects", rejects, run_id, schema=reject_schema)
     n_objects = None
     if objects:
