@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+# Tasks whose events a local instance's GCS keeps (for `ray list tasks`, the dashboard): Ray's
+# default, 100,000, is ~3.5 KiB each, so the GCS grew by ~130 MiB over a 10M-row score stage
+# (~40,000 batches, each a decode task, an actor call and a progress call).
+TASK_EVENTS_KEPT = 10_000
+# How long a local instance keeps an idle worker beyond one per CPU (Ray's default: 1 s). The score
+# stage's write tasks reserve no CPU, so they run in such a worker; killed between two writes and
+# started again (seconds of imports each time), workers took a quarter of the CPU of a 2-CPU stage.
+IDLE_WORKER_KEPT_MS = 10_000
+# The local instance's system config; a user's RAY_<key> environment variable wins.
+LOCAL_SYSTEM_CONFIG = {"task_events_max_num_task_in_gcs": TASK_EVENTS_KEPT,
+                       "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEPT_MS}
+
+
 def ensure_ray(config: RayConfig) -> None:
     """Initialise Ray once per process: attach to ``config.address`` or start a local instance."""
     import ray
@@ -31,6 +44,7 @@ def ensure_ray(config: RayConfig) -> None:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     # "local" starts a private instance: with no address Ray would join any cluster a
     # `ray start` left on this machine, which is not what an unconfigured run means.
+    system_config = {key: value for key, value in LOCAL_SYSTEM_CONFIG.items() if f"RAY_{key}" not in os.environ}
     ray.init(
         address=config.address or "local",
         num_cpus=config.num_cpus if config.address is None else None,
@@ -39,6 +53,7 @@ def ensure_ray(config: RayConfig) -> None:
         logging_level=logging.WARNING,
         log_to_driver=True,
         ignore_reinit_error=True,
+        _system_config=system_config if config.address is None else None,
     )
 
 

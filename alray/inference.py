@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from alray.models import Prediction, TaskModel, id_keys, mc_predict
@@ -124,7 +125,10 @@ def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> p
     in input order. :func:`score_decoded` then scores it with the model.
     """
     n = batch.num_rows
-    column = batch.column(options.payload).to_pylist() if options.payload in batch.column_names else [None] * n
+    present = options.payload in batch.column_names
+    whole = (_whole_feature_rows(batch.column(options.payload), spec.n_features)
+             if present and options.payload == "features" and spec.kind == "features" else None)
+    column = [] if whole is not None else batch.column(options.payload).to_pylist() if present else [None] * n
     ok = np.zeros(n, dtype=bool)
     reasons: list[str | None] = [None] * n
     inputs: list[np.ndarray] = []
@@ -157,13 +161,16 @@ def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> p
             ok[i] = True
         except PayloadError as exc:
             reasons[i] = str(exc)
+    if whole is not None and fits:  # every row a usable vector: packed as the loop would pack them
+        ok[:] = True
+        inputs = list(whole)
     if options.payload == "text":
         model_input: pa.Array = pa.array([None] * n, pa.string()) if not texts else _scatter_texts(texts, ok)
     else:
         model_input = _packed_rows(inputs, ok)
     image_ok = ok if PAYLOAD_INPUT_KIND.get(options.payload) == "image" else np.zeros(n, dtype=bool)
     columns: dict[str, pa.Array] = {
-        "id": pa.array([str(i) for i in batch.column("id").to_pylist()], type=pa.string()),
+        "id": _string_ids(batch.column("id")),
         MODEL_INPUT: model_input,
         REJECT_REASON: pa.array(reasons, type=pa.string()),
         **{name: _column(quality[name][image_ok], image_ok, pa.float64()) for name in IMAGE_COLUMNS},
@@ -174,6 +181,33 @@ def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> p
     for name in metadata.column_names:
         columns[POOL_COPY_PREFIX + name if name in columns else name] = metadata.column(name).combine_chunks()
     return pa.table(columns)
+
+
+def _whole_feature_rows(column: pa.ChunkedArray, n_features: int) -> np.ndarray | None:
+    """Every row's feature vector at once, (rows, n_features) float32, when each row holds ``n_features``
+    finite numbers: the values :func:`~alray.payloads.feature_vector` gives row by row. None when any
+    row does not (the rows are then checked one by one, for their reject reasons)."""
+    kind = column.type
+    if column.null_count or not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+                                 or pa.types.is_fixed_size_list(kind)):
+        return None
+    if not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        return None
+    lists = column.combine_chunks()
+    if len(lists) == 0 or (pc.list_value_length(lists).to_numpy(zero_copy_only=False) != n_features).any():
+        return None
+    values = pc.list_flatten(lists)
+    if values.null_count:
+        return None
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lists), n_features)
+    return flat if np.isfinite(flat).all() else None
+
+
+def _string_ids(ids: pa.ChunkedArray) -> pa.Array:
+    """The ids as strings, as ``str`` writes them."""
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        return ids.combine_chunks().cast(pa.string())
+    return pa.array([str(i) for i in ids.to_pylist()], type=pa.string())
 
 
 def _packed_rows(rows: list[np.ndarray], ok: np.ndarray) -> pa.Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -145,13 +146,23 @@ def test_object_store_memory_reads_a_size(tmp_path):
     assert load_config(write(tmp_path, MINIMAL)).ray.object_store_memory is None
 
 
-def test_object_store_memory_sizes_the_local_ray_instance():
+def test_object_store_memory_sizes_the_local_ray_instance_whose_task_history_is_bounded():
+    from alray.engines import TASK_EVENTS_KEPT
+
     code = ("import ray; from alray.config import RayConfig; from alray.engines import ensure_ray; "
             "ensure_ray(RayConfig(num_cpus=1, object_store_memory='100m')); "
-            "print(int(ray.cluster_resources()['object_store_memory'])); ray.shutdown()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+            "print(int(ray.cluster_resources()['object_store_memory']), ray._config.task_events_max_num_task_in_gcs(),"
+            " ray._private.worker.global_worker.node._config.get('idle_worker_killing_time_threshold_ms', 'env'));"
+            " ray.shutdown()")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_task_events_max_num_task_in_gcs"}
+    env["RAY_idle_worker_killing_time_threshold_ms"] = "2500"  # a user's setting wins
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert int(done.stdout.strip().splitlines()[-1]) == 100 * 2**20
+    store, kept, idle_ms = done.stdout.strip().splitlines()[-1].split()
+    assert int(store) == 100 * 2**20
+    # the GCS keeps a bounded task history: its memory does not grow with the pool
+    assert int(kept) == TASK_EVENTS_KEPT < 100_000
+    assert idle_ms == "env"  # not overridden: Ray reads the user's RAY_idle_worker_killing_time_threshold_ms
 
 
 def test_credentials_are_never_printed_recorded_or_hashed(tmp_path):

@@ -81,6 +81,29 @@ def test_feature_vectors_with_wrong_length_or_nan_are_rejected():
     assert out.column("sharpness").null_count == 4  # no image metrics for feature vectors
 
 
+@pytest.mark.parametrize("kind", [pa.list_(pa.float32()), pa.list_(pa.float64()), pa.large_list(pa.float64()),
+                                  pa.list_(pa.float32(), 3), pa.list_(pa.int64())])
+def test_whole_columns_of_feature_vectors_decode_as_row_by_row(kind):
+    from alray.inference import InputSpec, decode_batch
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(40, 3)) * 1e3
+    vectors = [list(map(int, v)) if pa.types.is_integer(kind.value_type) else list(v) for v in values]
+    ids = pa.array([f"id-{i}" for i in range(40)], pa.large_string())
+    good = pa.Table.from_batches([  # two chunks, the second an offset slice
+        pa.record_batch({"id": ids[:25], "features": pa.array(vectors[:25], kind), "camera": ["a"] * 25}),
+        pa.record_batch({"id": ids, "features": pa.array(vectors, kind), "camera": ["b"] * 40}).slice(25)])
+    spec = InputSpec("features", n_features=3)
+    options = ScoringOptions(payload="features", mc_samples=2, seed=0, run_id="r")
+    one_bad = pa.concat_tables([good, pa.table({"id": pa.array(["bad"], pa.large_string()),
+                                                "features": pa.array([None], kind), "camera": ["c"]})])
+    whole = decode_batch(good, spec, options)
+    row_by_row = decode_batch(one_bad, spec, options)  # a null row: every row is checked on its own
+    assert row_by_row.column(REJECT_REASON).to_pylist()[-1] == "features: missing"
+    assert whole.equals(row_by_row.slice(0, 40))
+    assert whole.column(REJECT_REASON).null_count == 40
+
+
 def test_a_missing_uri_is_rejected(cnn, tmp_path):
     path = tmp_path / "img.png"
     path.write_bytes(_images(1)[0])

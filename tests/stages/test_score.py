@@ -113,3 +113,54 @@ def test_ray_data_tasks_run_to_the_end_inside_the_block_and_pause_again_after():
         assert ray.data.DataContext.get_current()._max_num_blocks_in_streaming_gen_buffer is None
         raise RuntimeError("the stage failed")
     assert context._max_num_blocks_in_streaming_gen_buffer == before
+
+
+def test_scored_rows_are_written_while_every_cpu_is_held(tmp_path, ray_session):
+    """The write tasks need no free CPU: on a machine whose actors and decode tasks hold every CPU, the
+    scored rows are written as they come instead of waiting in the object store for the stage's end."""
+    import time
+
+    import ray
+    import ray.data
+
+    from alray.stages.score import write_staged
+
+    rows = pa.table({"id": [f"r{i:05d}" for i in range(5_000)],
+                     "embedding": pa.array(list(np.arange(5_000 * 4, dtype=np.float32).reshape(-1, 4)),
+                                           pa.list_(pa.float32()))})
+    scored = ray.data.from_arrow([rows.slice(start, 500) for start in range(0, 5_000, 500)])
+
+    @ray.remote(num_cpus=1)
+    def hold_a_cpu(seconds: float) -> None:
+        time.sleep(seconds)
+
+    holders = [hold_a_cpu.remote(120) for _ in range(int(ray.cluster_resources()["CPU"]))]
+    try:
+        time.sleep(1)  # the holders are running
+        assert ray.available_resources().get("CPU", 0) == 0
+        write_staged(scored, str(tmp_path / "staged"), 1_200)
+        done, _ = ray.wait(holders, timeout=0)
+        assert not done  # written while every CPU was held
+    finally:
+        for holder in holders:
+            ray.cancel(holder, force=True)
+    files = sorted((tmp_path / "staged").glob("*.parquet"))
+    written = pa.concat_tables([pq.read_table(f) for f in files]).sort_by("id")
+    assert written.equals(rows)
+    sizes = sorted(pq.read_metadata(f).num_rows for f in files)
+    assert all(1_200 <= n <= 2_400 for n in sizes[1:]) and len(files) <= 5_000 // 1_200
+
+
+def test_a_decode_task_takes_a_pool_block_unless_its_decoded_inputs_grow_past_the_cap():
+    from alray.inference import InputSpec
+    from alray.stages.score import DECODED_BATCH_BYTES, decode_rows_for
+
+    features, text = InputSpec("features", n_features=64), InputSpec("text")
+    assert decode_rows_for(features, 256, 3_328) == 3_328  # 0.8 MiB decoded: the whole block
+    assert decode_rows_for(text, 256, 3_328) == 3_328
+    big = InputSpec("image", in_channels=3, image_size=224)  # 602,112 bytes a row: one batch is already past
+    assert decode_rows_for(big, 256, 256) == 256 and decode_rows_for(big, 32, 1_024) == 32
+    mid = InputSpec("image", in_channels=1, image_size=64)  # 16 KiB a row: 1,024 rows make the cap
+    rows = decode_rows_for(mid, 256, 8_192)
+    assert rows == 1_024 and rows * 4 * 64 * 64 <= DECODED_BATCH_BYTES and rows % 256 == 0
+    assert decode_rows_for(None, 256, 3_328) == 256

@@ -388,3 +388,13 @@ def test_the_default_is_auto_and_says_what_it_chose(spark, tmp_path, features):
     result, ranking = select(tmp_path, features, labeled_ids=few, n_samples=10)
     assert result.strategy == "auto(typiclust^1)" and "cold start" in result.strategy_reason
     assert ranking.filter(pc.field("selected")).num_rows == 10
+
+
+def test_a_spark_read_task_takes_a_bounded_number_of_features_files():
+    from alray.stages.select import FILES_PER_READ_TASK, read_partitions
+
+    assert read_partitions(3, 2) == 3  # never more tasks than files
+    assert read_partitions(33, 2) == 8  # a 1M-row run: four tasks per core
+    tasks = read_partitions(330, 2)  # a 10M-row run: 8 tasks would read 1.25M rows each
+    assert tasks == 42 and -(-330 // tasks) <= FILES_PER_READ_TASK
+    assert read_partitions(0, 2) == 1
