@@ -28,7 +28,7 @@ from alray.inference import (
     score_decoded,
     text_encoder_for,
 )
-from alray.lake import Lake, ensure_dir, filesystem_for
+from alray.lake import Lake, StorageOptions, ensure_dir, filesystem_for
 from alray.models import TaskModel, load_model, pick_device
 from alray.payloads import PayloadError, TextEncoder
 from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
@@ -228,7 +228,7 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
 
 
 def write_staged(scored: Any, staging: str, rows_per_file: int, *, writers: int = 1,
-                 storage_options: dict[str, str] | None = None) -> None:
+                 storage_options: StorageOptions = None) -> None:
     """Write a Dataset of scored rows as parquet files of ``rows_per_file`` to ``2 * rows_per_file`` rows
     under ``staging`` (a local folder or an object store URL), as the rows come, by at most
     ``writers`` tasks at once.
