@@ -84,7 +84,7 @@ def test_feature_vectors_with_wrong_length_or_nan_are_rejected():
 @pytest.mark.parametrize("kind", [pa.list_(pa.float32()), pa.list_(pa.float64()), pa.large_list(pa.float64()),
                                   pa.list_(pa.float32(), 3), pa.list_(pa.int64())])
 def test_whole_columns_of_feature_vectors_decode_as_row_by_row(kind):
-    from alray.inference import InputSpec, decode_batch
+    from alray.inference import InputSpec, _whole_feature_rows, decode_batch
 
     rng = np.random.default_rng(0)
     values = rng.normal(size=(40, 3)) * 1e3
@@ -97,6 +97,8 @@ def test_whole_columns_of_feature_vectors_decode_as_row_by_row(kind):
     options = ScoringOptions(payload="features", mc_samples=2, seed=0, run_id="r")
     one_bad = pa.concat_tables([good, pa.table({"id": pa.array(["bad"], pa.large_string()),
                                                 "features": pa.array([None], kind), "camera": ["c"]})])
+    assert _whole_feature_rows(good.column("features"), 3) is not None  # decoded at once
+    assert _whole_feature_rows(one_bad.column("features"), 3) is None
     whole = decode_batch(good, spec, options)
     row_by_row = decode_batch(one_bad, spec, options)  # a null row: every row is checked on its own
     assert row_by_row.column(REJECT_REASON).to_pylist()[-1] == "features: missing"

@@ -227,24 +227,26 @@ def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, o
     )
 
 
-def write_staged(scored: Any, staging: str, rows_per_file: int, *, writers: int = 1,
+def write_staged(scored: Any, staging: str, rows_per_file: int, *, writers: int = 1, write_cpus: float = 0,
                  storage_options: StorageOptions = None) -> None:
     """Write a Dataset of scored rows as parquet files of ``rows_per_file`` to ``2 * rows_per_file`` rows
     under ``staging`` (a local folder or an object store URL), as the rows come, by at most
-    ``writers`` tasks at once.
+    ``writers`` tasks at once, each reserving ``write_cpus``.
 
     Without a floor, Ray writes one file per block: thousands of files for a million rows, each
     then split and committed on its own; without a ceiling, a file grows with the pool, and so does
-    the memory of the task that splits it. The write tasks reserve no CPU: with a CPU each, on a
-    machine whose actors and decode tasks held every CPU, Ray Data never found one free for them,
-    and the scored rows waited in the object store until the last batch was scored (10M rows: 5.9
-    GiB of it, then written at the end).
+    the memory of the task that splits it. On a local instance the write tasks reserve no CPU: with
+    a CPU each, on a machine whose actors and decode tasks held every CPU, Ray Data never found one
+    free for them, and the scored rows waited in the object store until the last batch was scored
+    (10M rows: 5.9 GiB of it, then written at the end). On a cluster they keep a CPU, so that none
+    lands on a head node started with no CPUs for tasks (as ``k8s/`` starts it).
     """
     filesystem, target = None, staging
     if "://" in staging:  # an object store: Ray's writers take the file system and the bare path
         filesystem, target = filesystem_for(staging, storage_options)
     scored.write_parquet(target, filesystem=filesystem, min_rows_per_file=rows_per_file,
-                         max_rows_per_file=2 * rows_per_file, ray_remote_args={"num_cpus": 0}, concurrency=writers)
+                         max_rows_per_file=2 * rows_per_file, ray_remote_args={"num_cpus": write_cpus},
+                         concurrency=writers)
 
 
 @contextlib.contextmanager
@@ -325,6 +327,7 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
                                        detection=detection_options,
                                        decode_batch_rows=decode_rows_for(spec, score.batch_size, block_rows))
                 write_staged(scored, staging, rows_per_file, writers=score.num_actors,
+                             write_cpus=0 if ray_config.address is None else 1,
                              storage_options=lake.storage_options)
     with progress.phase("score", "commit"):
         result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON,

@@ -484,16 +484,16 @@ def _read_features(spark: SparkSession, lake: Lake, run_id: str,
     return paths.mapInArrow(read, from_arrow_schema(arrow_schema))
 
 
-# Features files a Spark read task takes at most: the score stage writes files of 20,000 to 40,000
-# rows, so a task reads at most ~320,000 rows, which it then caches. At 10M rows in 8 tasks (1.25M
-# rows each, cached as they were counted) Spark's hash aggregation of the filter counts found no
-# memory left in a 4g JVM and failed.
+# Features files a Spark read task takes (about: they are dealt round-robin): the score stage
+# writes files of 20,000 to 40,000 rows, so a task reads some 320,000 rows, which it caches.
+# At 10M rows in 8 tasks (1.25M rows each, cached as they were counted) Spark's hash aggregation
+# of the filter counts found no memory left in a 4g JVM and failed.
 FILES_PER_READ_TASK = 8
 
 
 def read_partitions(n_files: int, parallelism: int) -> int:
     """Spark read tasks for ``n_files`` features files: four per core, more when a task would read more
-    than ``FILES_PER_READ_TASK`` files, never more than one per file."""
+    than ``FILES_PER_READ_TASK`` files on average, never more than one per file."""
     return max(1, min(n_files, max(parallelism * 4, math.ceil(n_files / FILES_PER_READ_TASK))))
 
 

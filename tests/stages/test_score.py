@@ -136,7 +136,9 @@ def test_scored_rows_are_written_while_every_cpu_is_held(tmp_path, ray_session):
 
     holders = [hold_a_cpu.remote(120) for _ in range(int(ray.cluster_resources()["CPU"]))]
     try:
-        time.sleep(1)  # the holders are running
+        deadline = time.monotonic() + 60
+        while ray.available_resources().get("CPU", 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the holders run
         assert ray.available_resources().get("CPU", 0) == 0
         write_staged(scored, str(tmp_path / "staged"), 1_200)
         done, _ = ray.wait(holders, timeout=0)
