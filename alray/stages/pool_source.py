@@ -261,8 +261,13 @@ def block_rows_for(source: PoolSource, batch_size: int) -> int:
     rows = sum(g.num_rows for g in groups)
     if rows == 0:
         return batch_size
-    row_bytes = max(1.0, sum(g.total_byte_size for g in groups) / rows)
-    return max(batch_size, int(TARGET_BLOCK_BYTES // row_bytes) // batch_size * batch_size)
+    return whole_batches(TARGET_BLOCK_BYTES, sum(g.total_byte_size for g in groups) / rows, batch_size)
+
+
+def whole_batches(budget_bytes: int, row_bytes: float, batch_size: int) -> int:
+    """Rows, in whole batches of ``batch_size``, that fit ``budget_bytes`` at ``row_bytes`` a row
+    (counted as at least one byte); at least one batch."""
+    return max(batch_size, int(budget_bytes // max(1.0, row_bytes)) // batch_size * batch_size)
 
 
 def read_pool(source: PoolSource, *, rows_per_block: int, skip_ids: Any = None) -> ray.data.Dataset:

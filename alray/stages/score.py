@@ -43,6 +43,7 @@ from alray.stages.pool_source import (
     embedding_width,
     open_checked_pool,
     read_pool,
+    whole_batches,
 )
 from alray.strategies.base import PREDICTIONS
 from alray.tables import MC_SCORES, REJECT_REASON
@@ -181,8 +182,7 @@ def decode_rows_for(spec: InputSpec | None, batch_size: int, block_rows: int) ->
     if spec is None:
         return batch_size
     row_bytes = 4 * math.prod(spec.shape) if spec.kind != "text" else 0
-    fit = DECODED_BATCH_BYTES // max(1, row_bytes) // batch_size * batch_size
-    return max(batch_size, min(block_rows, fit))
+    return max(batch_size, min(block_rows, whole_batches(DECODED_BATCH_BYTES, row_bytes, batch_size)))
 
 
 def score_dataset(dataset: Any, model: ModelConfig | None, score: ScoreConfig, options: ScoringOptions,
