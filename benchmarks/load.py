@@ -124,8 +124,10 @@ def write_labeled(folder: Path, n_rows: int, *, seed: int) -> None:
 
 
 def job_config(root: Path, pool: Path, labeled: Path, batch_size: int,
-               object_store_memory: str | None = None, n_partitions: int = 16) -> dict[str, Any]:
+               object_store_memory: str | None = None, n_partitions: int = 16,
+               spark_driver_memory: str | None = None) -> dict[str, Any]:
     """The job every case runs: the demo's strategy (BALD-weighted diversity) selecting 1,000."""
+    spark_conf = {"spark.driver.memory": spark_driver_memory} if spark_driver_memory else {}
     return {
         "ray": {"object_store_memory": object_store_memory} if object_store_memory else {},
         "run": {"seed": SEED, "run_id": "load"},
@@ -141,7 +143,7 @@ def job_config(root: Path, pool: Path, labeled: Path, batch_size: int,
             "n_partitions": n_partitions,
         },
         "output": {"path": str(root / "lake")},
-        "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "4g"}},
+        "spark": {"master": "local[2]", "conf": spark_conf},
     }
 
 
@@ -193,6 +195,7 @@ class TreeSampler(Sampler):
         self._psutil = psutil
         self.root = psutil.Process(pid)
         self.stage = "startup"
+        self.phase = ""  # the phase the run's progress lines last named
         self.peaks: dict[str, dict[str, dict[str, Any]]] = {}
         self.started = time.perf_counter()
         self.timeline_step_s = 10
@@ -232,6 +235,7 @@ class TreeSampler(Sampler):
                                            "processes": 0, "largest": ""})
             if own > peak["own_mib"]:
                 peak["own_mib"] = own
+                peak["at_s"], peak["phase"] = now, self.phase
                 with contextlib.suppress(self._psutil.Error):
                     peak["largest"] = " ".join(process.cmdline())[:100]
             peak["rss_mib"] = max(peak["rss_mib"], info.rss / 2**20)
@@ -246,13 +250,14 @@ class TreeSampler(Sampler):
 
 
 def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int,
-             object_store_memory: str | None = None, n_partitions: int = 16) -> dict[str, Any]:
+             object_store_memory: str | None = None, n_partitions: int = 16,
+             spark_driver_memory: str | None = None) -> dict[str, Any]:
     """One ``alray run`` on ``pool``; figures of time, memory and the table invariant."""
     lake = root / "lake"
     shutil.rmtree(lake, ignore_errors=True)
     config_path = root / f"load-{n_rows}-{batch_size}.yaml"
     config_path.write_text(yaml.safe_dump(job_config(root, pool, labeled, batch_size, object_store_memory,
-                                                     n_partitions)))
+                                                     n_partitions, spark_driver_memory)))
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "alray.cli", "run", str(config_path), "--json"],
@@ -269,7 +274,10 @@ def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int
             del stderr_tail[:-40]
             started = re.match(r"\[alray\] (\w+): started", line)
             if started:
-                sampler.stage = started.group(1)
+                sampler.stage, sampler.phase = started.group(1), ""
+            phase = re.match(r"\[alray\] (\w+): ([a-z_]+), ", line)
+            if phase:
+                sampler.phase = phase.group(2)
             if line.startswith("[alray]"):
                 print(f"  {time.perf_counter() - start:7.1f}s {line.rstrip()}", flush=True)
 
@@ -288,7 +296,7 @@ def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int
     summary = json.loads(summary_line)
     return {
         "n_rows": n_rows, "batch_size": batch_size, "n_partitions": n_partitions,
-        "object_store_memory": object_store_memory,
+        "object_store_memory": object_store_memory, "spark_driver_memory": spark_driver_memory or "alray's default",
         "wall_seconds": round(wall, 1),
         "timings": summary["timings"], "counts": summary["counts"],
         "filtered_by_reason": summary["filtered_by_reason"], "coverage_radius": summary["coverage_radius"],
@@ -343,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workdir", help="where the pool and lake go (default: a temporary folder)")
     parser.add_argument("--object-store-memory", help="ray.object_store_memory of the runs, e.g. 256m "
                         "(default: Ray's, 30%% of memory)")
+    parser.add_argument("--spark-driver-memory", help="spark.driver.memory of the runs, e.g. 4g (default: "
+                        "alray's, 2g; the JVM's footprint follows its heap)")
     parser.add_argument("--output", default="benchmarks/results/load.json")
     args = parser.parse_args(argv)
     cases = parse_cases(args.cases)
@@ -371,7 +381,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             labeled = root / f"labeled-{rows}"
             write_labeled(labeled, rows, seed=SEED)
             print(f"case: {rows:,} rows, batch {batch}, {n_partitions} partitions", flush=True)
-            figures = run_case(root, pool, labeled, rows, batch, args.object_store_memory, n_partitions)
+            figures = run_case(root, pool, labeled, rows, batch, args.object_store_memory, n_partitions,
+                               args.spark_driver_memory)
             results["cases"].append(figures)
             print(json.dumps({k: figures[k] for k in ("wall_seconds", "timings", "counts", "invariant")}), flush=True)
             for stage, roles in figures["peak_memory_mib_by_stage"].items():

@@ -118,6 +118,15 @@ def test_runs_table_records_the_run(finished_run):
     assert row[0]["finished_at"] >= row[0]["started_at"]
 
 
+def test_the_score_stage_times_the_split_apart_from_the_commit(finished_run):
+    _, summary = finished_run
+    phases = {k: v for k, v in summary.timings.items() if k.startswith("score.")}
+    # The split runs in Ray tasks (work per row, spread over a cluster); the commit is the driver's.
+    assert {"score.model_s", "score.split_s", "score.commit_s"} <= set(phases)
+    assert phases["score.split_s"] > 0 and phases["score.commit_s"] > 0
+    assert sum(phases.values()) <= summary.timings["score_s"]
+
+
 def test_the_spark_stage_times_its_phases_within_the_stage(finished_run, capsys):
     from alray.report import print_summary
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -44,11 +45,14 @@ class TableBackend(Protocol):
     def delete_run(self, name: str, run_id: str) -> None:
         """Remove ``run_id``'s rows of table ``name`` in one commit; nothing happens when it has none."""
 
-    def read_run(self, name: str, run_id: str, columns: list[str] | None = None) -> pa.Table:
-        """The rows of one run of table ``name`` (an empty table when the table does not exist)."""
+    def read_run(self, name: str, run_id: str, columns: list[str] | None = None, *, only: str | None = None,
+                 ) -> pa.Table:
+        """The rows of one run of table ``name`` (an empty table when the table does not exist); with
+        ``only`` (a boolean column) the rows where it is true, filtered while the files stream in."""
 
-    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
-        """Every row of table ``name``; InputError when it does not exist."""
+    def read_table(self, name: str, columns: list[str] | None = None, *, only: str | None = None) -> pa.Table:
+        """Every row of table ``name`` (with ``only``, where that boolean column is true); InputError when
+        it does not exist."""
 
     def run_files(self, name: str, run_id: str) -> list[str]:
         """Parquet files holding one run's rows, for engines without a reader for the table format."""
@@ -82,6 +86,16 @@ def checked_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id):
         raise ValueError(f"run_id: unsafe run id {run_id!r}")
     return run_id
+
+
+def rows_of_run(run_id: str | None, only: str | None = None) -> pads.Expression | None:
+    """The dataset filter of one run's rows (every run's when ``run_id`` is None; None: no filter);
+    with ``only``, the rows where that boolean column is true."""
+    rows = None if run_id is None else pads.field("run_id") == checked_run_id(run_id)
+    if only is None:
+        return rows
+    true = pads.field(only) == True  # noqa: E712 (an expression)
+    return true if rows is None else rows & true
 
 
 def run_predicate(run_id: str) -> str:

@@ -35,6 +35,7 @@ from alray.lake.backend import (
     guarded_update,
     merged_schema,
     move_into,
+    rows_of_run,
     run_predicate,
     staged_rows,
 )
@@ -169,14 +170,15 @@ def delete_run(table_path: str, run_id: str, *, storage_options: StorageOptions 
 
 
 def read_run(table_path: str, run_id: str, columns: list[str] | None = None, *,
-             storage_options: StorageOptions = None) -> pa.Table:
-    """The rows of one run of a Delta table (empty table when the table does not exist)."""
+             storage_options: StorageOptions = None, only: str | None = None) -> pa.Table:
+    """The rows of one run of a Delta table (empty table when the table does not exist); with
+    ``only``, those where that boolean column is true."""
     try:
         table = delta_table(table_path, storage_options)
     except TableNotFoundError:
         return pa.table({})
     dataset = table.to_pyarrow_dataset()
-    return dataset.to_table(columns=columns, filter=pads.field("run_id") == run_id)
+    return dataset.to_table(columns=columns, filter=rows_of_run(run_id, only))
 
 
 def run_files(table_path: str, run_id: str, *, storage_options: StorageOptions = None) -> list[str]:
@@ -310,18 +312,19 @@ class DeltaBackend:
         """See :meth:`TableBackend.delete_run`."""
         delete_run(self.lake.table(name), run_id, storage_options=self.lake.storage_options)
 
-    def read_run(self, name: str, run_id: str, columns: list[str] | None = None) -> pa.Table:
+    def read_run(self, name: str, run_id: str, columns: list[str] | None = None, *, only: str | None = None,
+                 ) -> pa.Table:
         """See :meth:`TableBackend.read_run`."""
-        return read_run(self.lake.table(name), run_id, columns, storage_options=self.lake.storage_options)
+        return read_run(self.lake.table(name), run_id, columns, storage_options=self.lake.storage_options, only=only)
 
-    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, name: str, columns: list[str] | None = None, *, only: str | None = None) -> pa.Table:
         """See :meth:`TableBackend.read_table`."""
         path = self.lake.table(name)
         try:
             table = delta_table(path, self.lake.storage_options)
         except TableNotFoundError:
             raise InputError(f"{name} table {path}: not found") from None
-        return table.to_pyarrow_dataset().to_table(columns=columns)
+        return table.to_pyarrow_dataset().to_table(columns=columns, filter=rows_of_run(None, only))
 
     def run_files(self, name: str, run_id: str) -> list[str]:
         """See :meth:`TableBackend.run_files`; the files lack the run_id column."""

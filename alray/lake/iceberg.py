@@ -300,8 +300,9 @@ def iceberg_delete_run(target: IcebergTarget, run_id: str) -> None:
 
 
 def iceberg_read_run(target: IcebergTarget, run_id: str | None, columns: list[str] | None = None, *,
-                     missing_ok: bool = True) -> pa.Table:
-    """The rows of one run (every row when ``run_id`` is None) of an Iceberg table."""
+                     missing_ok: bool = True, only: str | None = None) -> pa.Table:
+    """The rows of one run (every row when ``run_id`` is None) of an Iceberg table; with ``only``, those
+    where that boolean column is true."""
     from pyiceberg.expressions import AlwaysTrue
 
     table = target.load()
@@ -309,7 +310,9 @@ def iceberg_read_run(target: IcebergTarget, run_id: str | None, columns: list[st
         if missing_ok:
             return pa.table({})
         raise InputError(f"table {target.identifier}: not found in the catalog")
-    row_filter: Any = AlwaysTrue() if run_id is None else _iceberg_run_filter(run_id)
+    # pyiceberg parses these row filters; run ids are of a safe alphabet, ``only`` is a column of ours.
+    terms = [*([] if run_id is None else [_iceberg_run_filter(run_id)]), *([] if only is None else [f"{only} == true"])]
+    row_filter: Any = " and ".join(terms) if terms else AlwaysTrue()
     return table.scan(row_filter=row_filter, selected_fields=tuple(columns) if columns else ("*",)).to_arrow()
 
 
@@ -355,13 +358,14 @@ class IcebergBackend:
         """See :meth:`TableBackend.delete_run`."""
         iceberg_delete_run(self._target(name), run_id)
 
-    def read_run(self, name: str, run_id: str, columns: list[str] | None = None) -> pa.Table:
+    def read_run(self, name: str, run_id: str, columns: list[str] | None = None, *, only: str | None = None,
+                 ) -> pa.Table:
         """See :meth:`TableBackend.read_run`."""
-        return iceberg_read_run(self._target(name), run_id, columns)
+        return iceberg_read_run(self._target(name), run_id, columns, only=only)
 
-    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, name: str, columns: list[str] | None = None, *, only: str | None = None) -> pa.Table:
         """See :meth:`TableBackend.read_table`."""
-        return iceberg_read_run(self._target(name), None, columns, missing_ok=False)
+        return iceberg_read_run(self._target(name), None, columns, missing_ok=False, only=only)
 
     def run_files(self, name: str, run_id: str) -> list[str]:
         """See :meth:`TableBackend.run_files`; the files hold the run_id column."""

@@ -100,13 +100,16 @@ class Lake:
         """Whether committed files carry the ``run_id`` column (Iceberg) or take it from their path."""
         return self._backend.keeps_run_id_in_files()
 
-    def read_run(self, name: str, run_id: str, columns: list[str] | None = None) -> pa.Table:
-        """The rows of one run of table ``name`` (an empty table when the table does not exist)."""
-        return self._backend.read_run(name, run_id, columns)
+    def read_run(self, name: str, run_id: str, columns: list[str] | None = None, *, only: str | None = None,
+                 ) -> pa.Table:
+        """The rows of one run of table ``name`` (an empty table when the table does not exist); with
+        ``only`` (a boolean column) the rows where it is true, filtered while the files stream in."""
+        return self._backend.read_run(name, run_id, columns, only=only)
 
-    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
-        """Every row of table ``name`` (for small tables such as runs); InputError when it does not exist."""
-        return self._backend.read_table(name, columns)
+    def read_table(self, name: str, columns: list[str] | None = None, *, only: str | None = None) -> pa.Table:
+        """Every row of table ``name`` (for small tables such as runs; with ``only``, where that boolean
+        column is true, filtered while the files stream in); InputError when it does not exist."""
+        return self._backend.read_table(name, columns, only=only)
 
     def run_files(self, name: str, run_id: str) -> list[str]:
         """Parquet files holding one run's rows, for engines without a reader for the table format."""

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from alray.errors import InputError
-from alray.lake.backend import checked_run_id
+from alray.lake.backend import checked_run_id, rows_of_run
 from alray.lake.filesystems import StorageOptions, delete_dir, filesystem_for, join_path, list_parquet
 from alray.lake.streams import iter_batches
 from alray.tables import without_run_id
@@ -99,14 +99,16 @@ def _hive_dataset(table_path: str, storage_options: StorageOptions) -> pads.Data
 
 
 def parquet_read_run(table_path: str, run_id: str | None, columns: list[str] | None = None, *,
-                     storage_options: StorageOptions = None, missing_ok: bool = True) -> pa.Table:
-    """The rows of one run (every row when ``run_id`` is None) of a plain parquet table."""
+                     storage_options: StorageOptions = None, missing_ok: bool = True,
+                     only: str | None = None) -> pa.Table:
+    """The rows of one run (every row when ``run_id`` is None) of a plain parquet table; with ``only``,
+    those where that boolean column is true."""
     dataset = _hive_dataset(table_path, storage_options)
     if dataset is None:
         if missing_ok:
             return pa.table({})
         raise InputError(f"table {table_path}: not found")
-    return dataset.to_table(columns=columns, filter=None if run_id is None else pads.field("run_id") == run_id)
+    return dataset.to_table(columns=columns, filter=rows_of_run(run_id, only))
 
 
 def parquet_run_files(table_path: str, run_id: str, *, storage_options: StorageOptions = None) -> list[str]:
@@ -134,14 +136,16 @@ class ParquetBackend:
         """See :meth:`TableBackend.delete_run`."""
         parquet_delete_run(self.lake.table(name), run_id, storage_options=self.lake.storage_options)
 
-    def read_run(self, name: str, run_id: str, columns: list[str] | None = None) -> pa.Table:
+    def read_run(self, name: str, run_id: str, columns: list[str] | None = None, *, only: str | None = None,
+                 ) -> pa.Table:
         """See :meth:`TableBackend.read_run`."""
-        return parquet_read_run(self.lake.table(name), run_id, columns, storage_options=self.lake.storage_options)
+        return parquet_read_run(self.lake.table(name), run_id, columns, storage_options=self.lake.storage_options,
+                                only=only)
 
-    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, name: str, columns: list[str] | None = None, *, only: str | None = None) -> pa.Table:
         """See :meth:`TableBackend.read_table`."""
         return parquet_read_run(self.lake.table(name), None, columns, storage_options=self.lake.storage_options,
-                                missing_ok=False)
+                                missing_ok=False, only=only)
 
     def run_files(self, name: str, run_id: str) -> list[str]:
         """See :meth:`TableBackend.run_files`; the files lack the run_id column."""

@@ -13,13 +13,11 @@ from alray.lake.outputs import Lake
 
 def run_picks(lake: Lake, name: str, run_id: str, columns: list[str]) -> list[dict[str, Any]]:
     """The selected rows of one run of a ranking table (``ranking``, ``object_ranking``), ``columns`` of
-    each, in rank order. The run's rows stay Arrow until filtered: at 10M candidates, rows as Python
-    dicts took the driver from 0.7 to 3.8 GiB for 1,000 picks."""
-    table = lake.read_run(name, run_id, columns=sorted({*columns, "rank", "selected"}))
-    if table.num_rows == 0:
-        return []
-    picked = table.filter(pc.equal(table.column("selected"), True)).sort_by("rank")
-    return picked.select(columns).to_pylist()
+    each, in rank order. Only the picks are kept as the files stream in: at 10M candidates, rows as
+    Python dicts took the driver from 0.7 to 3.8 GiB for 1,000 picks, and the run's columns read whole
+    and then filtered 0.33 to 0.77 GiB."""
+    picked = lake.read_run(name, run_id, columns=sorted({*columns, "rank"}), only="selected")
+    return picked.sort_by("rank").select(columns).to_pylist() if picked.num_rows else []
 
 
 def previously_selected_ids(lake: Lake, run_id: str) -> pa.Array:
@@ -28,11 +26,10 @@ def previously_selected_ids(lake: Lake, run_id: str) -> pa.Array:
     A run that has not succeeded (running, failed) does not count, nor does ``run_id`` itself,
     so a rerun sees the same exclusions as the first try. Empty when the table does not exist.
     """
-    ranking = _read_all(lake, "ranking", ["run_id", "id", "selected"])
+    ranking = _read_all(lake, "ranking", ["run_id", "id"], only="selected")
     if ranking.num_rows == 0:
         return pa.array([], pa.string())
-    ranking = ranking.filter(pc.and_(pc.equal(ranking.column("selected"), True),
-                                     pc.not_equal(ranking.column("run_id"), run_id)))
+    ranking = ranking.filter(pc.not_equal(ranking.column("run_id"), run_id))
     runs = _read_all(lake, "runs", ["run_id", "status"])
     if runs.num_rows:
         succeeded = runs.filter(pc.equal(runs.column("status"), "succeeded")).column("run_id")
@@ -40,8 +37,8 @@ def previously_selected_ids(lake: Lake, run_id: str) -> pa.Array:
     return pc.unique(ranking.column("id").combine_chunks().cast(pa.string()))
 
 
-def _read_all(lake: Lake, name: str, columns: list[str]) -> pa.Table:
+def _read_all(lake: Lake, name: str, columns: list[str], only: str | None = None) -> pa.Table:
     try:
-        return lake.read_table(name, columns=columns)
+        return lake.read_table(name, columns=columns, only=only)
     except InputError:
         return pa.table({})

@@ -3,7 +3,7 @@
 A candidate table holds ``id``, ``embedding`` and ``weight`` (the greedy weight), and
 ``_group`` (the class, as a string) when quotas apply. Round one, :func:`local_centres`, runs
 in every partition and keeps :func:`~alray.coreset.local_k` centres; :func:`reduce_levels`
-says how many further partitioned rounds keep the union small; :func:`merge_round` picks the
+says how many further partitioned rounds keep the union small; :func:`merged_rows` picks the
 final centres from the union (Malkomes et al., NeurIPS 2015). The Spark stage calls these in
 ``mapInArrow`` tasks and on the driver; :mod:`alray.selection.local` calls them in a loop.
 Rows are sorted by id inside every round, so a round's result depends on which rows it got,
@@ -90,14 +90,18 @@ def reduce_levels(n_select: int, n_partitions: int, oversample: float, *, union_
     return levels
 
 
-def merge_round(union: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray]:
-    """The final round over the union of local centres: ids of the picks in order and their embeddings."""
+def merged_rows(union: pa.Table, spec: GreedySpec) -> pa.Table:
+    """The final round over the union of local centres: the picked rows of ``union``, in pick order."""
     if union.num_rows == 0 or spec.n_select == 0:
-        return [], embedding_matrix(union.slice(0, 0))
+        return union.slice(0, 0)
     union = sorted_by_id(union)
-    picks = _greedy(union, spec.n_select, spec.quotas, spec)
-    ids = union.column("id").to_pylist()
-    return [str(ids[i]) for i in picks], embedding_matrix(union)[picks]
+    return union.take(pa.array(_greedy(union, spec.n_select, spec.quotas, spec), pa.int64()))
+
+
+def merge_round(union: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray]:
+    """:func:`merged_rows` as the picks' ids in order and their embeddings (K, D)."""
+    picked = merged_rows(union, spec)
+    return [str(i) for i in picked.column("id").to_pylist()], np.array(embedding_matrix(picked))
 
 
 def by_weight_round(ordered: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray, np.ndarray]:

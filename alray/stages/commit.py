@@ -31,49 +31,62 @@ class ScoreResult:
     score_key: str | None = None
 
 
-def commit_features(staging: str, run_id: str, lake: Lake, *, reject_column: str,
-                    carried: tuple[list[str], list[str]] = ([], [])) -> ScoreResult:
-    """Commit the scored files of a staging folder: good rows to features, bad rows to rejects.
+@dataclass(frozen=True)
+class SplitFiles:
+    """The files :func:`split_staged` made, shaped like the tables; ``objects`` None when no detection
+    run staged objects."""
 
-    Each staged file is split where it lies (one Ray task per file when Ray is up) into a
-    features file and a rejects file shaped like the tables (and an objects file, when a detection
-    run staged its objects); the driver then commits those files to each table in one
-    transaction, reading only their footers. ``carried`` holds files already shaped as the
-    features and the rejects tables (rows an incremental run carries over), committed in the same
-    transactions.
-    """
+    features: list[str]
+    rejects: list[str]
+    objects: list[str] | None = None
+
+
+def split_staged(staging: str, run_id: str, lake: Lake, *, reject_column: str) -> SplitFiles:
+    """Split every scored file of a staging folder where it lies (one Ray task per file when Ray is
+    up) into a features file and a rejects file shaped like the tables (and an objects file, when a
+    detection run staged its objects). Work per row, spread over the cluster, apart from the
+    commit (:func:`commit_split`), which is the driver's alone."""
     files = list_parquet(staging, storage_options=lake.storage_options)
+    if not files:
+        return SplitFiles([], [])
     keep_run_id = lake.keeps_run_id_in_files()
-    outputs: list[tuple[str | None, str | None, str | None]] = []
-    objects = False
-    if files:
-        filesystem, first = filesystem_for(files[0], lake.storage_options)
-        names = pq.read_schema(first, filesystem=filesystem).names
-        feature_columns = [n for n in names
-                           if n not in (reject_column, OBJECTS_COLUMN) and (keep_run_id or n != "run_id")]
-        objects = OBJECTS_COLUMN in names
-        parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"),
-                 lake.staging(run_id, "objects-commit") if objects else None)
-        options = dict(lake.storage_options) if lake.storage_options else None
-        if ray_is_up():
-            import ray
+    filesystem, first = filesystem_for(files[0], lake.storage_options)
+    names = pq.read_schema(first, filesystem=filesystem).names
+    feature_columns = [n for n in names if n not in (reject_column, OBJECTS_COLUMN) and (keep_run_id or n != "run_id")]
+    objects = OBJECTS_COLUMN in names
+    parts = (lake.staging(run_id, "features-commit"), lake.staging(run_id, "rejects-commit"),
+             lake.staging(run_id, "objects-commit") if objects else None)
+    options = dict(lake.storage_options) if lake.storage_options else None
+    outputs: list[tuple[str | None, str | None, str | None]]
+    if ray_is_up():
+        import ray
 
-            remote = ray.remote(_split_scored_file)
-            outputs = ray.get([remote.remote(f, parts, feature_columns, reject_column, keep_run_id, options)
-                               for f in files])
-        else:
-            outputs = [_split_scored_file(f, parts, feature_columns, reject_column, keep_run_id, options)
-                       for f in files]
-    features = [o[0] for o in outputs if o[0]] + list(carried[0])
-    rejects = [o[1] for o in outputs if o[1]] + list(carried[1])
+        remote = ray.remote(_split_scored_file)
+        outputs = ray.get([remote.remote(f, parts, feature_columns, reject_column, keep_run_id, options)
+                           for f in files])
+    else:
+        outputs = [_split_scored_file(f, parts, feature_columns, reject_column, keep_run_id, options)
+                   for f in files]
+    return SplitFiles(features=[o[0] for o in outputs if o[0]], rejects=[o[1] for o in outputs if o[1]],
+                      objects=[o[2] for o in outputs if o[2]] if objects else None)
+
+
+def commit_split(split: SplitFiles, run_id: str, lake: Lake,
+                 carried: tuple[list[str], list[str]] = ([], [])) -> ScoreResult:
+    """Commit the split files to each table in one transaction, reading only their footers: good rows
+    to features, bad rows to rejects. ``carried`` holds files already shaped as the features and the
+    rejects tables (rows an incremental run carries over), committed in the same transactions."""
+    keep_run_id = lake.keeps_run_id_in_files()
+    features = split.features + list(carried[0])
+    rejects = split.rejects + list(carried[1])
     if not features and not rejects:
         return ScoreResult(n_pool=0, n_scored=0, n_rejected=0)
     n_scored = lake.commit_files("features", features, run_id) if features else _empty_run(lake, "features", run_id)
     reject_schema = without_run_id(REJECTS_SCHEMA, keep_run_id)
     n_rejected = lake.commit_files("rejects", rejects, run_id, schema=reject_schema)
     n_objects = None
-    if objects:
-        n_objects = lake.commit_files("objects", [o[2] for o in outputs if o[2]], run_id,
+    if split.objects is not None:
+        n_objects = lake.commit_files("objects", split.objects, run_id,
                                       schema=without_run_id(OBJECTS_SCHEMA, keep_run_id))
     return ScoreResult(n_pool=n_scored + n_rejected, n_scored=n_scored, n_rejected=n_rejected, n_objects=n_objects)
 

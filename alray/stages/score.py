@@ -34,7 +34,7 @@ from alray.payloads import PayloadError, TextEncoder
 from alray.precomputed import PRECOMPUTED_COLUMNS, available_scores, score_precomputed
 from alray.progress import Progress
 from alray.selection.plan import keyed_inputs
-from alray.stages.commit import ScoreResult, commit_features
+from alray.stages.commit import ScoreResult, commit_split, split_staged
 from alray.stages.incremental import plan_increment, pool_rows_schema, score_key
 from alray.stages.pool_source import (
     PoolSource,
@@ -329,9 +329,10 @@ def run_score(pool: PoolConfig, model: ModelConfig | None, score: ScoreConfig, r
                 write_staged(scored, staging, rows_per_file, writers=score.num_actors,
                              write_cpus=0 if ray_config.address is None else 1,
                              storage_options=lake.storage_options)
+    with progress.phase("score", "split"):
+        split = split_staged(staging, run_id, lake, reject_column=REJECT_REASON)
     with progress.phase("score", "commit"):
-        result = commit_features(staging, run_id, lake, reject_column=REJECT_REASON,
-                                 carried=(increment.carried_features, increment.carried_rejects))
+        result = commit_split(split, run_id, lake, carried=(increment.carried_features, increment.carried_rejects))
         fail_once("score.before_pool_rows", kill=True)
         lake.commit_files("pool_rows", increment.pool_rows, run_id, schema=pool_rows_schema(lake))
     result = dataclasses.replace(result, n_reused=increment.n_reused, reused_from=increment.base_run, score_key=key)

@@ -2,8 +2,8 @@
 
 Filters run as column expressions; everything else is :mod:`alray.selection` and
 :mod:`alray.strategies` called from Arrow tasks (``mapInArrow``) and on the driver: objectives per
-batch, round one of the coreset in every hash partition, the reduce levels, the merge round on
-the driver, the ranking pass. :mod:`alray.selection.local` runs the same calls on one machine.
+batch, round one of the coreset in every hash partition, the reduce levels, the merge round in
+one task, the ranking pass. :mod:`alray.selection.local` runs the same calls on one machine.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -39,7 +40,7 @@ from alray.selection.rounds import (
     by_weight_round,
     kept_apart,
     local_centres,
-    merge_round,
+    merged_rows,
     reduce_levels,
     sorted_by_id,
 )
@@ -353,7 +354,7 @@ def _candidate_columns(plan: Plan) -> list[Column]:
 
 def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec, progress: Progress,
                ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Round one per hash partition on the executors, the reduce levels, the merge round on the driver."""
+    """Round one per hash partition on the executors, the reduce levels, the merge round in one task."""
     if spec.n_select == 0:
         return [], np.zeros((0, 0), dtype=np.float32), np.zeros(0)
     n_partitions = plan.selection.n_partitions
@@ -378,12 +379,26 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec, progress: Pr
     for level, partitions in enumerate(reduce_levels(spec.n_select, n_partitions, spec.oversample), start=1):
         union = _hash_partitions(union, partitions, spec.seed + level).mapInArrow(local_round(partitions),
                                                                                    rows.schema)
+    def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        received = list(batches)
+        if received:
+            picked = merged_rows(pa.Table.from_batches(received), spec)
+            yield from picked.append_column("_pick", pa.array(range(picked.num_rows), pa.int64())).to_batches()
+
     with progress.phase("select", "local_rounds"):
-        table = union.toArrow()
-    with progress.phase("select", "merge_round"):
-        ids, picked = merge_round(table, spec)
-    weight_of = dict(zip(table.column("id").to_pylist(), table.column("weight").to_pylist(), strict=True))
-    return ids, picked, np.array([weight_of[i] for i in ids], dtype=np.float64)
+        union = union.persist()
+        union.count()
+    try:
+        # The merge runs in one task, so the driver holds the picks, never the union (up to
+        # UNION_CAP rows: 160,000 x 64 took 170 MiB to gather and merge on the driver).
+        with progress.phase("select", "merge_round"):
+            table = union.repartition(1).mapInArrow(
+                merge, T.StructType([*rows.schema.fields, T.StructField("_pick", T.LongType())])).toArrow()
+    finally:
+        union.unpersist()
+    table = table.sort_by("_pick")
+    return ([str(i) for i in table.column("id").to_pylist()], np.array(embedding_matrix(table)),
+            pc.cast(table.column("weight"), pa.float64()).to_numpy())
 
 
 def _by_weight(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedySpec,

@@ -40,6 +40,32 @@ def test_an_unknown_format_is_refused_when_the_lake_is_made(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_reads_the_picks_of_a_run_without_the_rest(tmp_path, fmt):
+    """``only`` keeps the rows where a boolean column is true, of one run or of every run: how the picks
+    of a 10M-row ranking are read without holding its 10M rows."""
+    import pyarrow as pa
+
+    from alray.lake import previously_selected_ids
+    from alray.lake.selections import run_picks
+
+    lake = _lake(tmp_path, fmt)
+    assert lake.read_run("ranking", "a", only="selected").num_rows == 0  # no table yet
+    for run_id, ids, picks in (("a", ["1", "2", "3", "4"], [False, True, False, True]),
+                               ("b", ["1", "5"], [True, False])):
+        lake.replace_run("ranking", pa.table({"run_id": [run_id] * len(ids), "id": ids,
+                                              "rank": [4 - i for i in range(len(ids))], "selected": picks}), run_id)
+    picked = lake.read_run("ranking", "a", columns=["id"], only="selected")
+    assert picked.schema.names == ["id"] and sorted(picked.column("id").to_pylist()) == ["2", "4"]
+    assert sorted(lake.read_table("ranking", columns=["run_id", "id"], only="selected").to_pylist(),
+                  key=lambda r: (r["run_id"], r["id"])) == [
+        {"run_id": "a", "id": "2"}, {"run_id": "a", "id": "4"}, {"run_id": "b", "id": "1"}]
+    assert run_picks(lake, "ranking", "a", ["id", "rank"]) == [{"id": "4", "rank": 1}, {"id": "2", "rank": 3}]
+    for run_id in ("a", "b"):
+        lake.replace_run("runs", pa.table({"run_id": [run_id], "status": ["succeeded"]}), run_id, partition=False)
+    assert sorted(previously_selected_ids(lake, "b").to_pylist()) == ["2", "4"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_each_format_replaces_commits_reads_and_deletes_runs_alike(tmp_path, fmt):
     lake = _lake(tmp_path, fmt)
     assert lake.read_run("ranking", "a").num_rows == 0  # no table yet
