@@ -195,7 +195,7 @@ class TreeSampler(Sampler):
         self._psutil = psutil
         self.root = psutil.Process(pid)
         self.stage = "startup"
-        self.phase = ""  # the phase the run's progress lines last named
+        self.phase = ""  # the phase the run's progress lines last named (they come every 10 s)
         self.peaks: dict[str, dict[str, dict[str, Any]]] = {}
         self.started = time.perf_counter()
         self.timeline_step_s = 10
@@ -275,9 +275,12 @@ def run_case(root: Path, pool: Path, labeled: Path, n_rows: int, batch_size: int
             started = re.match(r"\[alray\] (\w+): started", line)
             if started:
                 sampler.stage, sampler.phase = started.group(1), ""
-            phase = re.match(r"\[alray\] (\w+): ([a-z_]+), ", line)
+            # "[alray] select: partition, tasks 3/16, 10s so far" or "[alray] score: 1,024/... rows
+            # (1%), ..., model, 10s so far": a line every 10 s, so a phase shorter than that may pass unnamed
+            phase = (re.match(r"\[alray\] \w+: ([a-z_]+), ", line)
+                     or re.search(r", ([a-z_]+), [0-9hms]+ so far$", line.rstrip()))
             if phase:
-                sampler.phase = phase.group(2)
+                sampler.phase = phase.group(1)
             if line.startswith("[alray]"):
                 print(f"  {time.perf_counter() - start:7.1f}s {line.rstrip()}", flush=True)
 

@@ -385,10 +385,10 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec, progress: Pr
             picked = merged_rows(pa.Table.from_batches(received), spec)
             yield from picked.append_column("_pick", pa.array(range(picked.num_rows), pa.int64())).to_batches()
 
-    with progress.phase("select", "local_rounds"):
-        union = union.persist()
-        union.count()
+    union = union.persist()
     try:
+        with progress.phase("select", "local_rounds"):
+            union.count()
         # The merge runs in one task, so the driver holds the picks, never the union (up to
         # UNION_CAP rows: 160,000 x 64 took 170 MiB to gather and merge on the driver).
         with progress.phase("select", "merge_round"):
