@@ -128,7 +128,10 @@ def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> p
     present = options.payload in batch.column_names
     whole = (_whole_feature_rows(batch.column(options.payload), spec.n_features)
              if present and options.payload == "features" and spec.kind == "features" else None)
-    column = [] if whole is not None else batch.column(options.payload).to_pylist() if present else [None] * n
+    if whole is not None:
+        column: list = []  # every row usable: taken whole below
+    else:
+        column = batch.column(options.payload).to_pylist() if present else [None] * n
     ok = np.zeros(n, dtype=bool)
     reasons: list[str | None] = [None] * n
     inputs: list[np.ndarray] = []
@@ -161,13 +164,14 @@ def decode_batch(batch: pa.Table, spec: InputSpec, options: ScoringOptions) -> p
             ok[i] = True
         except PayloadError as exc:
             reasons[i] = str(exc)
+    rows: list[np.ndarray] | np.ndarray = inputs
     if whole is not None and fits:  # every row a usable vector: packed as the loop would pack them
         ok[:] = True
-        inputs = list(whole)
+        rows = whole
     if options.payload == "text":
         model_input: pa.Array = pa.array([None] * n, pa.string()) if not texts else _scatter_texts(texts, ok)
     else:
-        model_input = _packed_rows(inputs, ok)
+        model_input = _packed_rows(rows, ok)
     image_ok = ok if PAYLOAD_INPUT_KIND.get(options.payload) == "image" else np.zeros(n, dtype=bool)
     columns: dict[str, pa.Array] = {
         "id": _string_ids(batch.column("id")),
@@ -210,11 +214,12 @@ def _string_ids(ids: pa.ChunkedArray) -> pa.Array:
     return pa.array([str(i) for i in ids.to_pylist()], type=pa.string())
 
 
-def _packed_rows(rows: list[np.ndarray], ok: np.ndarray) -> pa.Array:
-    """The usable rows' float32 inputs as one byte string each, null for the others."""
-    if not rows:
+def _packed_rows(rows: list[np.ndarray] | np.ndarray, ok: np.ndarray) -> pa.Array:
+    """The usable rows' float32 inputs (a list of them, or one array of rows) as one byte string each,
+    null for the others."""
+    if not len(rows):
         return pa.nulls(len(ok), pa.binary())
-    flat = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+    flat = np.ascontiguousarray(rows if isinstance(rows, np.ndarray) else np.stack(rows), dtype=np.float32)
     width = flat[0].nbytes
     offsets = np.concatenate([[0], np.cumsum(np.where(ok, width, 0))]).astype(np.int32)
     return pa.Array.from_buffers(pa.binary(), len(ok), [pa.array(ok).buffers()[1] if not ok.all() else None,

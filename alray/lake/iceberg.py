@@ -311,7 +311,11 @@ def iceberg_read_run(target: IcebergTarget, run_id: str | None, columns: list[st
             return pa.table({})
         raise InputError(f"table {target.identifier}: not found in the catalog")
     # pyiceberg parses these row filters; run ids are of a safe alphabet, ``only`` is a column of ours.
-    terms = [*([] if run_id is None else [_iceberg_run_filter(run_id)]), *([] if only is None else [f"{only} == true"])]
+    terms = []
+    if run_id is not None:
+        terms.append(_iceberg_run_filter(run_id))
+    if only is not None:
+        terms.append(f"{only} == true")
     row_filter: Any = " and ".join(terms) if terms else AlwaysTrue()
     return table.scan(row_filter=row_filter, selected_fields=tuple(columns) if columns else ("*",)).to_arrow()
 

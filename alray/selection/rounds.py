@@ -98,10 +98,16 @@ def merged_rows(union: pa.Table, spec: GreedySpec) -> pa.Table:
     return union.take(pa.array(_greedy(union, spec.n_select, spec.quotas, spec), pa.int64()))
 
 
+def picks_of(picked: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Picked candidate rows as their ids, embeddings (K, D, a writable copy) and greedy weights (K,)."""
+    return ([str(i) for i in picked.column("id").to_pylist()], np.array(embedding_matrix(picked)),
+            pc.cast(picked.column("weight"), pa.float64()).to_numpy())
+
+
 def merge_round(union: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray]:
     """:func:`merged_rows` as the picks' ids in order and their embeddings (K, D)."""
-    picked = merged_rows(union, spec)
-    return [str(i) for i in picked.column("id").to_pylist()], np.array(embedding_matrix(picked))
+    ids, embeddings, _ = picks_of(merged_rows(union, spec))
+    return ids, embeddings
 
 
 def by_weight_round(ordered: pa.Table, spec: GreedySpec) -> tuple[list[str], np.ndarray, np.ndarray]:

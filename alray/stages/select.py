@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -41,6 +40,7 @@ from alray.selection.rounds import (
     kept_apart,
     local_centres,
     merged_rows,
+    picks_of,
     reduce_levels,
     sorted_by_id,
 )
@@ -396,9 +396,7 @@ def _two_stage(candidates: DataFrame, plan: Plan, spec: GreedySpec, progress: Pr
                 merge, T.StructType([*rows.schema.fields, T.StructField("_pick", T.LongType())])).toArrow()
     finally:
         union.unpersist()
-    table = table.sort_by("_pick")
-    return ([str(i) for i in table.column("id").to_pylist()], np.array(embedding_matrix(table)),
-            pc.cast(table.column("weight"), pa.float64()).to_numpy())
+    return picks_of(table.sort_by("_pick"))
 
 
 def _by_weight(candidates: DataFrame, n_candidates: int, plan: Plan, spec: GreedySpec,
